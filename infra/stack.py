@@ -1,0 +1,426 @@
+"""The local stack: a real Kafka broker (KRaft, one node) and a milvus-lite server.
+
+No Docker engine runs on the machines ragstream is developed on, so the stack is plain
+processes: the broker runs from jars that Maven resolves from Central (cached under
+``RAGSTREAM_CACHE_DIR/jars``), milvus-lite from its PyPI package. Each service
+
+* keeps its data under ``RAGSTREAM_HOME/<service>``, its log in ``RAGSTREAM_HOME/logs``
+  and its pid in ``RAGSTREAM_HOME/run``;
+* listens on loopback only;
+* runs in its own process session, so ``down`` stops it and everything it spawned.
+
+``up`` is idempotent: a service that already answers is left alone. Every failure raises
+:class:`StackError`, whose message says what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ragstream.settings import Settings
+
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+POM = KAFKA_DIR / "pom.xml"
+LOG4J = KAFKA_DIR / "log4j2.properties"
+MIN_JAVA = 17
+
+_NETWORK_ERRORS = re.compile(
+    r"Could not transfer|Connection refused|UnknownHost|Unknown host|Connect to .* failed|"
+    r"Network is unreachable|timed out|Could not resolve|No route to host|Remote host terminated",
+    re.IGNORECASE,
+)
+
+
+class StackError(RuntimeError):
+    """The stack could not do what was asked; ``hint`` says what to do about it."""
+
+    def __init__(self, problem: str, hint: str) -> None:
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"{problem}\n  → {hint}")
+
+
+# --------------------------------------------------------------------------------------
+# Tools: Java and the jar cache
+# --------------------------------------------------------------------------------------
+
+def find_java(settings: Settings) -> str:
+    java = shutil.which(settings.java)
+    if java is None:
+        raise StackError(
+            f"Java was not found (RAGSTREAM_JAVA={settings.java!r}); the Kafka broker needs Java {MIN_JAVA}+.",
+            "Install it (apt-get install -y openjdk-17-jre-headless) or point RAGSTREAM_JAVA at a java executable.",
+        )
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"{java} -version failed: {exc}", "Check the Java installation or RAGSTREAM_JAVA.") from None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):  # "1.8.0" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise StackError(
+            f"{java} is Java {major or 'of unknown version'}; Kafka 4 needs Java {MIN_JAVA} or newer.",
+            "Install openjdk-17-jre-headless or point RAGSTREAM_JAVA at a newer java.",
+        )
+    return java
+
+
+def jars(settings: Settings, profile: str = "broker", progress: Callable[[str], None] = lambda _m: None) -> Path:
+    """Return a folder holding every jar of ``profile`` (see infra/kafka/pom.xml), resolving once.
+
+    The folder name carries a hash of the POM, so editing the POM resolves afresh.
+    """
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    target = settings.cache_dir / "jars" / f"{profile}-{digest}"
+    if (target / ".complete").exists():
+        return target
+    mvn = shutil.which(settings.mvn)
+    if mvn is None:
+        raise StackError(
+            f"Maven was not found (RAGSTREAM_MVN={settings.mvn!r}); it resolves the Kafka jars from Maven Central.",
+            "Install it (apt-get install -y maven) or point RAGSTREAM_MVN at an mvn executable.",
+        )
+    progress(f"resolving {profile} jars from Maven Central (once; cached in {target.parent})")
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [mvn, "-B", "-q", "-f", str(POM), f"-P{profile}", "dependency:copy-dependencies",
+           f"-DoutputDirectory={staging}"]
+    if settings.maven_repo_url:
+        mirror = settings.cache_dir / "maven-mirror-settings.xml"
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        mirror.write_text(
+            "<settings><mirrors><mirror><id>ragstream-mirror</id><mirrorOf>*</mirrorOf>"
+            f"<url>{settings.maven_repo_url}</url></mirror></mirrors></settings>\n"
+        )
+        cmd[1:1] = ["-s", str(mirror)]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        raise StackError("Maven did not finish resolving the Kafka jars within 30 minutes.",
+                         "Check the network to Maven Central (or RAGSTREAM_MAVEN_REPO_URL) and retry.") from None
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        tail = "\n".join(output.splitlines()[-8:])
+        if _NETWORK_ERRORS.search(output):
+            where = settings.maven_repo_url or "Maven Central (https://repo.maven.apache.org)"
+            raise StackError(
+                f"Maven could not download the {profile} jars from {where}:\n{tail}",
+                "Check the network and any proxy in ~/.m2/settings.xml, or set RAGSTREAM_MAVEN_REPO_URL "
+                "to a reachable mirror; then run `ragstream stack up` again.",
+            )
+        raise StackError(f"Maven failed to resolve the {profile} jars:\n{tail}",
+                         f"Run the command yourself to see the full output: {' '.join(cmd)}")
+    (staging / ".complete").write_text(" ".join(sorted(p.name for p in staging.glob("*.jar"))))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap if it was our child, so it is not a zombie
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def rss_bytes(pid: int) -> int | None:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pid: int | None
+    running: bool
+    ready: bool
+    address: str
+    log: Path
+    rss: int | None
+
+
+class Service:
+    """A long-running local process: its command, its readiness check, its files."""
+
+    name: str = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home
+
+    # -- to be provided by each service --------------------------------------------------
+    @property
+    def ports(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    # -- shared mechanics -----------------------------------------------------------------
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "run" / f"{self.name}.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.home / "logs" / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of *our* running process, or None (stale pid files are ignored)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not pid_alive(pid):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return None
+        return pid if str(self.home.resolve()) in cmdline else None
+
+    def status(self) -> ServiceStatus:
+        pid = self.pid()
+        return ServiceStatus(self.name, pid, pid is not None, pid is not None and self.ready(),
+                             self.address, self.logfile, rss_bytes(pid) if pid else None)
+
+    def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
+        """Start unless already running; wait until it answers. True if it was started now."""
+        pid = self.pid()
+        if pid is not None:
+            self._wait_ready(pid)
+            return False
+        for port in self.ports:
+            if port_open(port):
+                raise StackError(
+                    f"{self.name} cannot start: port {port} on 127.0.0.1 is already in use by another program.",
+                    f"Stop that program (find it with `ss -ltnp 'sport = :{port}'`) or choose other ports "
+                    "(RAGSTREAM_KAFKA_PORT, RAGSTREAM_KAFKA_CONTROLLER_PORT, RAGSTREAM_MILVUS_PORT).",
+                )
+        cmd = self.command(progress)
+        for d in (self.pidfile.parent, self.logfile.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        progress(f"starting {self.name} on {self.address} (log: {self.logfile})")
+        with open(self.logfile, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=self.home)
+        self.pidfile.write_text(str(proc.pid))
+        self._wait_ready(proc.pid)
+        return True
+
+    def _wait_ready(self, pid: int) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                raise StackError(f"{self.name} exited during start-up:\n{self.log_tail()}",
+                                 f"Read the full log at {self.logfile}.")
+            if self.ready():
+                return
+            time.sleep(0.25)
+        raise StackError(
+            f"{self.name} did not answer on {self.address} within {self.settings.start_timeout_s:.0f}s:\n{self.log_tail()}",
+            f"Read {self.logfile}; raise RAGSTREAM_START_TIMEOUT_S on a slow machine.",
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the process group (SIGTERM, then SIGKILL after ``timeout``). True if it was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pidfile.unlink(missing_ok=True)
+            return False
+        self.signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            self.signal(signal.SIGKILL)
+            while pid_alive(pid):
+                time.sleep(0.05)
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+    def signal(self, sig: int) -> None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace").splitlines()
+        except OSError:
+            return "  (no log)"
+        return "\n".join("  | " + line for line in text[-lines:])
+
+
+class KafkaBroker(Service):
+    """Apache Kafka 4 in KRaft mode: one node that is both broker and controller."""
+
+    name = "kafka"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.settings.kafka_port, self.settings.kafka_controller_port)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.settings.kafka_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "kafka" / "data"
+
+    def properties(self) -> str:
+        s = self.settings
+        return "\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={self.data_dir}",
+            "num.partitions=1",
+            # Topics come from the catalog (`ragstream topics ensure`); a typo must fail, not create.
+            "auto.create.topics.enable=false",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.cleaner.backoff.ms=5000",
+            "",
+        ])
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        java = find_java(self.settings)
+        classpath = f"{jars(self.settings, 'broker', progress)}/*"
+        conf = self.home / "kafka" / "server.properties"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(self.properties())
+        jvm = [java, "-Xms128m", f"-Xmx{self.settings.broker_heap}", "-XX:+UseG1GC",
+               "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+               f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
+        if not (self.data_dir / "meta.properties").exists():
+            progress("formatting Kafka storage (first start)")
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(conf)],
+                                 capture_output=True, text=True, timeout=120)
+            if fmt.returncode != 0:
+                raise StackError(f"formatting Kafka storage in {self.data_dir} failed:\n{fmt.stdout}{fmt.stderr}",
+                                 f"Remove {self.data_dir} if it is left over from another setup, then retry.")
+        return [*jvm, "kafka.Kafka", str(conf)]
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.kafka_port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0})
+        try:
+            md = admin.list_topics(timeout=3)
+        except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
+            return False
+        return bool(md.brokers)
+
+
+class MilvusLite(Service):
+    """milvus-lite in server mode, so several processes (index stage, API) share one store."""
+
+    name = "milvus"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.settings.milvus_port,)
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.settings.milvus_port}"
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        data = self.home / "milvus"
+        data.mkdir(parents=True, exist_ok=True)
+        return [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
+                "--host", "127.0.0.1", "--port", str(self.settings.milvus_port)]
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.milvus_port):
+            return False
+        from pymilvus import MilvusClient
+
+        try:
+            client = MilvusClient(uri=self.address, timeout=3)
+            client.list_collections()
+            client.close()
+        except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
+            return False
+        return True
+
+
+SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "milvus": MilvusLite}
+
+
+class Stack:
+    def __init__(self, settings: Settings, names: tuple[str, ...] | None = None) -> None:
+        unknown = set(names or ()) - set(SERVICES)
+        if unknown:
+            raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}",
+                             f"Services are: {', '.join(SERVICES)}.")
+        self.settings = settings
+        self.services = [SERVICES[n](settings) for n in (names or tuple(SERVICES))]
+
+    def up(self, progress: Callable[[str], None] = lambda _m: None) -> dict[str, bool]:
+        return {svc.name: svc.start(progress) for svc in self.services}
+
+    def down(self) -> dict[str, bool]:
+        return {svc.name: svc.stop() for svc in reversed(self.services)}
+
+    def status(self) -> list[ServiceStatus]:
+        return [svc.status() for svc in self.services]
+
+    def __getitem__(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)

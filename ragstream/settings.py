@@ -1,0 +1,140 @@
+"""The one settings object.
+
+Every knob is read from the environment with the prefix ``RAGSTREAM_`` (for example
+``RAGSTREAM_KAFKA_BOOTSTRAP=broker:9092``) or from a ``.env`` file in the working
+directory, and validated once at start-up: a bad value stops the command with a message
+that names the variable and what it accepts, instead of failing later mid-stream.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(SystemExit):
+    """Configuration is invalid; carries a message meant for the person starting ragstream."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAGSTREAM_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, comma separated host:port.",
+    )
+    partitions: int = Field(
+        6,
+        ge=1,
+        le=1024,
+        description="Partition count shared by every doc_id-keyed stage topic (ordering per document needs one count).",
+    )
+    replication_factor: int = Field(1, ge=1, le=7, description="Replication factor for new topics.")
+    raw_retention_days: float = Field(
+        7,
+        gt=0,
+        description="Retention of topics that hold unredacted source content (rag.changes, its dead letters).",
+    )
+    compaction_lag_hours: float = Field(
+        24,
+        gt=0,
+        description="Upper bound on how long a deleted document's old value may survive compaction (GDPR erasure).",
+    )
+
+    # --- Local stack ---------------------------------------------------------------------
+    home: Path = Field(
+        PROJECT_ROOT / ".ragstream",
+        description="Where the local stack keeps its data, pid files and logs.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "ragstream",
+        description="Cache for the Kafka/Connect jars resolved from Maven Central (shared by every home).",
+    )
+    kafka_port: Port = 9092
+    kafka_controller_port: Port = 9093
+    milvus_port: Port = 19530
+    java: str = Field("java", description="Java 17+ executable (name on PATH or absolute path).")
+    mvn: str = Field("mvn", description="Maven executable used to resolve the Kafka jars.")
+    maven_repo_url: str | None = Field(
+        None,
+        description="A Maven repository mirror to use instead of Maven Central.",
+    )
+    broker_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="JVM heap for the local broker.")
+    start_timeout_s: float = Field(90, gt=0, description="How long `stack up` waits for a service to answer.")
+
+    # --- Milvus ----------------------------------------------------------------------
+    milvus_uri: str | None = Field(
+        None,
+        description="Milvus URI (http://host:19530 or a local .db file). Default: the local milvus-lite server.",
+    )
+
+    # --- Observability -------------------------------------------------------------------
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = Field("console", description="'json' for machines, 'console' for people.")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, v: str) -> str:
+        for server in v.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port (example: 127.0.0.1:9092)")
+        return v
+
+    @field_validator("home", "cache_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v not in {"json", "console"}:
+            raise ValueError("must be 'json' or 'console'")
+        return v
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or f"http://127.0.0.1:{self.milvus_port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; exit with a readable message if they are wrong."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = ["ragstream: invalid configuration:"]
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            lines.append(
+                f"  RAGSTREAM_{field.upper()}={err.get('input')!r}: {err['msg']}"
+            )
+        lines.append("Fix the environment variable (or .env entry) and run the command again.")
+        raise SettingsError("\n".join(lines)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,306 @@
+"""Event contracts: what travels on ragstream's topics.
+
+Every contract is a frozen pydantic v2 model with a ``schema_version``. Models accept
+unknown extra fields (a newer producer may add optional ones within a version) and reject
+an unknown ``schema_version`` outright: an incompatible change bumps the version.
+JSON Schema for each contract is exported to ``schemas/json`` (``ragstream schemas export``)
+so producers in other languages can publish too.
+
+Identity and ordering (see DESIGN.md):
+
+* ``doc_id`` is ``<source_id>:<native_id>`` and is the Kafka key on every topic;
+* ``version`` is monotonic per document (a source sequence, or its modification time in
+  nanoseconds); stages drop anything older than what they already applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SOURCE_ID = r"[a-z0-9][a-z0-9_.-]{0,63}"
+SourceId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}$")]
+DocId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}:.+$", max_length=2048)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+PRINCIPAL_RE = re.compile(r"^(public|(user|group):[^\s]+)$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Contract(BaseModel):
+    """Base of every contract; ``SCHEMA_VERSIONS`` lists the versions this code reads."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", use_enum_values=False)
+    SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1,)
+
+    schema_version: Literal[1] = 1
+
+
+class Op(StrEnum):
+    upsert = "upsert"
+    delete = "delete"
+
+
+class SourceKind(StrEnum):
+    filesystem = "filesystem"
+    sharepoint = "sharepoint"
+    s3 = "s3"
+    confluence = "confluence"
+    webhook = "webhook"
+    postgres = "postgres"
+
+
+class Classification(StrEnum):
+    public = "public"
+    internal = "internal"
+    confidential = "confidential"
+    restricted = "restricted"
+
+
+class Acl(BaseModel):
+    """Who may read a document: prefixed principals (``user:…``, ``group:…``, ``public``).
+
+    ``known=False`` means the source could not tell; such a document is private: it has no
+    principals and nobody finds it until its permissions are known. An empty principal
+    set is always a deny, never "everyone".
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    principals: tuple[str, ...] = ()
+    known: bool = True
+
+    @field_validator("principals")
+    @classmethod
+    def _normalise(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [p for p in v if not PRINCIPAL_RE.match(p)]
+        if bad:
+            raise ValueError(
+                f"invalid principal(s) {bad}: use 'user:<id>', 'group:<id>' or 'public'"
+            )
+        return tuple(sorted(set(v)))
+
+    @model_validator(mode="after")
+    def _unknown_is_private(self) -> "Acl":
+        if not self.known and self.principals:
+            raise ValueError("an unknown ACL carries no principals (unknown means private)")
+        return self
+
+    @classmethod
+    def unknown(cls) -> "Acl":
+        return cls(principals=(), known=False)
+
+    def allows(self, caller: set[str] | frozenset[str]) -> bool:
+        return self.known and bool(caller) and bool(set(self.principals) & set(caller))
+
+
+class InlineContent(BaseModel):
+    """Extracted text carried in the event itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["inline"] = "inline"
+    text: str
+    sha256: Sha256
+
+    @model_validator(mode="after")
+    def _hash_matches(self) -> "InlineContent":
+        if sha256_text(self.text) != self.sha256:
+            raise ValueError("sha256 does not match the inline text")
+        return self
+
+    @classmethod
+    def of(cls, text: str) -> "InlineContent":
+        return cls(text=text, sha256=sha256_text(text))
+
+
+class BlobRef(BaseModel):
+    """Claim check: content too large to travel inline sits in a blob store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["ref"] = "ref"
+    uri: str = Field(min_length=1, description="file://, s3://, or http(s):// URI of the UTF-8 text")
+    sha256: Sha256
+    size: int = Field(ge=0, description="size in bytes")
+
+
+Content = Annotated[InlineContent | BlobRef, Field(discriminator="kind")]
+
+
+class DocMetadata(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    title: str | None = None
+    uri: str | None = Field(None, description="where a person opens the document")
+    author: str | None = None
+    created_at: AwareDatetime | None = None
+    modified_at: AwareDatetime | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class _DocEvent(Contract):
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
+    source: SourceId
+    doc_id: DocId
+    op: Op
+    version: int = Field(ge=0, description="monotonic per document")
+
+    @model_validator(mode="after")
+    def _doc_id_in_source(self) -> "_DocEvent":
+        if not self.doc_id.startswith(f"{self.source}:"):
+            raise ValueError(
+                f"doc_id {self.doc_id!r} must start with its source id '{self.source}:'"
+            )
+        return self
+
+
+class ChangeEvent(_DocEvent):
+    """A change seen at a source (topic ``rag.changes``), before any compliance step.
+
+    ``content`` is required for an upsert and absent for a delete.
+    """
+
+    source_kind: SourceKind
+    changed_at: AwareDatetime = Field(description="time of the change at the source")
+    content: Content | None = None
+    content_type: str = Field("text/plain", description="MIME type of the original document")
+    metadata: DocMetadata = Field(default_factory=DocMetadata)
+    acl: Acl = Field(default_factory=Acl.unknown)
+
+    @model_validator(mode="after")
+    def _content_matches_op(self) -> "ChangeEvent":
+        if self.op is Op.upsert and self.content is None:
+            raise ValueError("an upsert needs content (inline text or a blob reference)")
+        if self.op is Op.delete and self.content is not None:
+            raise ValueError("a delete carries no content")
+        return self
+
+
+class DocumentRecord(_DocEvent):
+    """The compliant document (compacted topic ``rag.documents``): redacted text and what
+    policy did to it. A delete is an ``op=delete`` record followed by a tombstone."""
+
+    source_kind: SourceKind
+    changed_at: AwareDatetime
+    content: Content | None = None
+    content_type: str = "text/plain"
+    content_hash: Sha256 | None = Field(None, description="sha256 of the redacted text")
+    metadata: DocMetadata = Field(default_factory=DocMetadata)
+    acl: Acl = Field(default_factory=Acl.unknown)
+    classification: Classification = Classification.internal
+    frameworks: tuple[str, ...] = Field((), description="policies evaluated, e.g. GDPR, HIPAA")
+    actions: tuple[str, ...] = Field((), description="actions applied, e.g. redact:EMAIL_ADDRESS")
+    subject_refs: tuple[str, ...] = Field((), description="pseudonymous data-subject references")
+    retain_until: AwareDatetime | None = None
+
+
+class Chunk(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    chunk_id: str = Field(min_length=1, description="content-addressed: same text, same id")
+    ordinal: int = Field(ge=0)
+    text: str
+    heading: str | None = None
+    tokens: int = Field(ge=0)
+
+
+class _ChunkedDoc(_DocEvent):
+    source_kind: SourceKind
+    metadata: DocMetadata = Field(default_factory=DocMetadata)
+    acl: Acl = Field(default_factory=Acl.unknown)
+    classification: Classification = Classification.internal
+    chunker: str = Field(description="chunker id and version, e.g. 'structural-v1'")
+
+
+class ChunkSet(_ChunkedDoc):
+    """All chunks of one document version (topic ``rag.chunks``); empty for a delete."""
+
+    chunks: tuple[Chunk, ...] = ()
+
+
+class EmbeddedChunk(Chunk):
+    vector: tuple[float, ...]
+
+
+class VectorSet(_ChunkedDoc):
+    """All chunks of one document version with their vectors (topic ``rag.vectors``)."""
+
+    model: str = Field(description="embedding model id, recorded on every vector")
+    dim: int = Field(ge=1)
+    chunks: tuple[EmbeddedChunk, ...] = ()
+
+    @model_validator(mode="after")
+    def _dims(self) -> "VectorSet":
+        bad = [c.chunk_id for c in self.chunks if len(c.vector) != self.dim]
+        if bad:
+            raise ValueError(f"vectors of chunks {bad[:5]} do not have dim={self.dim}")
+        return self
+
+
+class AuditRecord(Contract):
+    """One link of the tamper-evident audit chain (topic ``rag.audit``, one partition).
+
+    ``hash`` is sha256 over the RFC 8785 canonical JSON of every other field, including
+    ``prev_hash``; details never hold raw PII (pseudonymous references only).
+    """
+
+    seq: int = Field(ge=0)
+    prev_hash: Sha256 | None = Field(description="hash of record seq-1; null for seq 0")
+    hash: Sha256
+    at: AwareDatetime
+    actor: str = Field(min_length=1, description="principal or service that acted")
+    action: str = Field(min_length=1, description="e.g. compliance.redact, dsr.erasure, admin.replay")
+    target: str = Field(min_length=1, description="doc_id, request id or resource")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(Contract):
+    """Why a message was dead-lettered (topic ``rag.dlq.<stage>``).
+
+    On the wire the original payload is the message value, byte for byte, and these
+    fields travel as ``ragstream.dlq.*`` headers: replaying is re-publishing the value.
+    """
+
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    error_type: str
+    error_message: str
+    failed_at: AwareDatetime = Field(default_factory=utcnow)
+    attempts: int = Field(1, ge=1)
+
+
+CONTRACTS: tuple[type[Contract], ...] = (
+    ChangeEvent,
+    DocumentRecord,
+    ChunkSet,
+    VectorSet,
+    AuditRecord,
+    DeadLetter,
+)

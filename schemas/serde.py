@@ -1,0 +1,73 @@
+"""One serde for every contract, used by producers, stages and tools alike.
+
+Values are UTF-8 JSON objects. Decoding checks, in order: that there is a value, that it
+is JSON, that it is an object, that its ``schema_version`` is one this code reads, and then
+the contract itself. Each failure is a :class:`SerdeError` whose message says what was
+wrong and what to do; a consumer catches it and dead-letters the message instead of dying.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from schemas.events import Contract
+
+T = TypeVar("T", bound=Contract)
+
+
+class SerdeError(ValueError):
+    """A message that cannot become a contract. Permanent: retrying will not help."""
+
+    def __init__(self, contract: str, problem: str, hint: str) -> None:
+        self.contract = contract
+        self.problem = problem
+        self.hint = hint
+        super().__init__(f"cannot decode {contract}: {problem}. {hint}")
+
+
+def encode(event: Contract) -> bytes:
+    return event.model_dump_json(exclude_none=False).encode("utf-8")
+
+
+def encode_key(doc_id: str) -> bytes:
+    return doc_id.encode("utf-8")
+
+
+def decode(model: type[T], data: bytes | str | None) -> T:
+    name = model.__name__
+    schema_hint = f"Publish JSON matching schemas/json/{name}.schema.json."
+    if data is None or len(data) == 0:
+        raise SerdeError(
+            name,
+            "the message has no value (a tombstone or an empty message)",
+            "Tombstones are only meaningful on compacted topics; check the producer.",
+        )
+    try:
+        obj = json.loads(data)
+    except UnicodeDecodeError as exc:
+        raise SerdeError(name, f"the value is not UTF-8 ({exc.reason} at byte {exc.start})", schema_hint) from None
+    except json.JSONDecodeError as exc:
+        raise SerdeError(name, f"the value is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", schema_hint) from None
+    if not isinstance(obj, dict):
+        raise SerdeError(name, f"the value is a JSON {type(obj).__name__}, not an object", schema_hint)
+    version = obj.get("schema_version")
+    if version is None:
+        raise SerdeError(name, "field 'schema_version' is missing", schema_hint)
+    if version not in model.SCHEMA_VERSIONS:
+        raise SerdeError(
+            name,
+            f"schema_version {version!r} is not supported (this ragstream reads {list(model.SCHEMA_VERSIONS)})",
+            "Upgrade ragstream, or publish a supported version.",
+        )
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in e['loc']) or '<root>'}': {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+        raise SerdeError(name, f"{exc.error_count()} invalid field(s): {problems}{more}", schema_hint) from None
