@@ -36,6 +36,7 @@ from ragstream.settings import Settings
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 LOG4J = KAFKA_DIR / "log4j2.properties"
+TOOLS_LOG4J = KAFKA_DIR / "tools-log4j2.properties"
 MIN_JAVA = 17
 
 _NETWORK_ERRORS = re.compile(
@@ -130,6 +131,15 @@ def jars(settings: Settings, profile: str = "broker", progress: Callable[[str], 
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def java_tool(settings: Settings, main_class: str, args: list[str], *, timeout: float = 120,
+              profile: str = "broker") -> subprocess.CompletedProcess[str]:
+    """Run one of Kafka's Java tools (e.g. ``org.apache.kafka.tools.consumer.ConsoleConsumer``)
+    from the same jars as the broker; its stdout is the tool's output, logs go to stderr."""
+    cmd = [find_java(settings), "-Xmx256m", f"-Dlog4j2.configurationFile={TOOLS_LOG4J}",
+           "-cp", f"{jars(settings, profile)}/*", main_class, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from schemas.events import Contract
+from schemas.events import Contract, DeadLetter
 
 T = TypeVar("T", bound=Contract)
 
@@ -46,7 +46,8 @@ def decode(model: type[T], data: bytes | str | None) -> T:
             "Tombstones are only meaningful on compacted topics; check the producer.",
         )
     try:
-        obj = json.loads(data)
+        # Decode explicitly: json.loads(bytes) would guess UTF-16/32 from a BOM.
+        obj = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
     except UnicodeDecodeError as exc:
         raise SerdeError(name, f"the value is not UTF-8 ({exc.reason} at byte {exc.start})", schema_hint) from None
     except json.JSONDecodeError as exc:
@@ -71,3 +72,24 @@ def decode(model: type[T], data: bytes | str | None) -> T:
         )
         more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
         raise SerdeError(name, f"{exc.error_count()} invalid field(s): {problems}{more}", schema_hint) from None
+
+
+DLQ_HEADER_PREFIX = "ragstream.dlq."
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The dead-letter envelope as Kafka headers (the value stays the original payload)."""
+    fields = letter.model_dump(mode="json")
+    return [(DLQ_HEADER_PREFIX + k, str(v).encode("utf-8")) for k, v in fields.items()]
+
+
+def dead_letter_from_headers(headers: list[tuple[str, bytes]] | None) -> DeadLetter:
+    fields = {
+        k[len(DLQ_HEADER_PREFIX):]: v.decode("utf-8", errors="replace")
+        for k, v in (headers or [])
+        if k.startswith(DLQ_HEADER_PREFIX) and v is not None
+    }
+    if fields.get("schema_version", "").isdigit():
+        fields["schema_version"] = int(fields["schema_version"])  # type: ignore[assignment]
+    return decode(DeadLetter, json.dumps(fields).encode())
+

@@ -41,6 +41,7 @@ VECTORS = "rag.vectors"
 ACL = "rag.acl"
 DSR = "rag.dsr"
 AUDIT = "rag.audit"
+SELFTEST = "rag.selftest"
 
 #: Stages that dead-letter; ``rag.dlq.<stage>`` exists for each.
 STAGES = ("normalize", "compliance", "chunk", "embed", "index", "graph", "dsr")
@@ -90,6 +91,8 @@ def catalog(settings: "Settings") -> tuple[TopicSpec, ...]:
                   "data-subject requests (access, erasure, rectification, portability)", key="request_id"),
         TopicSpec(AUDIT, 1, {"cleanup.policy": "delete", "retention.ms": str(2557 * DAY_MS)}, AuditRecord,
                   "append-only, hash-chained audit log; one partition", key="seq"),
+        TopicSpec(SELFTEST, p, {"cleanup.policy": "delete", "retention.ms": str(3600 * 1000)}, ChangeEvent,
+                  "round trips of `ragstream check`; synthetic events, kept one hour"),
     ]
     for stage in STAGES:
         retention = raw_ms if stage in RAW_STAGES else str(30 * DAY_MS)

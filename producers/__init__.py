@@ -1,0 +1,1 @@
+"""Change-detection producers (one module per source) and the one shared publisher."""

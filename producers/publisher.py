@@ -1,0 +1,184 @@
+"""The one publisher: every event ragstream writes to Kafka goes through :class:`Publisher`.
+
+It wraps confluent-kafka's idempotent producer (``enable.idempotence``, ``acks=all``), so a
+broker restart or a retried send never duplicates or reorders a document's events. Keys
+are ``doc_id``. Delivery is asynchronous: pass ``on_delivery`` to learn when the broker has
+acknowledged an event (producers persist their cursors only then), and call :meth:`flush`
+(also done on ``close``/``with`` exit) to wait for everything outstanding.
+
+Example::
+
+    with Publisher(settings) as pub:
+        pub.publish(topics.CHANGES, event)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from ragstream.kafka import client_config
+from ragstream.logging import get_logger
+from ragstream.metrics import DEAD_LETTERS, PUBLISH_ERRORS, PUBLISH_LATENCY, PUBLISHED
+from ragstream.settings import Settings
+from schemas.events import Contract, DeadLetter
+from schemas.serde import dead_letter_headers, encode
+from schemas.topics import dlq_topic
+
+log = get_logger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+Headers = list[tuple[str, bytes]]
+
+
+class PublishError(RuntimeError):
+    """Events were not acknowledged by the broker."""
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str = "ragstream",
+        delivery_timeout_ms: int = 300_000,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        conf = client_config(settings, **{
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "zstd",
+            "linger.ms": 5,
+            # How long librdkafka keeps retrying one event (broker restarts included)
+            # before reporting it failed. Idempotence keeps retries free of duplicates.
+            "delivery.timeout.ms": delivery_timeout_ms,
+            "error_cb": self._on_error,
+            **(config or {}),
+        })
+        self._producer = Producer(conf)
+        self._failures: list[tuple[str, str, str]] = []
+        self._fatal: KafkaError | None = None
+
+    # -- writing --------------------------------------------------------------------------
+    def publish(
+        self,
+        topic: str,
+        event: Contract,
+        *,
+        key: str | None = None,
+        headers: Headers | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue ``event`` for ``topic``, keyed by its ``doc_id`` unless ``key`` is given."""
+        if key is None:
+            key = getattr(event, "doc_id", None)
+            if key is None:
+                raise ValueError(f"{type(event).__name__} has no doc_id; pass key= explicitly")
+        self.publish_raw(topic, key, encode(event), headers=headers, on_delivery=on_delivery)
+
+    def publish_raw(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        *,
+        headers: Headers | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Queue bytes as they are: tombstones (``value=None``), replays, dead letters."""
+        if self._fatal is not None:
+            raise PublishError(f"the producer hit a fatal error and must be recreated: {self._fatal.str()}")
+        started = time.monotonic()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                PUBLISHED.labels(topic).inc()
+                PUBLISH_LATENCY.labels(topic).observe(time.monotonic() - started)
+            else:
+                PUBLISH_ERRORS.labels(topic, err.name()).inc()
+                self._failures.append((topic, _key_text(msg.key()), err.str()))
+                log.error("publish failed", topic=topic, error=err.str())
+            if on_delivery is not None:
+                on_delivery(err, msg)
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise PublishError(f"cannot publish to {topic}: {exc.args[0].str()}") from None
+        self._producer.poll(0)
+
+    def dead_letter(
+        self,
+        stage: str,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | str | None,
+        value: bytes | None,
+        error: BaseException,
+        attempts: int = 1,
+    ) -> DeadLetter:
+        """Send a message that failed permanently to ``rag.dlq.<stage>``: payload intact,
+        the reason in headers (see :class:`schemas.events.DeadLetter`)."""
+        letter = DeadLetter(
+            stage=stage, topic=topic, partition=partition, offset=offset,
+            error_type=type(error).__name__, error_message=str(error)[:4000], attempts=attempts,
+        )
+        DEAD_LETTERS.labels(stage, letter.error_type).inc()
+        log.warning("dead-lettered", stage=stage, topic=topic, partition=partition, offset=offset,
+                    error_type=letter.error_type, error=letter.error_message)
+        self.publish_raw(dlq_topic(stage), key, value, headers=dead_letter_headers(letter))
+        return letter
+
+    # -- waiting --------------------------------------------------------------------------
+    def poll(self, timeout: float = 0) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued event is acknowledged or failed; raise if any failed."""
+        remaining = self._producer.flush(-1 if timeout is None else timeout)
+        failures, self._failures = self._failures, []
+        if remaining:
+            raise PublishError(f"{remaining} event(s) still unacknowledged after {timeout}s; is the broker up?")
+        if failures:
+            topic, key, err = failures[0]
+            raise PublishError(
+                f"{len(failures)} event(s) were not acknowledged; first: topic={topic} key={key}: {err}"
+            )
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+            log.error("producer fatal error", error=err.str())
+        elif err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+            log.info("broker unreachable; events stay queued and are retried", error=err.str())
+        else:
+            log.warning("producer error", error=err.str())
+
+
+def _key_text(key: bytes | str | None) -> str:
+    if isinstance(key, bytes):
+        return key.decode("utf-8", errors="replace")
+    return str(key)

@@ -1,0 +1,113 @@
+"""Apply the topic catalog (:mod:`schemas.topics`) to a cluster, idempotently.
+
+``ensure_topics`` creates missing topics, raises partition counts that are too low, and
+brings each topic's configuration in line with the catalog using incremental config
+changes (only the keys the catalog owns are touched). Running it again changes nothing.
+A topic with *more* partitions than the catalog asks for is reported, never shrunk
+(Kafka cannot), and a partition increase is reported because it moves keys between
+partitions: do it only with the pipeline drained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from ragstream.kafka import client_config
+from ragstream.settings import Settings
+from schemas.topics import TopicSpec, catalog
+
+
+class AdminError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    topic: str
+    action: str  # created | updated | unchanged | warning
+    detail: str = ""
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(client_config(settings))
+
+
+def _wait(futures: dict, what: str) -> None:
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=30)
+        except KafkaException as exc:
+            raise AdminError(f"{what} {name} failed: {exc.args[0].str()}") from None
+
+
+def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None) -> list[TopicChange]:
+    specs = specs if specs is not None else catalog(settings)
+    admin = admin_client(settings)
+    try:
+        existing = admin.list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise AdminError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0].str()}. "
+            "Start it with `ragstream stack up` or set RAGSTREAM_KAFKA_BOOTSTRAP."
+        ) from None
+
+    changes: list[TopicChange] = []
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        _wait(admin.create_topics([
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+            for s in missing
+        ]), "creating topic")
+        changes += [TopicChange(s.name, "created", f"{s.partitions} partitions, {s.config['cleanup.policy']}")
+                    for s in missing]
+
+    present = [s for s in specs if s.name in existing]
+    grow = {}
+    for s in present:
+        have = len(existing[s.name].partitions)
+        if have < s.partitions:
+            grow[s.name] = (have, s.partitions)
+        elif have > s.partitions:
+            changes.append(TopicChange(s.name, "warning",
+                                       f"has {have} partitions, catalog says {s.partitions}; Kafka cannot shrink"))
+    if grow:
+        _wait(admin.create_partitions([NewPartitions(t, n) for t, (_, n) in grow.items()]), "adding partitions to")
+
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in present]
+        described = admin.describe_configs(resources)
+        alter = []
+        diffs: dict[str, list[str]] = {}
+        for s, res in zip(present, resources):
+            try:
+                current = described[res].result(timeout=30)
+            except KafkaException as exc:
+                raise AdminError(f"describing {s.name} failed: {exc.args[0].str()}") from None
+            entries = []
+            for k, v in s.config.items():
+                if current.get(k) is None or current[k].value != v:
+                    entries.append(ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET))
+                    diffs.setdefault(s.name, []).append(f"{k}={v}")
+            if entries:
+                alter.append(ConfigResource(ConfigResource.Type.TOPIC, s.name, incremental_configs=entries))
+        if alter:
+            _wait(admin.incremental_alter_configs(alter), "updating config of")
+        for s in present:
+            notes = []
+            if s.name in grow:
+                have, want = grow[s.name]
+                notes.append(f"partitions {have}→{want} (keys move: drain the pipeline first)")
+            notes += diffs.get(s.name, [])
+            changes.append(TopicChange(s.name, "updated" if notes else "unchanged", ", ".join(notes)))
+    order = {s.name: i for i, s in enumerate(specs)}
+    return sorted(changes, key=lambda c: (order[c.topic], c.action))

@@ -1,0 +1,94 @@
+"""Shared fixtures: real services, found or started.
+
+Each service comes, in this order, from
+1. an environment variable (``RAGSTREAM_KAFKA_BOOTSTRAP``, ``RAGSTREAM_MILVUS_URI``),
+2. testcontainers, when a Docker daemon answers,
+3. the project's own local stack (``infra.stack``), started here and stopped afterwards
+   if this session started it (a stack you already run is reused and left running).
+
+Tests that need to stop or break a broker use ``private_stack``: their own broker on free
+ports in a temporary home, never the shared one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack import Stack
+from ragstream.settings import Settings, load_settings
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:  # noqa: BLE001 - no client, no socket, no daemon: all mean "no"
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    if os.environ.get("RAGSTREAM_KAFKA_BOOTSTRAP"):
+        yield os.environ["RAGSTREAM_KAFKA_BOOTSTRAP"]
+        return
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    stack = Stack(load_settings(), ("kafka",))
+    started = stack.up()
+    yield stack["kafka"].address
+    if started["kafka"]:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def settings(kafka_bootstrap: str) -> Settings:
+    """Settings pointing at the session's broker, with the catalog applied."""
+    from ragstream.admin import ensure_topics
+
+    s = load_settings(kafka_bootstrap=kafka_bootstrap)
+    ensure_topics(s)
+    return s
+
+
+@pytest.fixture
+def topic(settings: Settings) -> Iterator[str]:
+    """A fresh 6-partition topic for one test (auto-creation is off on our broker)."""
+    from ragstream.admin import admin_client, ensure_topics
+    from schemas.topics import TopicSpec
+
+    name = f"test.{uuid.uuid4().hex[:10]}"
+    ensure_topics(settings, (TopicSpec(name, 6, {"cleanup.policy": "delete"}, None, "test"),))
+    yield name
+    admin_client(settings).delete_topics([name])
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path) -> Iterator[Settings]:
+    """Settings for a stack of this test's own: temporary home, free ports. Stopped at the end."""
+    s = load_settings(
+        home=tmp_path / "home",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        milvus_port=free_port(),
+    )
+    s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
+    yield s
+    Stack(s).down()
