@@ -38,6 +38,7 @@ POM = KAFKA_DIR / "pom.xml"
 LOG4J = KAFKA_DIR / "log4j2.properties"
 TOOLS_LOG4J = KAFKA_DIR / "tools-log4j2.properties"
 MIN_JAVA = 17
+DEPENDENCY_PLUGIN = "3.8.1"  # keep in step with infra/kafka/pom.xml
 
 _NETWORK_ERRORS = re.compile(
     r"Could not transfer|Connection refused|UnknownHost|Unknown host|Connect to .* failed|"
@@ -100,7 +101,10 @@ def jars(settings: Settings, profile: str = "broker", progress: Callable[[str], 
     progress(f"resolving {profile} jars from Maven Central (once; cached in {target.parent})")
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    cmd = [mvn, "-B", "-q", "-f", str(POM), f"-P{profile}", "dependency:copy-dependencies",
+    # Full plugin coordinates: with a prefix, an unreachable repository shows up as
+    # "No plugin found for prefix" instead of the network error it is.
+    cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM), f"-P{profile}",
+           f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy-dependencies",
            f"-DoutputDirectory={staging}"]
     if settings.maven_repo_url:
         mirror = settings.cache_dir / "maven-mirror-settings.xml"

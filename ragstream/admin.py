@@ -73,13 +73,13 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None
 
     present = [s for s in specs if s.name in existing]
     grow = {}
+    warnings: dict[str, str] = {}
     for s in present:
         have = len(existing[s.name].partitions)
         if have < s.partitions:
             grow[s.name] = (have, s.partitions)
         elif have > s.partitions:
-            changes.append(TopicChange(s.name, "warning",
-                                       f"has {have} partitions, catalog says {s.partitions}; Kafka cannot shrink"))
+            warnings[s.name] = f"has {have} partitions, catalog says {s.partitions}; Kafka cannot shrink"
     if grow:
         _wait(admin.create_partitions([NewPartitions(t, n) for t, (_, n) in grow.items()]), "adding partitions to")
 
@@ -108,6 +108,9 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None
                 have, want = grow[s.name]
                 notes.append(f"partitions {have}→{want} (keys move: drain the pipeline first)")
             notes += diffs.get(s.name, [])
-            changes.append(TopicChange(s.name, "updated" if notes else "unchanged", ", ".join(notes)))
+            if s.name in warnings:
+                changes.append(TopicChange(s.name, "warning", ", ".join([warnings[s.name], *notes])))
+            else:
+                changes.append(TopicChange(s.name, "updated" if notes else "unchanged", ", ".join(notes)))
     order = {s.name: i for i, s in enumerate(specs)}
     return sorted(changes, key=lambda c: (order[c.topic], c.action))

@@ -3,8 +3,8 @@
 Each service comes, in this order, from
 1. an environment variable (``RAGSTREAM_KAFKA_BOOTSTRAP``, ``RAGSTREAM_MILVUS_URI``),
 2. testcontainers, when a Docker daemon answers,
-3. the project's own local stack (``infra.stack``), started here and stopped afterwards
-   if this session started it (a stack you already run is reused and left running).
+3. a broker already answering on the default port (your own ``ragstream stack up``),
+4. the project's own local stack (``infra.stack``), started here and stopped afterwards.
 
 Tests that need to stop or break a broker use ``private_stack``: their own broker on free
 ports in a temporary home, never the shared one.
@@ -52,6 +52,9 @@ def kafka_bootstrap() -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     stack = Stack(load_settings(), ("kafka",))
+    if stack["kafka"].ready():  # a broker you already run on the default port is reused
+        yield stack["kafka"].address
+        return
     started = stack.up()
     yield stack["kafka"].address
     if started["kafka"]:
