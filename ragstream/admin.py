@@ -10,6 +10,7 @@ partitions: do it only with the pipeline drained.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -48,6 +49,21 @@ def _wait(futures: dict, what: str) -> None:
             fut.result(timeout=30)
         except KafkaException as exc:
             raise AdminError(f"{what} {name} failed: {exc.args[0].str()}") from None
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float = 30) -> None:
+    """A created topic is usable only once each partition has a leader; until then clients
+    see NOT_LEADER_FOR_PARTITION. Wait here so callers never do."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        waiting = [n for n in names if n not in topics or topics[n].error is not None
+                   or any(p.leader < 0 or p.error is not None for p in topics[n].partitions.values())]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise AdminError(f"topics {waiting} have no partition leader after {timeout:.0f}s; check the broker log")
+        time.sleep(0.1)
 
 
 def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None) -> list[TopicChange]:
@@ -112,5 +128,8 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None
                 changes.append(TopicChange(s.name, "warning", ", ".join([warnings[s.name], *notes])))
             else:
                 changes.append(TopicChange(s.name, "updated" if notes else "unchanged", ", ".join(notes)))
+    touched = [s.name for s in missing] + list(grow)
+    if touched:
+        _wait_for_leaders(admin, touched)
     order = {s.name: i for i, s in enumerate(specs)}
     return sorted(changes, key=lambda c: (order[c.topic], c.action))

@@ -24,6 +24,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from confluent_kafka import KafkaException
+
         from infra.stack import StackError
         from producers.publisher import PublishError
         from ragstream.admin import AdminError
@@ -34,6 +36,11 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise UserError(str(exc)) from None
         except (StackError, AdminError, PublishError) as exc:
             raise UserError(f"ragstream: {exc}") from None
+        except KafkaException as exc:
+            raise UserError(
+                f"ragstream: Kafka said: {exc.args[0].str()}\n  → check `ragstream stack status` and the broker log, "
+                "then retry."
+            ) from None
 
     return wrapper
 

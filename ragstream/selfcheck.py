@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from tqdm import tqdm
 
 from producers.publisher import Publisher
@@ -48,6 +48,24 @@ def sample_event(run: str, key: int, version: int) -> ChangeEvent:
     )
 
 
+_NOT_READY_YET = {
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+}
+
+
+def _high_watermark(reader, partition: int, timeout: float = 30) -> int:
+    """The end offset; a partition created moments ago may still be electing its leader."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return reader.get_watermark_offsets(TopicPartition(SELFTEST, partition), timeout=10)[1]
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_READY_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def round_trip(settings: Settings, n: int = 1000, keys: int = 50, show_progress: bool = True,
                timeout: float = 60.0) -> RoundTrip:
     run = uuid.uuid4().hex[:12]
@@ -55,10 +73,7 @@ def round_trip(settings: Settings, n: int = 1000, keys: int = 50, show_progress:
     meta = reader.list_topics(SELFTEST, timeout=10).topics[SELFTEST]
     if meta.error is not None:
         raise RuntimeError(f"topic {SELFTEST} is missing: run `ragstream topics ensure` first")
-    starts = []
-    for p in meta.partitions:
-        _low, high = reader.get_watermark_offsets(TopicPartition(SELFTEST, p), timeout=10)
-        starts.append(TopicPartition(SELFTEST, p, high))
+    starts = [TopicPartition(SELFTEST, p, _high_watermark(reader, p)) for p in meta.partitions]
 
     t0 = time.monotonic()
     with Publisher(settings, client_id="ragstream-selftest") as pub:
