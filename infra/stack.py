@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -174,6 +175,26 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def free_port() -> int:
+    """A bindable port *below* the kernel's ephemeral range.
+
+    A port from bind(0) is ephemeral, and a client that keeps reconnecting to a dead broker
+    on such a port can be handed that very port as its source and connect to itself (TCP
+    self-connect), so the port looks taken when the broker restarts.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, min(low, 32000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 @dataclass
 class ServiceStatus:
     name: str
@@ -283,16 +304,24 @@ class Service:
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
             return False
-        self.signal(signal.SIGTERM)
+        if timeout > 0:
+            self.signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if pid_alive(pid):
-            self.signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            # Wait on the pid itself: /proc/<pid>/cmdline empties early in exit, while the
+            # process still holds its sockets.
             while pid_alive(pid):
                 time.sleep(0.05)
         self.pidfile.unlink(missing_ok=True)
         return True
+
+    def kill(self) -> bool:
+        """SIGKILL, as a crash would; returns once the process is gone (its sockets closed)."""
+        return self.stop(timeout=0)
 
     def signal(self, sig: int) -> None:
         pid = self.pid()

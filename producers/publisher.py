@@ -62,6 +62,7 @@ class Publisher:
         self._producer = Producer(conf)
         self._failures: list[tuple[str, str, str]] = []
         self._fatal: KafkaError | None = None
+        self._broker_down = False  # log an outage once, not once per reconnect attempt
 
     # -- writing --------------------------------------------------------------------------
     def publish(
@@ -96,6 +97,9 @@ class Publisher:
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None:
+                if self._broker_down:
+                    self._broker_down = False
+                    log.info("broker reachable again; deliveries resumed")
                 PUBLISHED.labels(topic).inc()
                 PUBLISH_LATENCY.labels(topic).observe(time.monotonic() - started)
             else:
@@ -173,7 +177,9 @@ class Publisher:
             self._fatal = err
             log.error("producer fatal error", error=err.str())
         elif err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-            log.info("broker unreachable; events stay queued and are retried", error=err.str())
+            if not self._broker_down:
+                self._broker_down = True
+                log.warning("broker unreachable; events stay queued and are retried", error=err.str())
         else:
             log.warning("producer error", error=err.str())
 

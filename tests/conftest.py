@@ -13,14 +13,13 @@ ports in a temporary home, never the shared one.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from infra.stack import Stack
+from infra.stack import Stack, free_port
 from ragstream.settings import Settings, load_settings
 
 
@@ -32,12 +31,6 @@ def docker_available() -> bool:
         return True
     except Exception:  # noqa: BLE001 - no client, no socket, no daemon: all mean "no"
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

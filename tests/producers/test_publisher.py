@@ -194,9 +194,7 @@ def test_broker_restart_while_publishing_keeps_every_acknowledged_event_once(pri
     if how == "graceful":
         stack["kafka"].stop()
     else:
-        stack["kafka"].signal(9)
-        while stack["kafka"].pid() is not None:
-            time.sleep(0.05)
+        stack["kafka"].kill()
     in_flight_at_stop = len(acked)
     stack.up()
     producer.join(timeout=240)
