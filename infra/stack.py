@@ -391,7 +391,9 @@ class KafkaBroker(Service):
         if not (self.data_dir / "meta.properties").exists():
             progress("formatting Kafka storage (first start)")
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(conf)],
+            fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format",
+                                  f"--cluster-id={cluster_id}",  # an id may start with "-"
+                                  f"--config={conf}"],
                                  capture_output=True, text=True, timeout=120)
             if fmt.returncode != 0:
                 raise StackError(f"formatting Kafka storage in {self.data_dir} failed:\n{fmt.stdout}{fmt.stderr}",
