@@ -13,7 +13,8 @@ import sys
 import structlog
 
 
-def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
+def configure_logging(level: str = "INFO", fmt: str = "console") -> logging.Handler:
+    """Install the structlog renderer on the root logger; return its handler (Faust workers reuse it)."""
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -42,6 +43,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    return handler
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

@@ -7,7 +7,7 @@ doc_id, a path or anything that could carry personal data.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 PUBLISHED = Counter(
     "ragstream_published_total", "Events acknowledged by the broker (acks=all).", ["topic"]
@@ -25,3 +25,26 @@ PUBLISH_LATENCY = Histogram(
     "ragstream_publish_latency_seconds", "Time from produce() to the broker's acknowledgement.", ["topic"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# --- stages -------------------------------------------------------------------------------
+EVENTS_IN = Counter("ragstream_stage_events_in_total", "Messages a stage read.", ["stage"])
+EVENTS_OUT = Counter("ragstream_stage_events_out_total", "Messages a stage published.", ["stage", "topic"])
+STAGE_ERRORS = Counter("ragstream_stage_errors_total", "Failures in a stage, by error type.", ["stage", "error_type"])
+PROCESSING = Histogram(
+    "ragstream_stage_processing_seconds", "Time to process one batch of messages.", ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BATCH_SIZE = Histogram("ragstream_stage_batch_size", "Messages per processed batch.", ["stage"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+CONSUMER_LAG = Gauge("ragstream_consumer_lag_messages", "Messages behind the partition's end.", ["stage", "partition"])
+STALE_DROPPED = Counter("ragstream_stale_events_dropped_total",
+                        "Events older than the version already applied for their document.", ["stage"])
+CHUNKS_EMBEDDED = Counter("ragstream_chunks_embedded_total", "Chunks sent to the embedding model.", ["model"])
+CHUNKS_REUSED = Counter("ragstream_chunks_reused_total",
+                        "Chunks whose vector was reused because their content did not change.", ["model"])
+INDEX_ROWS_WRITTEN = Counter("ragstream_index_rows_written_total", "Rows upserted into Milvus.")
+INDEX_DOCS_DELETED = Counter("ragstream_index_documents_deleted_total", "Documents removed from Milvus.")
+
+# --- producers ----------------------------------------------------------------------------
+SOURCE_EVENTS = Counter("ragstream_source_events_total", "Change events a producer published.", ["source", "op"])
+SOURCE_SKIPPED = Counter("ragstream_source_skipped_total", "Source items skipped, by reason.", ["source", "reason"])

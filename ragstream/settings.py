@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -82,6 +82,21 @@ class Settings(BaseSettings):
         description="Milvus URI (http://host:19530 or a local .db file). Default: the local milvus-lite server.",
     )
 
+    # --- Pipeline ----------------------------------------------------------------------
+    embed_backend: str = Field("local", pattern="^(local|openai)$",
+                               description="'local' (bundled all-MiniLM-L6-v2) or 'openai' (any OpenAI-compatible /v1/embeddings).")
+    embed_url: str | None = Field(None, description="Base URL of an OpenAI-compatible endpoint, e.g. http://tei:8080/v1")
+    embed_model: str | None = Field(None, description="Model name sent to the remote endpoint.")
+    embed_api_key: str | None = Field(None, description="Bearer token for the remote endpoint.")
+    embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks per model call (across documents).")
+    chunk_max_tokens: int = Field(200, ge=32, le=8192, description="Upper bound of a chunk, in model tokens.")
+    chunk_overlap_tokens: int = Field(24, ge=0, description="Tokens of the previous chunk repeated at a chunk's start.")
+    inline_max_bytes: int = Field(1_000_000, ge=1024,
+                                  description="Larger documents travel by reference (claim check) through Kafka.")
+    collection: str = Field("ragstream_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
+                            description="Milvus alias that search reads; reindexing swaps what it points at.")
+    metrics_port_base: Port = Field(9300, description="Stage metrics ports: base + offset per worker.")
+
     # --- Observability -------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("console", description="'json' for machines, 'console' for people.")
@@ -114,6 +129,19 @@ class Settings(BaseSettings):
         if v not in {"json", "console"}:
             raise ValueError("must be 'json' or 'console'")
         return v
+
+    @model_validator(mode="after")
+    def _remote_embedding_is_configured(self) -> "Settings":
+        if self.embed_backend == "openai" and not (self.embed_url and self.embed_model):
+            raise ValueError("embed_backend=openai needs RAGSTREAM_EMBED_URL and RAGSTREAM_EMBED_MODEL")
+        if self.chunk_overlap_tokens * 2 >= self.chunk_max_tokens:
+            raise ValueError("chunk_overlap_tokens must be under half of chunk_max_tokens")
+        return self
+
+    @property
+    def blob_dir(self) -> Path:
+        """Claim-check store for large payloads (content-addressed files)."""
+        return self.home / "blobs"
 
     @property
     def resolved_milvus_uri(self) -> str:

@@ -1,0 +1,195 @@
+"""The Milvus sink and search: one collection of chunks, read through an alias.
+
+Row = one chunk of one document version: ``chunk_id`` (primary key, content-addressed),
+``doc_id``, ``source``, ``version``, ``heading``, ``title``, ``uri``, ``text``, ``acl``,
+``classification``, ``model`` and the vector.
+
+ACLs are stored as one VARCHAR, ``|user:alice|group:eng|``, and filtered inside the vector
+search with ``acl like "%|group:eng|%"`` clauses: on milvus-lite an ARRAY/JSON
+``contains_any`` filter costs ~40x more (../shared/notes/local-stack.md). A caller with no
+principals is denied before Milvus is asked: an empty OR must never match everything.
+
+Search reads the alias (``RAGSTREAM_COLLECTION``); a reindex fills a new collection and
+moves the alias, so readers never see a half-built index.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from schemas.events import VectorSet
+
+MAX_TEXT = 65535
+
+
+class TransientIndexError(RuntimeError):
+    """Milvus is unreachable or busy: retry with backoff, never dead-letter."""
+
+
+def escape_literal(value: str) -> str:
+    """Escape a value for a double-quoted Milvus string literal."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def escape_like(value: str) -> str:
+    return escape_literal(value).replace("%", "\\%").replace("_", "\\_")
+
+
+def encode_acl(principals: Iterable[str]) -> str:
+    ps = sorted(set(principals))
+    return "|" + "|".join(ps) + "|" if ps else ""
+
+
+def acl_filter(principals: Iterable[str]) -> str:
+    ps = sorted(set(principals))
+    if not ps:
+        raise PermissionError("no principals: nothing is visible (fail closed)")
+    return "(" + " or ".join(f'acl like "%|{escape_like(p)}|%"' for p in ps) + ")"
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: str
+    doc_id: str
+    score: float
+    source: str
+    title: str
+    uri: str
+    heading: str
+    text: str
+
+
+class MilvusIndex:
+    OUTPUT = ["doc_id", "source", "title", "uri", "heading", "text"]
+
+    def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30) -> None:
+        self.uri = uri
+        self.alias = alias
+        self.dim = dim
+        try:
+            self.client = MilvusClient(uri=uri, timeout=timeout)
+        except MilvusException as exc:
+            raise TransientIndexError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+
+    # -- collection lifecycle -------------------------------------------------------------
+    def ensure(self) -> str:
+        """Create the collection behind the alias if there is none; return its name."""
+        try:
+            return self.client.describe_alias(self.alias)["collection_name"]
+        except MilvusException:
+            pass
+        name = f"{self.alias}_{int(time.time())}"
+        self.create(name)
+        self.client.create_alias(collection_name=name, alias=self.alias)
+        return name
+
+    def create(self, name: str) -> None:
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("chunk_id", DataType.VARCHAR, max_length=64, is_primary=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=2048)
+        schema.add_field("source", DataType.VARCHAR, max_length=64)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("heading", DataType.VARCHAR, max_length=1024)
+        schema.add_field("title", DataType.VARCHAR, max_length=1024)
+        schema.add_field("uri", DataType.VARCHAR, max_length=2048)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
+        schema.add_field("acl", DataType.VARCHAR, max_length=16384)
+        schema.add_field("classification", DataType.VARCHAR, max_length=32)
+        schema.add_field("model", DataType.VARCHAR, max_length=256)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
+                        params={"M": 16, "efConstruction": 200})
+        self.client.create_collection(collection_name=name, schema=schema, index_params=index,
+                                      consistency_level="Strong")
+
+    # -- writes ---------------------------------------------------------------------------
+    def apply(self, vs: VectorSet, write_ids: set[str] | None = None) -> tuple[int, int]:
+        """Make Milvus hold exactly ``vs``'s chunks for its document.
+
+        ``write_ids`` limits which rows are (re)written — the others are already there,
+        unchanged. Returns (rows written, rows deleted-filter applied: 1/0).
+        """
+        doc = escape_literal(vs.doc_id)
+        try:
+            if vs.op == "delete" or not vs.chunks:
+                self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}"')
+                return 0, 1
+            rows = [self._row(vs, c) for c in vs.chunks if write_ids is None or c.chunk_id in write_ids]
+            if rows:
+                self.client.upsert(collection_name=self.alias, data=rows)
+            keep = ", ".join(f'"{escape_literal(c.chunk_id)}"' for c in vs.chunks)
+            self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}" and chunk_id not in [{keep}]')
+            return len(rows), 1
+        except MilvusException as exc:
+            raise TransientIndexError(f"Milvus write failed for {vs.doc_id}: {exc}") from exc
+
+    def _row(self, vs: VectorSet, chunk: Any) -> dict[str, Any]:
+        md = vs.metadata
+        return {
+            "chunk_id": chunk.chunk_id,
+            "doc_id": vs.doc_id,
+            "source": vs.source,
+            "version": vs.version,
+            "heading": (chunk.heading or "")[:1024],
+            "title": (md.title or "")[:1024],
+            "uri": (md.uri or "")[:2048],
+            "text": _clip_utf8(chunk.text, MAX_TEXT),
+            "acl": encode_acl(vs.acl.principals) if vs.acl.known else "",
+            "classification": vs.classification.value,
+            "model": vs.model,
+            "vector": list(chunk.vector),
+        }
+
+    def flush(self) -> None:
+        try:
+            self.client.flush(self.alias)
+        except MilvusException as exc:
+            raise TransientIndexError(f"Milvus flush failed: {exc}") from exc
+
+    # -- reads ----------------------------------------------------------------------------
+    def search(self, vector: list[float], principals: Iterable[str], limit: int = 10) -> list[Hit]:
+        expr = acl_filter(principals)  # raises before any query when there are no principals
+        res = self.client.search(collection_name=self.alias, data=[vector], filter=expr, limit=limit,
+                                 output_fields=self.OUTPUT, search_params={"metric_type": "COSINE"},
+                                 consistency_level="Strong")
+        return [Hit(chunk_id=str(h.id), doc_id=h.entity.get("doc_id"), score=float(h.distance),
+                    source=h.entity.get("source"), title=h.entity.get("title"), uri=h.entity.get("uri"),
+                    heading=h.entity.get("heading"), text=h.entity.get("text")) for h in res[0]]
+
+    def vectors(self, chunk_ids: list[str], model: str) -> dict[str, list[float]]:
+        """Stored vectors of these chunks, if they were made by ``model`` (for reuse)."""
+        out: dict[str, list[float]] = {}
+        try:
+            for i in range(0, len(chunk_ids), 500):
+                ids = ", ".join(f'"{escape_literal(c)}"' for c in chunk_ids[i:i + 500])
+                for row in self.client.query(collection_name=self.alias, filter=f"chunk_id in [{ids}]",
+                                             output_fields=["chunk_id", "model", "vector"]):
+                    if row["model"] == model:
+                        out[row["chunk_id"]] = [float(x) for x in row["vector"]]
+        except MilvusException as exc:
+            raise TransientIndexError(f"Milvus query failed: {exc}") from exc
+        return out
+
+    def rows(self, expr: str = 'chunk_id != ""', fields: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every row matching ``expr`` (Strong consistency): for tests, audits and erasure proofs."""
+        out: list[dict[str, Any]] = []
+        it = self.client.query_iterator(collection_name=self.alias, filter=expr, batch_size=1000,
+                                        output_fields=fields or ["chunk_id", "doc_id", "version", "text"],
+                                        consistency_level="Strong")
+        while True:
+            batch = it.next()
+            if not batch:
+                it.close()
+                return out
+            out += batch
+
+
+def _clip_utf8(text: str, limit: int) -> str:
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")

@@ -1,0 +1,201 @@
+"""The stages' logic, as plain classes: no Kafka, no Faust, unit-testable.
+
+Each stage turns one decoded input into zero or more :class:`Output` messages; the Faust
+runtime (:mod:`streams.worker`) does the reading, batching, publishing, version state
+and retries around it. Exceptions mean:
+
+* :class:`Permanent` (and :class:`schemas.serde.SerdeError`) — this message will never
+  succeed: dead-letter it and go on;
+* anything in ``TRANSIENT`` — a dependency is down: retry with backoff, never skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.milvus import MilvusIndex, TransientIndexError
+from ragstream.blobs import BlobError, BlobStore
+from ragstream.metrics import CHUNKS_EMBEDDED, CHUNKS_REUSED, INDEX_DOCS_DELETED, INDEX_ROWS_WRITTEN
+from schemas import topics
+from schemas.events import (
+    ChangeEvent,
+    ChunkSet,
+    Contract,
+    DocumentRecord,
+    EmbeddedChunk,
+    InlineContent,
+    Op,
+    VectorSet,
+)
+from schemas.serde import encode
+from streams.chunking import CHUNKER_ID, Chunker
+from streams.embedding import Embedder, TransientEmbeddingError
+
+TRANSIENT: tuple[type[BaseException], ...] = (TransientIndexError, TransientEmbeddingError, ConnectionError, TimeoutError)
+
+
+class Permanent(Exception):
+    """This input cannot be processed as it is; dead-letter it with this reason."""
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: str
+    value: bytes | None  # None: a tombstone
+
+    @classmethod
+    def of(cls, topic: str, event: Contract) -> "Output":
+        return cls(topic, getattr(event, "doc_id"), encode(event))
+
+
+class ComplianceStage:
+    """rag.changes → rag.documents. For now a pass-through with its final interface: it
+    resolves claim-checked content and records what policy did (nothing yet)."""
+
+    name = "compliance"
+    input_topic = topics.CHANGES
+    contract = ChangeEvent
+
+    def __init__(self, blobs: BlobStore, inline_max_bytes: int) -> None:
+        self.blobs = blobs
+        self.inline_max_bytes = inline_max_bytes
+
+    def process(self, change: ChangeEvent) -> list[Output]:
+        common: dict[str, Any] = dict(
+            event_id=change.event_id, source=change.source, source_kind=change.source_kind,
+            doc_id=change.doc_id, op=change.op, version=change.version, changed_at=change.changed_at,
+            content_type=change.content_type, metadata=change.metadata, acl=change.acl,
+        )
+        if change.op is Op.delete:
+            record = DocumentRecord(**common)
+            # The delete record carries the version (for guards downstream); the tombstone
+            # then lets compaction forget the document entirely.
+            return [Output.of(topics.DOCUMENTS, record), Output(topics.DOCUMENTS, change.doc_id, None)]
+        text = self.resolve(change)
+        content = (InlineContent.of(text) if len(text.encode("utf-8")) <= self.inline_max_bytes
+                   else self.blobs.put(text))
+        record = DocumentRecord(**common, content=content, content_hash=content.sha256)
+        return [Output.of(topics.DOCUMENTS, record)]
+
+    def resolve(self, event: ChangeEvent | DocumentRecord) -> str:
+        content = event.content
+        if content is None:
+            raise Permanent(f"{event.doc_id}: upsert without content")
+        if content.kind == "inline":
+            return content.text
+        try:
+            return self.blobs.get(content)
+        except BlobError as exc:
+            raise Permanent(str(exc)) from None
+
+
+class ChunkStage:
+    """rag.documents → rag.chunks: all chunks of a document version in one message."""
+
+    name = "chunk"
+    input_topic = topics.DOCUMENTS
+    contract = DocumentRecord
+
+    def __init__(self, chunker: Chunker, blobs: BlobStore) -> None:
+        self.chunker = chunker
+        self.blobs = blobs
+
+    def process(self, doc: DocumentRecord) -> list[Output]:
+        common: dict[str, Any] = dict(
+            event_id=doc.event_id, source=doc.source, source_kind=doc.source_kind, doc_id=doc.doc_id,
+            op=doc.op, version=doc.version, metadata=doc.metadata, acl=doc.acl,
+            classification=doc.classification, chunker=CHUNKER_ID,
+        )
+        if doc.op is Op.delete:
+            return [Output.of(topics.CHUNKS, ChunkSet(**common))]
+        content = doc.content
+        if content is None:
+            raise Permanent(f"{doc.doc_id}: upsert without content")
+        try:
+            text = content.text if content.kind == "inline" else self.blobs.get(content)
+        except BlobError as exc:
+            raise Permanent(str(exc)) from None
+        return [Output.of(topics.CHUNKS, ChunkSet(**common, chunks=self.chunker.chunk(doc.doc_id, text)))]
+
+
+class EmbedStage:
+    """rag.chunks → rag.vectors, batching chunks across documents into one model call.
+
+    Vectors of chunks whose id (a hash of their content) is already in the index under the
+    same model are reused, so an edit embeds only the chunks it changed.
+    """
+
+    name = "embed"
+    input_topic = topics.CHUNKS
+    contract = ChunkSet
+
+    def __init__(self, embedder: Embedder, index: MilvusIndex | None) -> None:
+        self.embedder = embedder
+        self.index = index
+
+    def process_batch(self, sets: list[ChunkSet]) -> list[Output]:
+        model = self.embedder.model_id
+        wanted = [c.chunk_id for s in sets if s.op is Op.upsert for c in s.chunks]
+        known = self._known_vectors(wanted, model)
+        todo = {c.chunk_id: c.text for s in sets if s.op is Op.upsert for c in s.chunks
+                if c.chunk_id not in known}
+        if todo:
+            ids = list(todo)
+            for cid, vec in zip(ids, self.embedder.embed([todo[i] for i in ids])):
+                known[cid] = vec
+        CHUNKS_EMBEDDED.labels(model).inc(len(todo))
+        CHUNKS_REUSED.labels(model).inc(len(wanted) - len(todo))
+        out = []
+        for s in sets:
+            chunks = tuple(EmbeddedChunk(**c.model_dump(), vector=tuple(known[c.chunk_id])) for c in s.chunks)
+            vs = VectorSet(**s.model_dump(exclude={"chunks", "schema_version"}), model=model,
+                           dim=self.embedder.dim, chunks=chunks)
+            out.append(Output.of(topics.VECTORS, vs))
+        return out
+
+    def _known_vectors(self, chunk_ids: list[str], model: str) -> dict[str, list[float]]:
+        if not chunk_ids or self.index is None:
+            return {}
+        return self.index.vectors(chunk_ids, model)
+
+
+class IndexStage:
+    """rag.vectors → Milvus, guarded by per-document version state.
+
+    ``state`` (kept by the runtime in a changelog-backed table keyed by doc_id) is
+    ``{"version", "chunk_ids", "meta", "deleted"}`` of what was applied last.
+    Returns the new state, or None when the event is stale or a redelivery.
+    """
+
+    name = "index"
+    input_topic = topics.VECTORS
+    contract = VectorSet
+
+    def __init__(self, index: MilvusIndex) -> None:
+        self.index = index
+
+    def process(self, vs: VectorSet, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        if state is not None and vs.version <= state["version"]:
+            return None
+        if vs.op is Op.delete:
+            self.index.apply(vs)
+            INDEX_DOCS_DELETED.inc()
+            return {"version": vs.version, "chunk_ids": [], "meta": "", "deleted": True}
+        meta = doc_meta_hash(vs)
+        write_ids: set[str] | None = None
+        if state is not None and not state["deleted"] and state["meta"] == meta:
+            write_ids = {c.chunk_id for c in vs.chunks} - set(state["chunk_ids"])
+        written, _ = self.index.apply(vs, write_ids)
+        INDEX_ROWS_WRITTEN.inc(written)
+        return {"version": vs.version, "chunk_ids": [c.chunk_id for c in vs.chunks], "meta": meta, "deleted": False}
+
+
+def doc_meta_hash(vs: VectorSet) -> str:
+    """What every row of a document repeats: when it changes, every row is rewritten."""
+    payload = json.dumps([vs.source, vs.metadata.model_dump(mode="json"), vs.acl.model_dump(mode="json"),
+                          vs.classification.value, vs.model], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

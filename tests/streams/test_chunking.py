@@ -1,0 +1,87 @@
+import random
+
+import pytest
+
+from streams.chunking import Chunker, chunk_id, parse_blocks, words
+
+LOREM = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+         "sigma tau upsilon phi chi psi omega").split()
+
+
+def paragraph(rng: random.Random, n_words: int) -> str:
+    ws = [rng.choice(LOREM) for _ in range(n_words)]
+    # sentences of ~12 words
+    out = []
+    for i in range(0, n_words, 12):
+        s = " ".join(ws[i:i + 12])
+        out.append(s[0].upper() + s[1:] + ".")
+    return " ".join(out)
+
+
+def test_blocks_keep_structure():
+    text = "# Title\n\nIntro para.\n\n- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```\ncode\n\nmore\n```\n## Sub\ntext"
+    kinds = [(b.kind, b.heading) for b in parse_blocks(text)]
+    assert kinds == [("heading", "Title"), ("paragraph", "Title"), ("list", "Title"), ("table", "Title"),
+                     ("code", "Title"), ("heading", "Sub"), ("paragraph", "Sub")]
+
+
+def test_chunks_are_token_bounded():
+    rng = random.Random(1)
+    text = "\n\n".join(paragraph(rng, rng.randint(5, 400)) for _ in range(40))
+    chunker = Chunker(count=words, max_tokens=120, overlap_tokens=16, min_tokens=10)
+    chunks = chunker.chunk("fs:a", text)
+    assert all(c.tokens <= 120 for c in chunks)
+    # nothing lost: every word of the source appears in some chunk
+    joined = " ".join(c.text for c in chunks)
+    assert set(text.split()) <= set(joined.split())
+
+
+def test_table_is_kept_whole_when_it_fits_and_split_with_header_otherwise():
+    rows = "\n".join(f"| r{i} | v{i} |" for i in range(8))
+    text = f"| name | value |\n|---|---|\n{rows}"
+    small = Chunker(count=words, max_tokens=200, overlap_tokens=0, min_tokens=1).chunk("fs:t", text)
+    assert len(small) == 1 and small[0].text == text
+    big = Chunker(count=words, max_tokens=30, overlap_tokens=0, min_tokens=1).chunk("fs:t", text)
+    assert len(big) > 1
+    assert all(c.text.startswith("| name | value |\n|---|---|") for c in big)
+
+
+def test_headings_lead_their_section_and_are_recorded():
+    text = "# Guide\n\n" + "word " * 50 + "\n\n## Install\n\n" + "step " * 50
+    chunks = Chunker(count=words, max_tokens=100, overlap_tokens=10, min_tokens=5).chunk("fs:g", text)
+    assert [c.heading for c in chunks] == ["Guide", "Install"]
+    assert chunks[0].text.startswith("# Guide")
+    assert chunks[1].text.startswith("## Install")  # no overlap across sections
+
+
+def test_ids_are_content_addressed_and_unique():
+    text = "Same paragraph here, long enough to stand alone as one chunk of text.\n\n" * 3
+    chunks = Chunker(count=words, max_tokens=100, overlap_tokens=0, min_tokens=3).chunk("fs:d", text)
+    assert len({c.chunk_id for c in chunks}) == 3
+    again = Chunker(count=words, max_tokens=100, overlap_tokens=0, min_tokens=3).chunk("fs:d", text)
+    assert [c.chunk_id for c in chunks] == [c.chunk_id for c in again]
+    assert chunk_id("fs:d", "x", 0) != chunk_id("fs:other", "x", 0)
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_editing_one_paragraph_changes_at_most_two_chunk_ids(where):
+    rng = random.Random(7)
+    paras = [paragraph(rng, rng.randint(60, 150)) for _ in range(50)]
+    chunker = Chunker(count=words, max_tokens=200, overlap_tokens=24, min_tokens=24)
+    before = chunker.chunk("fs:big", "\n\n".join(paras))
+    assert len(before) == 50
+    k = {"start": 0, "middle": 25, "end": 49}[where]
+    paras[k] = paras[k].replace(".", ", which was edited.", 1) + " An added sentence lengthens it."
+    after = chunker.chunk("fs:big", "\n\n".join(paras))
+    changed = {c.chunk_id for c in after} - {c.chunk_id for c in before}
+    assert 1 <= len(changed) <= 2
+
+
+def test_inserting_a_paragraph_does_not_cascade():
+    rng = random.Random(3)
+    paras = [paragraph(rng, 80) for _ in range(30)]
+    chunker = Chunker(count=words, max_tokens=200, overlap_tokens=24, min_tokens=24)
+    before = {c.chunk_id for c in chunker.chunk("fs:ins", "\n\n".join(paras))}
+    paras.insert(10, paragraph(rng, 90))
+    after = {c.chunk_id for c in chunker.chunk("fs:ins", "\n\n".join(paras))}
+    assert len(after - before) <= 2
