@@ -80,9 +80,13 @@ class MilvusIndex:
     def ensure(self) -> str:
         """Create the collection behind the alias if there is none; return its name."""
         try:
-            return self.client.describe_alias(self.alias)["collection_name"]
-        except MilvusException:
-            pass
+            if self.alias in self.client.list_aliases().get("aliases", []):
+                name = self.client.describe_alias(self.alias)["collection_name"]
+                # A restarted server lists collections as released until they are loaded.
+                self.client.load_collection(name)
+                return name
+        except MilvusException as exc:
+            raise TransientIndexError(f"cannot read aliases from Milvus at {self.uri}: {exc}") from exc
         name = f"{self.alias}_{int(time.time())}"
         self.create(name)
         self.client.create_alias(collection_name=name, alias=self.alias)

@@ -230,6 +230,9 @@ class Service:
     def ready(self) -> bool:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        return None  # inherit
+
     # -- shared mechanics -----------------------------------------------------------------
     @property
     def pidfile(self) -> Path:
@@ -279,7 +282,7 @@ class Service:
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
             log.flush()
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.home)
+                                    start_new_session=True, cwd=self.home, env=self.environment())
         self.pidfile.write_text(str(proc.pid))
         self._wait_ready(proc.pid)
         return True
@@ -446,7 +449,59 @@ class MilvusLite(Service):
         return True
 
 
-SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "milvus": MilvusLite}
+class StageWorker(Service):
+    """One pipeline stage (``ragstream worker <stage>``) as a background process."""
+
+    stage = ""
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port,)
+
+    @property
+    def port(self) -> int:
+        from streams.worker import metrics_port
+
+        return metrics_port(self.settings, self.stage)
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        return [sys.executable, "-m", "ragstream.cli", "--home", str(self.home), "worker", self.stage]
+
+    def environment(self) -> dict[str, str]:
+        return settings_env(self.settings)
+
+    def ready(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"RAGSTREAM_{name.upper()}"] = str(value)
+    return env
+
+
+def _worker(stage: str) -> type[StageWorker]:
+    return type(f"{stage.title()}Worker", (StageWorker,), {"name": f"worker-{stage}", "stage": stage})
+
+
+PIPELINE_STAGES = ("compliance", "chunk", "embed", "index")
+WORKERS = tuple(f"worker-{s}" for s in PIPELINE_STAGES)
+SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "milvus": MilvusLite,
+                                      **{f"worker-{s}": _worker(s) for s in PIPELINE_STAGES}}
+INFRA = ("kafka", "milvus")
 
 
 class Stack:
@@ -456,7 +511,7 @@ class Stack:
             raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}",
                              f"Services are: {', '.join(SERVICES)}.")
         self.settings = settings
-        self.services = [SERVICES[n](settings) for n in (names or tuple(SERVICES))]
+        self.services = [SERVICES[n](settings) for n in (names or INFRA)]
 
     def up(self, progress: Callable[[str], None] = lambda _m: None) -> dict[str, bool]:
         return {svc.name: svc.start(progress) for svc in self.services}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -133,3 +134,55 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None
         _wait_for_leaders(admin, touched)
     order = {s.name: i for i, s in enumerate(specs)}
     return sorted(changes, key=lambda c: (order[c.topic], c.action))
+
+
+#: Each stage's consumer group (Faust's app id) and input topic.
+STAGE_INPUTS = {
+    "compliance": "rag.changes",
+    "chunk": "rag.documents",
+    "embed": "rag.chunks",
+    "index": "rag.vectors",
+}
+
+
+def stage_lag(settings: Settings) -> dict[str, int]:
+    """Messages each stage's consumer group has not yet committed, summed over partitions.
+
+    A group that never committed counts its whole topic as lag."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    from ragstream.consumer import make_consumer
+
+    admin = admin_client(settings)
+    reader = make_consumer(settings, "ragstream-lag-probe")
+    try:
+        out = {}
+        for stage, topic in STAGE_INPUTS.items():
+            parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+            req = ConsumerGroupTopicPartitions(f"ragstream-{stage}", [TopicPartition(topic, p) for p in parts])
+            committed = {tp.partition: tp.offset for tp in
+                         admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
+            lag = 0
+            for p, (low, high) in ends.items():
+                c = committed.get(p, -1)
+                lag += high - (c if c >= 0 else low)
+            out[stage] = lag
+        return out
+    finally:
+        reader.close()
+
+
+def wait_drained(settings: Settings, timeout: float = 300, on_tick: Callable[[dict[str, int]], None] | None = None) -> bool:
+    """Wait until every stage has caught up (twice in a row, so nothing is in flight between)."""
+    deadline = time.monotonic() + timeout
+    zero_streak = 0
+    while time.monotonic() < deadline:
+        lag = stage_lag(settings)
+        if on_tick:
+            on_tick(lag)
+        zero_streak = zero_streak + 1 if not any(lag.values()) else 0
+        if zero_streak >= 2:
+            return True
+        time.sleep(0.5)
+    return False

@@ -9,7 +9,9 @@ from typing import Any, Callable
 
 import click
 
-from ragstream.settings import Settings, SettingsError, get_settings
+from pathlib import Path
+
+from ragstream.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 
 
 class UserError(click.ClickException):
@@ -58,47 +60,150 @@ def say(message: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="ragstream")
-def cli() -> None:
+@click.option("--home", type=click.Path(file_okay=False), default=None,
+              help="Local stack home (default: RAGSTREAM_HOME or ./.ragstream).")
+def cli(home: str | None) -> None:
     """ragstream keeps a retrieval index (Milvus) in step with its sources, over Apache Kafka.
 
     \b
     Start here:
-      ragstream up              start the local stack, create the topics, check a round trip
-      ragstream stack status    what is running, where its logs are
-      ragstream --help          this page; every command has --help too
+      ragstream up [FOLDER]       index a folder and keep it in step (default: the bundled samples)
+      ragstream search "text"     search what you may see
+      ragstream stack status      what is running, where its logs and metrics are
+      ragstream down              stop everything
 
     Configuration comes from RAGSTREAM_* environment variables (or .env); see the README.
     """
+    import os
+
     from ragstream.logging import configure_logging
 
+    if home:
+        os.environ["RAGSTREAM_HOME"] = home
+        get_settings.cache_clear()
     s = settings()
     configure_logging(s.log_level, s.log_format)
 
 
 # ---------------------------------------------------------------------------------- up
-@cli.command()
-@click.option("--check/--no-check", default=True, show_default=True, help="Run a round trip through the broker.")
-@friendly
-def up(check: bool) -> None:
-    """Start the local stack, ensure the topics and check a publish/consume round trip.
+SAMPLES = PROJECT_ROOT / "samples"
 
-    Idempotent: what already runs is left alone.
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="Keep watching the folder after the initial load (Ctrl-C stops).")
+@click.option("--check/--no-check", default=False, show_default=True, help="Also run a broker round trip first.")
+@friendly
+def up(folder: str | None, watch: bool, check: bool) -> None:
+    """Run the whole pipeline on FOLDER: stack, topics, stage workers, file watcher.
+
+    Starts what is not running yet (Kafka, milvus-lite, the compliance, chunk, embed and
+    index workers), publishes the folder's documents, shows progress until they are
+    searchable, then keeps the index in step with the folder. Without FOLDER it indexes
+    the bundled samples.
     """
-    from infra.stack import Stack
-    from ragstream.admin import ensure_topics
+    import threading
+
+    from tqdm import tqdm
+
+    from infra.stack import INFRA, WORKERS, Stack
+    from producers.filesystem import FilesystemSource
+    from ragstream.admin import ensure_topics, wait_drained
 
     s = settings()
+    root = Path(folder) if folder else SAMPLES
     t0 = time.monotonic()
-    started = Stack(s).up(progress=say)
-    for name, new in started.items():
+    for name, new in Stack(s, INFRA).up(progress=say).items():
         say(f"{name}: {'started' if new else 'already running'}")
-    say(f"stack ready in {time.monotonic() - t0:.1f}s")
     _print_topic_changes(ensure_topics(s))
     if check:
         _run_check(s, 1000)
+    say("starting the stage workers (the embed worker loads its model)...")
+    for name, new in Stack(s, WORKERS).up(progress=say).items():
+        say(f"{name}: {'started' if new else 'already running'}")
+
+    source = FilesystemSource(s, root)
+    listing = source.listing()
+    say(f"{source.source_id}: {len(listing)} file(s) under {source.root}")
+    with tqdm(total=len(set(listing) | set(source.files)), desc="publish", unit="file", disable=None) as bar:
+        stats = source.sync(progress=bar.update)
+    say(f"published: {stats}")
+    with tqdm(desc="indexing (messages in flight)", unit="msg", disable=None) as bar:
+        def tick(lag: dict[str, int]) -> None:
+            bar.set_postfix(lag)
+        if not wait_drained(s, timeout=1800, on_tick=tick):
+            raise UserError("the pipeline did not catch up within 30 minutes; see `ragstream stack status` and the worker logs")
+    say(f"indexed in {time.monotonic() - t0:.1f}s")
     say("")
-    say(f"Kafka:  {s.kafka_bootstrap}     Milvus: {s.resolved_milvus_uri}     logs: {s.home / 'logs'}")
-    say("Stop everything with `ragstream stack down`.")
+    say('Search:   ragstream search "your question"        (as you; --as user:<id> / group:<id> to choose)')
+    say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{s.metrics_port_base + 3}/metrics  "
+        "(compliance, chunk, embed, index)")
+    say(f"Logs:     {s.home / 'logs'}        Stop: ragstream down")
+    if not watch:
+        return
+    say(f"watching {source.root} (Ctrl-C to stop watching; the workers keep running)")
+    stop = threading.Event()
+    try:
+        source.watch(stop, on_sync=lambda st: say(f"synced: {st}"))
+    except KeyboardInterrupt:
+        stop.set()
+
+
+@cli.command()
+@friendly
+def down() -> None:
+    """Stop the stage workers and the local stack (data is kept)."""
+    from infra.stack import INFRA, WORKERS, Stack
+
+    for name, was_running in Stack(settings(), INFRA + WORKERS).down().items():
+        say(f"{name}: {'stopped' if was_running else 'not running'}")
+
+
+# ------------------------------------------------------------------------------ search
+@cli.command()
+@click.argument("query")
+@click.option("--limit", "-n", default=5, show_default=True, help="How many results.")
+@click.option("--as", "principals", multiple=True, metavar="PRINCIPAL",
+              help="Search as user:<id> / group:<id> / public (repeatable). Default: you and your groups.")
+@friendly
+def search(query: str, limit: int, principals: tuple[str, ...]) -> None:
+    """Search the index; only documents the principals may read are considered."""
+    from consumers.milvus import MilvusIndex
+    from streams.embedding import make_embedder
+
+    s = settings()
+    who = list(principals) or _local_principals()
+    embedder = make_embedder(s)
+    index = MilvusIndex(s.resolved_milvus_uri, s.collection, embedder.dim)
+    hits = index.search(embedder.embed([query])[0], who, limit=limit)
+    if not hits:
+        say(f"no results visible to {', '.join(who)}")
+        return
+    for rank, h in enumerate(hits, 1):
+        click.echo(f"{rank}. [{h.score:.3f}] {h.title}  ({h.source})")
+        click.echo(f"   {h.uri}" + (f"  § {h.heading}" if h.heading else ""))
+        snippet = " ".join(h.text.split())[:200]
+        click.echo(f"   {snippet}{'…' if len(h.text) > 200 else ''}")
+
+
+def _local_principals() -> list[str]:
+    import getpass
+    import grp
+    import os
+
+    groups = {grp.getgrgid(g).gr_name for g in os.getgroups() if _has_group(g)}
+    return [f"user:{getpass.getuser()}", *sorted(f"group:{g}" for g in groups)]
+
+
+def _has_group(gid: int) -> bool:
+    import grp
+
+    try:
+        grp.getgrgid(gid)
+        return True
+    except KeyError:
+        return False
 
 
 # ------------------------------------------------------------------------------- stack
@@ -108,7 +213,8 @@ def stack() -> None:
 
 
 SERVICE_OPTION = click.option(
-    "--service", "-s", "services", multiple=True, type=click.Choice(["kafka", "milvus"]),
+    "--service", "-s", "services", multiple=True,
+    type=click.Choice(["kafka", "milvus", "worker-compliance", "worker-chunk", "worker-embed", "worker-index"]),
     help="Only this service (repeatable). Default: all.",
 )
 
@@ -130,10 +236,10 @@ def stack_up(services: tuple[str, ...]) -> None:
 @SERVICE_OPTION
 @friendly
 def stack_down(services: tuple[str, ...]) -> None:
-    """Stop the services (SIGTERM, then SIGKILL after 30 s). Data is kept."""
-    from infra.stack import Stack
+    """Stop the services and stage workers (SIGTERM, then SIGKILL after 30 s). Data is kept."""
+    from infra.stack import INFRA, WORKERS, Stack
 
-    for name, was_running in Stack(settings(), services or None).down().items():
+    for name, was_running in Stack(settings(), services or (INFRA + WORKERS)).down().items():
         say(f"{name}: {'stopped' if was_running else 'not running'}")
 
 
@@ -144,12 +250,14 @@ def stack_status(services: tuple[str, ...]) -> None:
     """Show each service: pid, address, readiness, resident memory and log file."""
     from infra.stack import Stack
 
-    rows = Stack(settings(), services or None).status()
+    from infra.stack import INFRA, WORKERS
+
+    rows = Stack(settings(), services or (INFRA + WORKERS)).status()
     for st in rows:
         state = "ready" if st.ready else ("starting/unhealthy" if st.running else "stopped")
         rss = f"{st.rss / 2**20:.0f} MiB" if st.rss else "-"
-        click.echo(f"{st.name:<8} {state:<19} pid={st.pid or '-':<8} {st.address:<26} rss={rss:<9} log={st.log}")
-    if not all(st.ready for st in rows):
+        click.echo(f"{st.name:<18} {state:<19} pid={st.pid or '-':<8} {st.address:<36} rss={rss:<9} log={st.log}")
+    if not all(st.ready for st in rows if st.name in INFRA):
         sys.exit(3)
 
 
@@ -209,6 +317,23 @@ def schemas_export(check: bool) -> None:
         return
     written = ex.export()
     say(f"wrote {len(written)} file(s) to {ex.JSON_DIR}" if written else "JSON Schema files are up to date")
+
+
+# ------------------------------------------------------------------------------ worker
+@cli.command()
+@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index"]))
+@friendly
+def worker(stage: str) -> None:
+    """Run one pipeline stage as a Faust worker (its own consumer group; run more to scale).
+
+    Metrics and /healthz are served on RAGSTREAM_METRICS_PORT_BASE + the stage's offset
+    (compliance 0, chunk 1, embed 2, index 3).
+    """
+    from ragstream.logging import configure_logging
+    from streams.worker import run_worker
+
+    s = settings()
+    run_worker(stage, s, configure_logging(s.log_level, "json" if s.log_format == "json" else "console"))
 
 
 # ------------------------------------------------------------------------------- check

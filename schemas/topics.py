@@ -44,9 +44,10 @@ AUDIT = "rag.audit"
 SELFTEST = "rag.selftest"
 
 #: Stages that dead-letter; ``rag.dlq.<stage>`` exists for each.
-STAGES = ("normalize", "compliance", "chunk", "embed", "index", "graph", "dsr")
-#: Stages whose input is raw (not yet redacted) content.
-RAW_STAGES = frozenset({"normalize", "compliance"})
+STAGES = ("ingest", "normalize", "compliance", "chunk", "embed", "index", "graph", "dsr")
+#: Stages whose input is raw (not yet redacted) content. ``ingest`` is the producers' own:
+#: a source item that could not be read (a corrupt PDF), keyed by doc_id.
+RAW_STAGES = frozenset({"ingest", "normalize", "compliance"})
 
 
 def dlq_topic(stage: str) -> str:

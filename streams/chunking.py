@@ -152,8 +152,11 @@ class Chunker:
         units: list[tuple[str, str | None]] = []
         carry: list[str] = []
         carry_heading: str | None = None
+        carry_is_headings = False
         for block in blocks:
-            if carry and block.heading != carry_heading:
+            # A section change ends the carry, unless all it holds is headings (a title
+            # right above a subsection): those lead the subsection instead of standing alone.
+            if carry and block.heading != carry_heading and not carry_is_headings:
                 units.append(("\n\n".join(carry), carry_heading))
                 carry = []
             pieces = self._split(block) if self.count(block.text) > self.body_budget else [block.text]
@@ -167,6 +170,7 @@ class Chunker:
                         carry = []
                 # A heading or a small block does not stand alone: it leads the next one.
                 if block.kind == "heading" or self.count(piece) < self.min_tokens:
+                    carry_is_headings = block.kind == "heading" and (not carry or carry_is_headings)
                     carry, carry_heading = [piece], block.heading
                 else:
                     units.append((piece, block.heading))

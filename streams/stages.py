@@ -177,6 +177,7 @@ class IndexStage:
 
     def __init__(self, index: MilvusIndex) -> None:
         self.index = index
+        self.dirty = False  # writes since the last flush
 
     def process(self, vs: VectorSet, state: dict[str, Any] | None) -> dict[str, Any] | None:
         if state is not None and vs.version <= state["version"]:

@@ -1,0 +1,350 @@
+"""File-system producer: a folder's files as change events on ``rag.changes``.
+
+Two ways in, one code path (:meth:`FilesystemSource.sync`):
+
+* a **reconciliation scan** at start-up compares the folder with the persisted scan state
+  (path → sha256, size, mtime, version), so changes made while ragstream was down —
+  deletes and renames included — are published;
+* **watchdog** reports live changes; bursts (an editor's save dance) are debounced and
+  synced together.
+
+The state is saved only after the broker acknowledged the events it records, so a crash
+can repeat an event (harmless downstream) but never lose one. A rename is a delete of the
+old ``doc_id`` and an upsert of the new one.
+
+Unsupported or unreadable files are skipped with a logged, counted reason; a supported
+file that cannot be read (a corrupt PDF) is dead-lettered to ``rag.dlq.ingest`` so that
+``ragstream dlq replay ingest`` retries it once fixed. Neither stops the watcher.
+
+ACLs come from ownership and mode bits: ``user:<owner>`` if the owner may read,
+``group:<group>`` if the group may; "others may read" maps to ``public`` only when
+``world_readable_is_public`` is set. A file nobody may read gets an empty ACL: fail closed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import hashlib
+import json
+import os
+import pwd
+import queue
+import re
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+from producers.extract import ExtractionError, UnsupportedContent, content_type_for, extract
+from producers.publisher import Publisher
+from ragstream.blobs import BlobStore
+from ragstream.logging import get_logger
+from ragstream.metrics import SOURCE_EVENTS, SOURCE_SKIPPED
+from ragstream.settings import Settings
+from schemas import topics
+from schemas.events import Acl, ChangeEvent, DocMetadata, InlineContent, Op, SourceKind
+
+log = get_logger(__name__)
+
+DEFAULT_EXCLUDE = ("**/.*", ".*", "**/~$*", "**/*.tmp", "**/*.swp", "**/*~", "**/#*#")
+_TITLE = re.compile(r"^#\s+(.+)$", re.MULTILINE)
+
+
+@dataclass
+class SyncStats:
+    upserts: int = 0
+    deletes: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.upserts} upserted, {self.deletes} deleted, {self.unchanged} unchanged, "
+                f"{self.skipped} skipped, {self.dead_lettered} dead-lettered")
+
+
+@dataclass
+class _Pending:
+    rel: str
+    entry: dict | None  # None: remove from state
+
+
+@dataclass
+class FilesystemSource:
+    settings: Settings
+    root: Path
+    source_id: str | None = None
+    include: tuple[str, ...] = ("**",)
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    debounce_s: float = 0.3
+    world_readable_is_public: bool = False
+    publisher: Publisher | None = None
+    _state: dict = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.expanduser().resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root} is not a folder")
+        if self.source_id is None:
+            slug = re.sub(r"[^a-z0-9]+", "-", self.root.name.lower()).strip("-")[:40] or "root"
+            self.source_id = f"fs-{slug}-{hashlib.sha256(str(self.root).encode()).hexdigest()[:6]}"
+        self.blobs = BlobStore(self.settings.blob_dir)
+        self.state_path = self.settings.home / "sources" / f"{self.source_id}.json"
+        self._state = self._load_state()
+        if self.publisher is None:
+            self.publisher = Publisher(self.settings, client_id=f"ragstream-{self.source_id}")
+
+    # -- state ----------------------------------------------------------------------------
+    def _load_state(self) -> dict:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return {"root": str(self.root), "files": {}, "skipped": {}}
+        if data.get("root") != str(self.root):
+            raise ValueError(f"{self.state_path} belongs to {data.get('root')}, not {self.root}")
+        return data
+
+    def _save_state(self) -> None:
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True))
+        os.replace(tmp, self.state_path)
+
+    @property
+    def files(self) -> dict[str, dict]:
+        return self._state["files"]
+
+    # -- selection ------------------------------------------------------------------------
+    def doc_id(self, rel: str) -> str:
+        return f"{self.source_id}:{rel}"
+
+    def rel(self, path: str | Path) -> str | None:
+        try:
+            return Path(path).resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+
+    def selected(self, rel: str) -> bool:
+        def m(patterns: tuple[str, ...]) -> bool:
+            return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p.removeprefix("**/"))
+                       for p in patterns)
+
+        return m(self.include) and not m(self.exclude)
+
+    def listing(self) -> list[str]:
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                rel = (Path(dirpath) / name).relative_to(self.root).as_posix()
+                if self.selected(rel):
+                    out.append(rel)
+        return sorted(out)
+
+    # -- the one code path ------------------------------------------------------------------
+    def sync(self, rels: Iterable[str] | None = None, *, progress: Callable[[int], None] | None = None,
+             force: bool = False) -> SyncStats:
+        """Publish what changed among ``rels`` (None: the whole folder, deletions included)."""
+        stats = SyncStats()
+        if rels is None:
+            on_disk = self.listing()
+            candidates = sorted(set(on_disk) | set(self.files) | set(self._state["skipped"]))
+        else:
+            candidates = sorted(set(rels))
+        pending: list[_Pending] = []
+        acked: set[str] = set()
+        failed: list[str] = []
+
+        def on_delivery(rel: str) -> Callable:
+            def cb(err: object, _msg: object) -> None:
+                (failed.append(rel) if err is not None else acked.add(rel))
+            return cb
+
+        for rel in candidates:
+            path = self.root / rel
+            exists = path.is_file() and self.selected(rel)
+            if not exists:
+                self._state["skipped"].pop(rel, None)
+                if rel in self.files:
+                    self._publish_delete(rel, on_delivery(rel))
+                    pending.append(_Pending(rel, None))
+                    stats.deletes += 1
+            else:
+                result = self._consider(rel, path, on_delivery(rel), force)
+                if isinstance(result, dict):
+                    pending.append(_Pending(rel, result))
+                    stats.upserts += 1
+                elif result == "unchanged":
+                    stats.unchanged += 1
+                elif result == "dead-lettered":
+                    stats.dead_lettered += 1
+                else:
+                    stats.skipped += 1
+            if progress:
+                progress(1)
+        assert self.publisher is not None
+        try:
+            self.publisher.flush()
+        finally:
+            # Record only what the broker acknowledged; the rest is retried next sync.
+            for p in pending:
+                if p.rel not in acked:
+                    continue
+                if p.entry is None:
+                    self.files.pop(p.rel, None)
+                else:
+                    self.files[p.rel] = p.entry
+            self._save_state()
+        return stats
+
+    def _consider(self, rel: str, path: Path, cb: Callable, force: bool) -> dict | str:
+        try:
+            st = path.stat()
+            prev = self.files.get(rel)
+            if not force and prev and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns:
+                return "unchanged"
+            data = path.read_bytes()
+        except OSError as exc:
+            return self._skip(rel, None, "unreadable", f"cannot read: {exc.strerror}")
+        sha = hashlib.sha256(data).hexdigest()
+        prev = self.files.get(rel)
+        if not force and prev and prev["sha256"] == sha:
+            prev.update(size=st.st_size, mtime_ns=st.st_mtime_ns)  # touched, not changed
+            return "unchanged"
+        if not force and self._state["skipped"].get(rel, {}).get("sha256") == sha:
+            return "skipped"  # same bytes that failed before; logged then
+        ctype = content_type_for(rel)
+        try:
+            if ctype is None:
+                raise UnsupportedContent(f"file type {Path(rel).suffix or '(none)'} is not indexed")
+            text = extract(data, ctype)
+        except UnsupportedContent as exc:
+            return self._skip(rel, sha, "unsupported", str(exc))
+        except ExtractionError as exc:
+            self._skip(rel, sha, "extraction_failed", str(exc))
+            assert self.publisher is not None
+            self.publisher.dead_letter("ingest", topic=topics.CHANGES, partition=-1, offset=-1,
+                                       key=self.doc_id(rel), value=data if len(data) <= self.settings.inline_max_bytes else b"",
+                                       error=exc)
+            return "dead-lettered"
+        self._state["skipped"].pop(rel, None)
+        version = max(time.time_ns(), (prev or {}).get("version", 0) + 1)
+        content = (InlineContent.of(text) if len(text.encode()) <= self.settings.inline_max_bytes
+                   else self.blobs.put(text))
+        title_match = _TITLE.search(text)
+        mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+        event = ChangeEvent(
+            source=self.source_id, source_kind=SourceKind.filesystem, doc_id=self.doc_id(rel), op=Op.upsert,
+            version=version, changed_at=mtime, content=content, content_type=ctype,
+            metadata=DocMetadata(title=(title_match.group(1).strip() if title_match else Path(rel).name)[:1024],
+                                 uri=path.as_uri(), author=_owner(st.st_uid), modified_at=mtime,
+                                 extra={"path": rel, "size": str(st.st_size)}),
+            acl=self.acl_for(st),
+        )
+        assert self.publisher is not None
+        self.publisher.publish(topics.CHANGES, event, on_delivery=cb)
+        SOURCE_EVENTS.labels(self.source_id, "upsert").inc()
+        log.info("change published", doc_id=event.doc_id, event_id=event.event_id, op="upsert", version=version)
+        return {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": version}
+
+    def _publish_delete(self, rel: str, cb: Callable) -> None:
+        prev = self.files[rel]
+        event = ChangeEvent(source=self.source_id, source_kind=SourceKind.filesystem, doc_id=self.doc_id(rel),
+                            op=Op.delete, version=max(time.time_ns(), prev["version"] + 1),
+                            changed_at=datetime.now(timezone.utc))
+        assert self.publisher is not None
+        self.publisher.publish(topics.CHANGES, event, on_delivery=cb)
+        SOURCE_EVENTS.labels(self.source_id, "delete").inc()
+        log.info("change published", doc_id=event.doc_id, event_id=event.event_id, op="delete")
+
+    def _skip(self, rel: str, sha: str | None, reason: str, detail: str) -> str:
+        SOURCE_SKIPPED.labels(self.source_id, reason).inc()
+        log.warning("file skipped", doc_id=self.doc_id(rel), reason=reason, detail=detail)
+        if sha is not None:
+            self._state["skipped"][rel] = {"sha256": sha, "reason": reason, "detail": detail}
+        return "skipped"
+
+    def acl_for(self, st: os.stat_result) -> Acl:
+        principals = []
+        if st.st_mode & stat.S_IRUSR:
+            principals.append(f"user:{_owner(st.st_uid)}")
+        if st.st_mode & stat.S_IRGRP:
+            principals.append(f"group:{_group(st.st_gid)}")
+        if self.world_readable_is_public and st.st_mode & stat.S_IROTH:
+            principals.append("public")
+        return Acl(principals=tuple(principals))
+
+    # -- live -----------------------------------------------------------------------------
+    def watch(self, stop: threading.Event, on_sync: Callable[[SyncStats], None] | None = None) -> None:
+        """Watch until ``stop`` is set; debounce bursts, then sync the touched paths."""
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        touched: queue.Queue[str | None] = queue.Queue()
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                if event.is_directory and event.event_type in ("moved", "deleted", "created"):
+                    touched.put(None)  # a whole subtree moved: rescan
+                    return
+                for p in (event.src_path, getattr(event, "dest_path", "")):
+                    if p:
+                        touched.put(os.fsdecode(p))
+
+        observer = Observer()
+        observer.schedule(Handler(), str(self.root), recursive=True)
+        observer.start()
+        try:
+            while not stop.is_set():
+                try:
+                    first = touched.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                batch: set[str | None] = {first}
+                deadline = time.monotonic() + self.debounce_s
+                while time.monotonic() < deadline:  # quiet period: absorb the burst
+                    try:
+                        batch.add(touched.get(timeout=max(deadline - time.monotonic(), 0.01)))
+                        deadline = time.monotonic() + self.debounce_s
+                    except queue.Empty:
+                        break
+                if None in batch:
+                    stats = self.sync()
+                else:
+                    rels = {r for p in batch if p and (r := self.rel(p)) is not None}
+                    stats = self.sync(rels)
+                if on_sync:
+                    on_sync(stats)
+        finally:
+            observer.stop()
+            observer.join()
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid-{uid}"
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return f"gid-{gid}"
+
+
+def load_source(settings: Settings, source_id: str) -> FilesystemSource:
+    """The source a doc_id's prefix names, from its saved state (for dead-letter replay)."""
+    path = settings.home / "sources" / f"{source_id}.json"
+    try:
+        root = json.loads(path.read_text())["root"]
+    except FileNotFoundError:
+        raise ValueError(f"no file-system source {source_id!r} is known here ({path} is missing)") from None
+    return FilesystemSource(settings, Path(root), source_id=source_id)
