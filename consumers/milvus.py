@@ -70,6 +70,7 @@ class MilvusIndex:
     def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30) -> None:
         self.uri = uri
         self.alias = alias
+        self.collection = alias  # the real name, once ensure() has run
         self.dim = dim
         try:
             self.client = MilvusClient(uri=uri, timeout=timeout)
@@ -82,15 +83,57 @@ class MilvusIndex:
         try:
             if self.alias in self.client.list_aliases().get("aliases", []):
                 name = self.client.describe_alias(self.alias)["collection_name"]
-                # A restarted server lists collections as released until they are loaded.
-                self.client.load_collection(name)
-                return name
+            else:
+                name = f"{self.alias}_{int(time.time())}"
+                self.create(name)
+                self.client.create_alias(collection_name=name, alias=self.alias)
+            if not self.client.has_collection(self._registry(name)):
+                self._create_registry(self._registry(name))
+            # A restarted server lists collections as released until they are loaded.
+            self.client.load_collection(name)
+            self.client.load_collection(self._registry(name))
         except MilvusException as exc:
-            raise TransientIndexError(f"cannot read aliases from Milvus at {self.uri}: {exc}") from exc
-        name = f"{self.alias}_{int(time.time())}"
-        self.create(name)
-        self.client.create_alias(collection_name=name, alias=self.alias)
+            raise TransientIndexError(f"cannot prepare Milvus collections at {self.uri}: {exc}") from exc
+        self.collection = name
         return name
+
+    @staticmethod
+    def _registry(name: str) -> str:
+        return f"{name}_docs"
+
+    def _create_registry(self, name: str) -> None:
+        """One row per document: the version applied last (deletes included), so a late,
+        older event is recognised after a restart. Milvus wants a vector field in every
+        collection; ``unused`` is a constant 2-d placeholder."""
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=2048, is_primary=True)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("deleted", DataType.BOOL)
+        schema.add_field("meta", DataType.VARCHAR, max_length=64)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(collection_name=name, schema=schema, index_params=index,
+                                      consistency_level="Strong")
+
+    def doc_state(self, doc_id: str) -> dict[str, Any] | None:
+        try:
+            rows = self.client.query(collection_name=self._registry(self.collection),
+                                     filter=f'doc_id == "{escape_literal(doc_id)}"',
+                                     output_fields=["version", "deleted", "meta"])
+        except MilvusException as exc:
+            raise TransientIndexError(f"Milvus registry read failed: {exc}") from exc
+        return dict(rows[0]) if rows else None
+
+    def set_doc_state(self, doc_id: str, version: int, deleted: bool, meta: str) -> None:
+        try:
+            self.client.upsert(collection_name=self._registry(self.collection), data=[
+                {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": meta, "unused": [0.0, 0.0]}])
+        except MilvusException as exc:
+            raise TransientIndexError(f"Milvus registry write failed: {exc}") from exc
+
+    def chunk_ids_of(self, doc_id: str) -> set[str]:
+        return {r["chunk_id"] for r in self.rows(f'doc_id == "{escape_literal(doc_id)}"', ["chunk_id"])}
 
     def create(self, name: str) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -107,6 +150,7 @@ class MilvusIndex:
         schema.add_field("model", DataType.VARCHAR, max_length=256)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         index = self.client.prepare_index_params()
+        index.add_index(field_name="doc_id", index_type="INVERTED")
         index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
                         params={"M": 16, "efConstruction": 200})
         self.client.create_collection(collection_name=name, schema=schema, index_params=index,

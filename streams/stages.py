@@ -164,11 +164,12 @@ class EmbedStage:
 
 
 class IndexStage:
-    """rag.vectors → Milvus, guarded by per-document version state.
+    """rag.vectors → Milvus, guarded by the per-document registry in Milvus itself.
 
-    ``state`` (kept by the runtime in a changelog-backed table keyed by doc_id) is
-    ``{"version", "chunk_ids", "meta", "deleted"}`` of what was applied last.
-    Returns the new state, or None when the event is stale or a redelivery.
+    The registry row (version applied last, deleted or not, a hash of the fields every row
+    repeats) is written after the rows, so a crash in between re-applies — idempotently —
+    instead of skipping. A late event older than the registry's version is dropped.
+    Returns True when applied, False when stale or a redelivery.
     """
 
     name = "index"
@@ -179,20 +180,24 @@ class IndexStage:
         self.index = index
         self.dirty = False  # writes since the last flush
 
-    def process(self, vs: VectorSet, state: dict[str, Any] | None) -> dict[str, Any] | None:
+    def process(self, vs: VectorSet) -> bool:
+        state = self.index.doc_state(vs.doc_id)
         if state is not None and vs.version <= state["version"]:
-            return None
+            return False
+        self.dirty = True
         if vs.op is Op.delete:
             self.index.apply(vs)
             INDEX_DOCS_DELETED.inc()
-            return {"version": vs.version, "chunk_ids": [], "meta": "", "deleted": True}
+            self.index.set_doc_state(vs.doc_id, vs.version, True, "")
+            return True
         meta = doc_meta_hash(vs)
         write_ids: set[str] | None = None
         if state is not None and not state["deleted"] and state["meta"] == meta:
-            write_ids = {c.chunk_id for c in vs.chunks} - set(state["chunk_ids"])
+            write_ids = {c.chunk_id for c in vs.chunks} - self.index.chunk_ids_of(vs.doc_id)
         written, _ = self.index.apply(vs, write_ids)
         INDEX_ROWS_WRITTEN.inc(written)
-        return {"version": vs.version, "chunk_ids": [c.chunk_id for c in vs.chunks], "meta": meta, "deleted": False}
+        self.index.set_doc_state(vs.doc_id, vs.version, False, meta)
+        return True
 
 
 def doc_meta_hash(vs: VectorSet) -> str:

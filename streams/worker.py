@@ -6,10 +6,13 @@ thread, publish through the one :class:`~producers.publisher.Publisher`, and wai
 broker's acknowledgement before the input is acknowledged (at-least-once; every sink is
 idempotent, so redeliveries after a crash or rebalance are harmless).
 
-Version state for the compliance and index stages lives in Faust tables keyed by doc_id,
-co-partitioned with the input topics and backed by changelog topics, so a restarted
-worker resumes with the versions it had applied. Those stages handle one event at a time
-(table writes must happen in the event's own partition context); chunk and embed batch.
+Version guards: the index stage keeps the version applied per document in a registry
+collection in Milvus (written after the rows), which survives restarts. We tried Faust
+tables for this first: after a ``kill -9`` their changelog recovery hung (the known
+faust-streaming recovery stalls), so no stage relies on Faust tables. The compliance stage
+guards in memory, which catches reordering while it runs; the index guard is the one that
+decides what is searchable. Compliance and index handle one event at a time; chunk and
+embed batch.
 
 Failures: a message that cannot be decoded, or that the logic rejects (:class:`Permanent`),
 is dead-lettered with its reason. A transient failure (Milvus, the model server, the
@@ -110,10 +113,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
     publisher = Publisher(settings, client_id=f"ragstream-{stage}", config={"linger.ms": 0})
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
     source = app.topic(logic.input_topic, key_type=bytes, value_type=bytes)
-    versions = None
-    if stage in ("compliance", "index"):
-        versions = app.Table(f"{stage}-versions", default=None, partitions=settings.partitions,
-                             schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"))
+    seen_versions: dict[bytes, int] = {}  # compliance's in-memory guard
 
     @app.page("/healthz")
     async def healthz(self: Any, request: Any) -> Any:
@@ -200,8 +200,6 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     return
                 await off_loop(lambda: publish(outputs))
     else:
-        assert versions is not None
-
         @app.agent(source, name=f"{stage}-agent")
         async def one_by_one(stream: Any) -> None:
             async for event in stream.events():
@@ -215,22 +213,16 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                         await dead_letter(event, exc)
                         continue
                     with bound_contextvars(doc_id=item.doc_id, event_id=item.event_id, stage=stage):
-                        state = versions.get(event.key)
                         try:
                             if stage == "compliance":
-                                if state is not None and item.version <= state:
+                                if item.version <= seen_versions.get(event.key, -1):
                                     STALE_DROPPED.labels(stage).inc()
                                     continue
                                 outputs = await off_loop(lambda: logic.process(item))
                                 await off_loop(lambda: publish(outputs))
-                                versions[event.key] = item.version
-                            else:
-                                new = await off_loop(lambda: logic.process(item, state))
-                                if new is None:
-                                    STALE_DROPPED.labels(stage).inc()
-                                else:
-                                    versions[event.key] = new
-                                    logic.dirty = True
+                                seen_versions[event.key] = item.version
+                            elif not await off_loop(lambda: logic.process(item)):
+                                STALE_DROPPED.labels(stage).inc()
                         except Exception as exc:  # noqa: BLE001 - transients were retried inside off_loop
                             await dead_letter(event, exc if isinstance(exc, Permanent)
                                               else Permanent(f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,302 @@
+"""The ingestion pipeline end to end: real broker, real milvus-lite, real model, real workers.
+
+One private stack per module (own broker, Milvus, stage workers, home and ports). After each
+step the test waits until every stage's consumer group has caught up, then compares what
+Milvus holds with what the folder says it should hold — chunk ids included.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from consumers.milvus import MilvusIndex, escape_literal
+from infra.stack import INFRA, WORKERS, Stack, free_port
+from producers.extract import content_type_for, extract
+from producers.filesystem import FilesystemSource
+from producers.publisher import Publisher
+from ragstream.admin import ensure_topics, wait_drained
+from ragstream.dlq import list_letters, replay
+from ragstream.settings import Settings, load_settings
+from schemas import topics
+from schemas.events import ChangeEvent, InlineContent
+from streams.chunking import Chunker
+from streams.embedding import LocalEmbedder
+
+pytestmark = pytest.mark.integration
+
+
+def consecutive_free_ports(n: int) -> int:
+    import socket
+
+    for _ in range(100):
+        base = free_port()
+        try:
+            socks = []
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    home = tmp_path_factory.mktemp("pipeline")
+    s = load_settings(home=home / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
+                      milvus_port=free_port(), metrics_port_base=consecutive_free_ports(4), partitions=3,
+                      start_timeout_s=180)
+    s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
+    stack = Stack(s, INFRA + WORKERS)
+    try:
+        Stack(s, INFRA).up()
+        ensure_topics(s)
+        Stack(s, WORKERS).up()
+        yield s
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return LocalEmbedder()
+
+
+@pytest.fixture(scope="module")
+def index(pipeline, embedder):
+    idx = MilvusIndex(pipeline.resolved_milvus_uri, pipeline.collection, embedder.dim)
+    idx.ensure()
+    return idx
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / f"docs-{uuid.uuid4().hex[:6]}"
+    d.mkdir()
+    return d
+
+
+def drained(settings: Settings) -> None:
+    assert wait_drained(settings, timeout=300), "the pipeline did not catch up"
+
+
+def expected(source: FilesystemSource, embedder, settings: Settings) -> dict[str, set[str]]:
+    """doc_id → the chunk ids the folder's current content should produce."""
+    chunker = Chunker(count=embedder.count_tokens, max_tokens=settings.chunk_max_tokens,
+                      overlap_tokens=settings.chunk_overlap_tokens)
+    out = {}
+    for rel in source.listing():
+        ctype = content_type_for(rel)
+        if ctype is None:
+            continue
+        try:
+            text = extract((source.root / rel).read_bytes(), ctype)
+        except Exception:  # noqa: BLE001 - unreadable files are expected to be absent
+            continue
+        out[source.doc_id(rel)] = {c.chunk_id for c in chunker.chunk(source.doc_id(rel), text)}
+    return out
+
+
+def indexed(index: MilvusIndex, source_id: str) -> dict[str, set[str]]:
+    rows = index.rows(f'source == "{escape_literal(source_id)}"', ["chunk_id", "doc_id"])
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        out.setdefault(r["doc_id"], set()).add(r["chunk_id"])
+    assert len(rows) == sum(len(v) for v in out.values())
+    return out
+
+
+def paragraphs(seed: int, n: int, words: int = 70) -> str:
+    import random
+
+    rng = random.Random(seed)
+    vocab = ("invoice ledger audit payroll vendor contract budget forecast revenue expense approval "
+             "policy quarter region customer renewal churn pipeline margin hiring travel").split()
+    paras = []
+    for i in range(n):
+        ws = [rng.choice(vocab) for _ in range(words)]
+        paras.append(f"Paragraph {i} says " + " ".join(ws) + ".")
+    return "\n\n".join(paras)
+
+
+def metric(settings: Settings, stage: str, name: str) -> float:
+    from streams.worker import metrics_port
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(settings, stage)}/metrics", timeout=5).read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", body, re.M))
+
+
+# ----------------------------------------------------------------------------------------
+
+def test_create_modify_rename_delete(pipeline, index, embedder, folder):
+    src = FilesystemSource(pipeline, folder)
+    (folder / "a.md").write_text("# Alpha\n\n" + paragraphs(1, 6))
+    (folder / "sub").mkdir()
+    (folder / "sub" / "b.txt").write_text(paragraphs(2, 3))
+    (folder / "c.html").write_text("<h1>Gamma</h1><p>" + paragraphs(3, 2) + "</p>")
+    for step in ("create", "modify", "rename", "delete"):
+        if step == "modify":
+            (folder / "a.md").write_text("# Alpha\n\n" + paragraphs(1, 6).replace("Paragraph 3", "Paragraph three"))
+        elif step == "rename":
+            (folder / "sub" / "b.txt").rename(folder / "b-renamed.txt")
+        elif step == "delete":
+            (folder / "c.html").unlink()
+        src.sync()
+        drained(pipeline)
+        assert indexed(index, src.source_id) == expected(src, embedder, pipeline), f"after {step}"
+    assert set(indexed(index, src.source_id)) == {src.doc_id("a.md"), src.doc_id("b-renamed.txt")}
+
+
+def test_changes_made_while_stopped_converge_on_start(pipeline, index, embedder, folder):
+    first = FilesystemSource(pipeline, folder)
+    for i in range(4):
+        (folder / f"d{i}.md").write_text(paragraphs(10 + i, 3))
+    first.sync()
+    drained(pipeline)
+    # ragstream is "down": the folder changes behind its back
+    (folder / "d0.md").unlink()
+    (folder / "d1.md").write_text(paragraphs(99, 4))
+    (folder / "d2.md").rename(folder / "d2-moved.md")
+    (folder / "new.txt").write_text(paragraphs(42, 2))
+    restarted = FilesystemSource(pipeline, folder)  # a new process: state comes from disk
+    stats = restarted.sync()
+    assert (stats.upserts, stats.deletes) == (3, 2)
+    drained(pipeline)
+    assert indexed(index, restarted.source_id) == expected(restarted, embedder, pipeline)
+
+
+def test_watcher_publishes_live_changes(pipeline, index, folder):
+    src = FilesystemSource(pipeline, folder, debounce_s=0.2)
+    stop = threading.Event()
+    watcher = threading.Thread(target=src.watch, args=(stop,), daemon=True)
+    watcher.start()
+    try:
+        time.sleep(0.5)
+        target = folder / "live.md"
+        for i in range(5):  # an editor's burst of saves
+            target.write_text(f"# Live\n\nDraft {i}. " + paragraphs(7, 1))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and src.doc_id("live.md") not in indexed(index, src.source_id):
+            time.sleep(0.2)
+        assert src.doc_id("live.md") in indexed(index, src.source_id)
+        target.unlink()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and src.doc_id("live.md") in indexed(index, src.source_id):
+            time.sleep(0.2)
+        assert src.doc_id("live.md") not in indexed(index, src.source_id)
+    finally:
+        stop.set()
+        watcher.join(10)
+    drained(pipeline)
+    rows = index.rows(f'doc_id == "{escape_literal(src.doc_id("live.md"))}"')
+    assert rows == []
+
+
+def test_kill_9_of_embed_and_index_workers_mid_stream(pipeline, index, embedder, folder):
+    src = FilesystemSource(pipeline, folder)
+    for i in range(40):
+        (folder / f"bulk{i:02d}.md").write_text(paragraphs(100 + i, 8))
+    src.sync()
+    stack = Stack(pipeline, WORKERS)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not indexed(index, src.source_id):
+        time.sleep(0.1)
+    from ragstream.admin import stage_lag
+
+    lag = stage_lag(pipeline)
+    stack["worker-embed"].kill()
+    stack["worker-index"].kill()
+    assert lag["embed"] + lag["index"] > 0, "work had already finished before the kill: nothing was proven"
+    stack.up()
+    drained(pipeline)
+    assert indexed(index, src.source_id) == expected(src, embedder, pipeline)
+
+
+def test_corrupt_pdf_and_binary_file_do_not_stop_the_pipeline(pipeline, index, embedder, folder):
+    src = FilesystemSource(pipeline, folder)
+    (folder / "report.pdf").write_bytes(b"%PDF-1.4\n1 0 obj garbage that is not a PDF\n")
+    (folder / "photo.png").write_bytes(bytes(range(256)) * 10)
+    (folder / "binary.txt").write_bytes(b"\x00\x01\x02 not text")
+    (folder / "fine.md").write_text(paragraphs(5, 2))
+    stats = src.sync()
+    assert (stats.upserts, stats.skipped, stats.dead_lettered) == (1, 2, 1)
+    drained(pipeline)
+    assert set(indexed(index, src.source_id)) == {src.doc_id("fine.md")}
+
+    letters = [lt for lt in list_letters(pipeline, "ingest") if lt.key == src.doc_id("report.pdf")]
+    assert len(letters) == 1
+    assert "cannot read PDF" in letters[0].letter.error_message
+
+    # The PDF is fixed at its source; replaying the dead letter indexes it.
+    (folder / "report.pdf").write_bytes(make_pdf(["Quarterly revenue grew in every region.",
+                                                  "Travel expenses fell after the new approval policy."]))
+    replayed, _ = replay(pipeline, "ingest")
+    assert replayed >= 1
+    drained(pipeline)
+    got = indexed(index, src.source_id)
+    assert src.doc_id("report.pdf") in got
+    assert got == expected(src, embedder, pipeline)
+    assert replay(pipeline, "ingest") == (0, 0)  # replayed once, not again
+
+
+def make_pdf(lines: list[str]) -> bytes:
+    import io
+
+    from reportlab.pdfgen import canvas
+
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf)
+    for i, line in enumerate(lines):
+        c.drawString(72, 750 - 20 * i, line)
+    c.save()
+    return buf.getvalue()
+
+
+def test_editing_one_paragraph_of_a_50_chunk_document_re_embeds_at_most_2(pipeline, index, embedder, folder):
+    src = FilesystemSource(pipeline, folder)
+    text = paragraphs(77, 50, words=120)
+    (folder / "long.md").write_text(text)
+    src.sync()
+    drained(pipeline)
+    assert len(indexed(index, src.source_id)[src.doc_id("long.md")]) == 50
+    before = metric(pipeline, "embed", "ragstream_chunks_embedded_total")
+    reused_before = metric(pipeline, "embed", "ragstream_chunks_reused_total")
+    (folder / "long.md").write_text(text.replace("Paragraph 25 says", "Paragraph 25 now says"))
+    src.sync()
+    drained(pipeline)
+    embedded = metric(pipeline, "embed", "ragstream_chunks_embedded_total") - before
+    reused = metric(pipeline, "embed", "ragstream_chunks_reused_total") - reused_before
+    assert 1 <= embedded <= 2
+    assert embedded + reused == 50
+    assert indexed(index, src.source_id) == expected(src, embedder, pipeline)
+
+
+def test_out_of_order_versions_leave_the_newer_indexed(pipeline, index):
+    doc_id = f"ooo:{uuid.uuid4().hex[:8]}"
+    now = datetime.now(timezone.utc)
+
+    def event(version: int, text: str) -> ChangeEvent:
+        return ChangeEvent(source="ooo", source_kind="webhook", doc_id=doc_id, op="upsert", version=version,
+                           changed_at=now, content=InlineContent.of(text), acl={"principals": ["group:qa"]})
+
+    with Publisher(pipeline) as pub:
+        pub.publish(topics.CHANGES, event(200, "The newer text about invoices."))
+        pub.publish(topics.CHANGES, event(100, "The older text about payroll."))
+    drained(pipeline)
+    rows = index.rows(f'doc_id == "{doc_id}"', ["text", "version"])
+    assert [r["version"] for r in rows] == [200]
+    assert "newer" in rows[0]["text"]
