@@ -157,6 +157,15 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     return False
 
 
+def _port_holder(port: int) -> str:
+    """Who listens on ``port``, as `ss` tells it (best effort, for error messages)."""
+    try:
+        out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return " ".join(out.stdout.split())[:200]
+
+
 def pid_alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)  # reap if it was our child, so it is not a zombie
@@ -268,9 +277,15 @@ class Service:
             self._wait_ready(pid)
             return False
         for port in self.ports:
+            # A port can stay busy for a moment after its previous owner crashed.
+            deadline = time.monotonic() + 5
+            while port_open(port) and time.monotonic() < deadline:
+                time.sleep(0.2)
             if port_open(port):
+                holder = _port_holder(port)
                 raise StackError(
-                    f"{self.name} cannot start: port {port} on 127.0.0.1 is already in use by another program.",
+                    f"{self.name} cannot start: port {port} on 127.0.0.1 is already in use by another program"
+                    f"{f' ({holder})' if holder else ''}.",
                     f"Stop that program (find it with `ss -ltnp 'sport = :{port}'`) or choose other ports "
                     "(RAGSTREAM_KAFKA_PORT, RAGSTREAM_KAFKA_CONTROLLER_PORT, RAGSTREAM_MILVUS_PORT).",
                 )
@@ -472,7 +487,8 @@ class StageWorker(Service):
         return [sys.executable, "-m", "ragstream.cli", "--home", str(self.home), "worker", self.stage]
 
     def environment(self) -> dict[str, str]:
-        return settings_env(self.settings)
+        # Workers write to log files: structured JSON, one object per line.
+        return {**settings_env(self.settings), "RAGSTREAM_LOG_FORMAT": "json"}
 
     def ready(self) -> bool:
         import urllib.request

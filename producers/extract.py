@@ -65,9 +65,13 @@ def _text(data: bytes) -> str:
 
 
 def _html(html: str) -> str:
-    from markdownify import markdownify
+    from bs4 import BeautifulSoup
+    from markdownify import MarkdownConverter
 
-    return markdownify(html, heading_style="ATX", strip=["script", "style"]).strip()
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "head"]):
+        tag.decompose()  # their text is not the document's
+    return MarkdownConverter(heading_style="ATX").convert_soup(soup).strip()
 
 
 def _pdf(data: bytes) -> str:

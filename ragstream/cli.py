@@ -123,6 +123,10 @@ def up(folder: str | None, watch: bool, check: bool) -> None:
     for name, new in Stack(s, WORKERS).up(progress=say).items():
         say(f"{name}: {'started' if new else 'already running'}")
 
+    from prometheus_client import start_http_server
+
+    producer_port = s.metrics_port_base + 4
+    start_http_server(producer_port, addr="127.0.0.1")  # the producer's own metrics
     source = FilesystemSource(s, root)
     listing = source.listing()
     say(f"{source.source_id}: {len(listing)} file(s) under {source.root}")
@@ -137,8 +141,8 @@ def up(folder: str | None, watch: bool, check: bool) -> None:
     say(f"indexed in {time.monotonic() - t0:.1f}s")
     say("")
     say('Search:   ragstream search "your question"        (as you; --as user:<id> / group:<id> to choose)')
-    say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{s.metrics_port_base + 3}/metrics  "
-        "(compliance, chunk, embed, index)")
+    say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
+        "(compliance, chunk, embed, index workers; this producer)")
     say(f"Logs:     {s.home / 'logs'}        Stop: ragstream down")
     if not watch:
         return
