@@ -97,6 +97,15 @@ class MilvusIndex:
         self.collection = name
         return name
 
+    def _transient(self, message: str) -> TransientIndexError:
+        """A failed call: before the caller retries, make sure the collections are there and
+        loaded again (a restarted Milvus lists them as released)."""
+        try:
+            self.ensure()
+        except TransientIndexError:
+            pass  # still down; the retry will come back here
+        return TransientIndexError(message)
+
     @staticmethod
     def _registry(name: str) -> str:
         return f"{name}_docs"
@@ -122,7 +131,7 @@ class MilvusIndex:
                                      filter=f'doc_id == "{escape_literal(doc_id)}"',
                                      output_fields=["version", "deleted", "meta"])
         except MilvusException as exc:
-            raise TransientIndexError(f"Milvus registry read failed: {exc}") from exc
+            raise self._transient(f"Milvus registry read failed: {exc}") from exc
         return dict(rows[0]) if rows else None
 
     def set_doc_state(self, doc_id: str, version: int, deleted: bool, meta: str) -> None:
@@ -130,7 +139,7 @@ class MilvusIndex:
             self.client.upsert(collection_name=self._registry(self.collection), data=[
                 {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": meta, "unused": [0.0, 0.0]}])
         except MilvusException as exc:
-            raise TransientIndexError(f"Milvus registry write failed: {exc}") from exc
+            raise self._transient(f"Milvus registry write failed: {exc}") from exc
 
     def chunk_ids_of(self, doc_id: str) -> set[str]:
         return {r["chunk_id"] for r in self.rows(f'doc_id == "{escape_literal(doc_id)}"', ["chunk_id"])}
@@ -175,7 +184,7 @@ class MilvusIndex:
             self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}" and chunk_id not in [{keep}]')
             return len(rows), 1
         except MilvusException as exc:
-            raise TransientIndexError(f"Milvus write failed for {vs.doc_id}: {exc}") from exc
+            raise self._transient(f"Milvus write failed for {vs.doc_id}: {exc}") from exc
 
     def _row(self, vs: VectorSet, chunk: Any) -> dict[str, Any]:
         md = vs.metadata
@@ -198,7 +207,7 @@ class MilvusIndex:
         try:
             self.client.flush(self.alias)
         except MilvusException as exc:
-            raise TransientIndexError(f"Milvus flush failed: {exc}") from exc
+            raise self._transient(f"Milvus flush failed: {exc}") from exc
 
     # -- reads ----------------------------------------------------------------------------
     def search(self, vector: list[float], principals: Iterable[str], limit: int = 10) -> list[Hit]:
@@ -221,7 +230,7 @@ class MilvusIndex:
                     if row["model"] == model:
                         out[row["chunk_id"]] = [float(x) for x in row["vector"]]
         except MilvusException as exc:
-            raise TransientIndexError(f"Milvus query failed: {exc}") from exc
+            raise self._transient(f"Milvus query failed: {exc}") from exc
         return out
 
     def rows(self, expr: str = 'chunk_id != ""', fields: list[str] | None = None) -> list[dict[str, Any]]:

@@ -300,3 +300,18 @@ def test_out_of_order_versions_leave_the_newer_indexed(pipeline, index):
     rows = index.rows(f'doc_id == "{doc_id}"', ["text", "version"])
     assert [r["version"] for r in rows] == [200]
     assert "newer" in rows[0]["text"]
+
+
+def test_milvus_restart_mid_stream_loses_nothing(pipeline, index, embedder, folder):
+    """Milvus goes away while documents are in flight; the stages retry, then converge."""
+    src = FilesystemSource(pipeline, folder)
+    milvus = Stack(pipeline, ("milvus",))
+    milvus["milvus"].stop()
+    for i in range(5):
+        (folder / f"m{i}.md").write_text(paragraphs(300 + i, 3))
+    src.sync()
+    time.sleep(3)  # the embed and index stages are now failing and retrying
+    milvus.up()
+    drained(pipeline)
+    index.ensure()
+    assert indexed(index, src.source_id) == expected(src, embedder, pipeline)
