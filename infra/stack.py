@@ -204,6 +204,25 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+def free_port_block(n: int) -> int:
+    """The first of ``n`` consecutive free ports below the ephemeral range (workers' metrics)."""
+    for _ in range(100):
+        base = free_port()
+        socks: list[socket.socket] = []
+        try:
+            for p in range(base, base + n):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
 @dataclass
 class ServiceStatus:
     name: str

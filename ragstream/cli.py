@@ -94,8 +94,11 @@ SAMPLES = PROJECT_ROOT / "samples"
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Keep watching the folder after the initial load (Ctrl-C stops).")
 @click.option("--check/--no-check", default=False, show_default=True, help="Also run a broker round trip first.")
+@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable; default: all).")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Skip files matching (repeatable; hidden, temporary and editor files are always skipped).")
 @friendly
-def up(folder: str | None, watch: bool, check: bool) -> None:
+def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     """Run the whole pipeline on FOLDER: stack, topics, stage workers, file watcher.
 
     Starts what is not running yet (Kafka, milvus-lite, the compliance, chunk, embed and
@@ -127,7 +130,9 @@ def up(folder: str | None, watch: bool, check: bool) -> None:
 
     producer_port = s.metrics_port_base + 4
     start_http_server(producer_port, addr="127.0.0.1")  # the producer's own metrics
-    source = FilesystemSource(s, root)
+    from producers.filesystem import DEFAULT_EXCLUDE
+
+    source = FilesystemSource(s, root, include=include or ("**",), exclude=DEFAULT_EXCLUDE + exclude)
     listing = source.listing()
     say(f"{source.source_id}: {len(listing)} file(s) under {source.root}")
     with tqdm(total=len(set(listing) | set(source.files)), desc="publish", unit="file", disable=None) as bar:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from consumers.milvus import MilvusIndex, escape_literal
-from infra.stack import INFRA, WORKERS, Stack, free_port
+from infra.stack import INFRA, WORKERS, Stack, free_port, free_port_block
 from producers.extract import content_type_for, extract
 from producers.filesystem import FilesystemSource
 from producers.publisher import Publisher
@@ -34,31 +34,11 @@ from streams.embedding import LocalEmbedder
 pytestmark = pytest.mark.integration
 
 
-def consecutive_free_ports(n: int) -> int:
-    import socket
-
-    for _ in range(100):
-        base = free_port()
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no consecutive free ports")
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     home = tmp_path_factory.mktemp("pipeline")
     s = load_settings(home=home / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
-                      milvus_port=free_port(), metrics_port_base=consecutive_free_ports(4), partitions=3,
+                      milvus_port=free_port(), metrics_port_base=free_port_block(5), partitions=3,
                       start_timeout_s=180)
     s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
     stack = Stack(s, INFRA + WORKERS)
@@ -315,3 +295,32 @@ def test_milvus_restart_mid_stream_loses_nothing(pipeline, index, embedder, fold
     drained(pipeline)
     index.ensure()
     assert indexed(index, src.source_id) == expected(src, embedder, pipeline)
+
+
+def test_search_command_filters_by_acl(pipeline, index, folder, monkeypatch):
+    from click.testing import CliRunner
+
+    from infra.stack import settings_env
+    from ragstream.cli import cli
+    from ragstream.settings import get_settings
+
+    src = FilesystemSource(pipeline, folder)
+    secret = folder / "salaries.md"
+    secret.write_text("# Salaries\n\nThe payroll budget for the platform team is confidential.")
+    secret.chmod(0o600)
+    src.sync()
+    drained(pipeline)
+    for k, v in settings_env(pipeline).items():
+        if k.startswith("RAGSTREAM_"):
+            monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        me = runner.invoke(cli, ["search", "confidential salaries of the platform team", "-n", "10"])
+        other = runner.invoke(cli, ["search", "confidential salaries of the platform team", "--as", "user:somebody-else"])
+    finally:
+        get_settings.cache_clear()
+    assert me.exit_code == 0, me.output
+    assert "Salaries" in me.output and secret.as_uri() in me.output
+    assert other.exit_code == 0 and "Salaries" not in other.output
+    assert "no results visible to user:somebody-else" in other.output

@@ -1,0 +1,104 @@
+"""Freshness on an idle pipeline: time from a file change to the change being in the index.
+
+    .venv/bin/python bench/freshness.py [--n 30]     # writes bench/results/freshness.json
+
+Starts a private stack (own broker, milvus-lite, the four workers; free ports, temporary
+home), watches a temporary folder with the file-system producer, and for each of N files
+measures: write → its rows are in Milvus (a Strong-consistency query by doc_id, which is
+what search sees), then delete → its rows are gone. Reports p50/p95/p99 and the maximum.
+The watcher's debounce (0.3 s by default) is part of what is measured: it is part of what a
+user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from consumers.milvus import MilvusIndex, escape_literal  # noqa: E402
+from infra.stack import INFRA, WORKERS, Stack, free_port, free_port_block  # noqa: E402
+from producers.filesystem import FilesystemSource  # noqa: E402
+from ragstream.admin import ensure_topics, wait_drained  # noqa: E402
+from ragstream.settings import load_settings  # noqa: E402
+from streams.embedding import model_dim  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def wait_rows(index: MilvusIndex, doc_id: str, present: bool, timeout: float = 60) -> float:
+    t0 = time.monotonic()
+    expr = f'doc_id == "{escape_literal(doc_id)}"'
+    while time.monotonic() - t0 < timeout:
+        rows = index.client.query(collection_name=index.alias, filter=expr, output_fields=["chunk_id"],
+                                  limit=1, consistency_level="Strong")
+        if bool(rows) == present:
+            return time.monotonic()
+        time.sleep(0.01)
+    raise TimeoutError(f"{doc_id} not {'indexed' if present else 'removed'} within {timeout}s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=30)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        s = load_settings(home=Path(tmp) / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
+                          milvus_port=free_port(), metrics_port_base=free_port_block(5),
+                          start_timeout_s=180)
+        s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
+        stack = Stack(s, INFRA + WORKERS)
+        try:
+            Stack(s, INFRA).up()
+            ensure_topics(s)
+            Stack(s, WORKERS).up()
+            index = MilvusIndex(s.resolved_milvus_uri, s.collection, model_dim(s))
+            index.ensure()
+            folder = Path(tmp) / "docs"
+            folder.mkdir()
+            src = FilesystemSource(s, folder)
+            stop = threading.Event()
+            watcher = threading.Thread(target=src.watch, args=(stop,), daemon=True)
+            watcher.start()
+            # warm-up: the first document pays for connections and model warm-up
+            (folder / "warmup.md").write_text("# Warm up\n\nFirst document through the pipeline.")
+            wait_rows(index, src.doc_id("warmup.md"), True, timeout=180)
+            assert wait_drained(s, timeout=120)
+            add, delete = [], []
+            for i in range(args.n):
+                name = f"doc{i:03d}.md"
+                t0 = time.monotonic()
+                (folder / name).write_text(f"# Note {i}\n\nA short note about invoice {i} and its approval.")
+                add.append(wait_rows(index, src.doc_id(name), True) - t0)
+                t0 = time.monotonic()
+                (folder / name).unlink()
+                delete.append(wait_rows(index, src.doc_id(name), False) - t0)
+                time.sleep(0.2)
+            stop.set()
+        finally:
+            stack.down()
+    result = {
+        "n": args.n,
+        "debounce_s": 0.3,
+        "change_to_indexed_s": {"p50": round(pct(add, 50), 3), "p95": round(pct(add, 95), 3),
+                                "p99": round(pct(add, 99), 3), "max": round(max(add), 3)},
+        "delete_to_gone_s": {"p50": round(pct(delete, 50), 3), "p95": round(pct(delete, 95), 3),
+                             "p99": round(pct(delete, 99), 3), "max": round(max(delete), 3)},
+    }
+    out = ROOT / "bench" / "results" / "freshness.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
