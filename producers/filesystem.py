@@ -301,6 +301,11 @@ class FilesystemSource:
         observer.schedule(Handler(), str(self.root), recursive=True)
         observer.start()
         try:
+            # Changes made before the observer started (e.g. between a start-up scan and
+            # now) produce no event: reconcile once now that nothing can slip through.
+            stats = self.sync()
+            if on_sync and (stats.upserts or stats.deletes):
+                on_sync(stats)
             while not stop.is_set():
                 try:
                     first = touched.get(timeout=0.2)

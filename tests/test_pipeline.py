@@ -324,3 +324,19 @@ def test_search_command_filters_by_acl(pipeline, index, folder, monkeypatch):
     assert "Salaries" in me.output and secret.as_uri() in me.output
     assert other.exit_code == 0 and "Salaries" not in other.output
     assert "no results visible to user:somebody-else" in other.output
+
+
+def test_every_worker_serves_health_and_metrics(pipeline):
+    import json as _json
+
+    from streams.worker import STAGES, metrics_port
+
+    for stage in STAGES:
+        port = metrics_port(pipeline, stage)
+        health = _json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read())
+        assert health == {"stage": stage, "status": "ok"}
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for name in ("ragstream_stage_events_in_total", "ragstream_stage_processing_seconds_bucket",
+                     "ragstream_consumer_lag_messages"):
+            assert f'{name}{{' in body and f'stage="{stage}"' in body, f"{stage} lacks {name}"
+        assert "doc_id=" not in body  # no per-document label: bounded cardinality, no personal data
