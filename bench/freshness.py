@@ -25,10 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from consumers.milvus import MilvusIndex, escape_literal  # noqa: E402
-from infra.stack import INFRA, WORKERS, Stack, free_port, free_port_block  # noqa: E402
+from infra.stack import isolated_settings, running_pipeline  # noqa: E402
 from producers.filesystem import FilesystemSource  # noqa: E402
-from ragstream.admin import ensure_topics, wait_drained  # noqa: E402
-from ragstream.settings import load_settings  # noqa: E402
+from ragstream.admin import wait_drained  # noqa: E402
 from streams.embedding import model_dim  # noqa: E402
 
 
@@ -53,15 +52,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=30)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        s = load_settings(home=Path(tmp) / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
-                          milvus_port=free_port(), metrics_port_base=free_port_block(5),
-                          start_timeout_s=180)
-        s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
-        stack = Stack(s, INFRA + WORKERS)
-        try:
-            Stack(s, INFRA).up()
-            ensure_topics(s)
-            Stack(s, WORKERS).up()
+        s = isolated_settings(Path(tmp) / "home", start_timeout_s=180)
+        with running_pipeline(s):
             index = MilvusIndex(s.resolved_milvus_uri, s.collection, model_dim(s))
             index.ensure()
             folder = Path(tmp) / "docs"
@@ -85,8 +77,6 @@ def main() -> None:
                 delete.append(wait_rows(index, src.doc_id(name), False) - t0)
                 time.sleep(0.2)
             stop.set()
-        finally:
-            stack.down()
     result = {
         "n": args.n,
         "debounce_s": 0.3,

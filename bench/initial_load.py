@@ -25,11 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.corpus import generate  # noqa: E402
-from infra.stack import INFRA, WORKERS, Stack, free_port, free_port_block, rss_bytes  # noqa: E402
+from infra.stack import WORKERS, isolated_settings, rss_bytes, running_pipeline  # noqa: E402
 from producers.extract import content_type_for, extract  # noqa: E402
 from producers.filesystem import FilesystemSource  # noqa: E402
-from ragstream.admin import ensure_topics, wait_drained  # noqa: E402
-from ragstream.settings import load_settings  # noqa: E402
+from ragstream.admin import wait_drained  # noqa: E402
 from streams.chunking import Chunker  # noqa: E402
 from streams.embedding import LocalEmbedder, TokenCounter  # noqa: E402
 from streams.worker import STAGES, metrics_port  # noqa: E402
@@ -48,14 +47,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "corpus"
         generate(folder, args.docs)
-        s = load_settings(home=Path(tmp) / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
-                          milvus_port=free_port(), metrics_port_base=free_port_block(5), start_timeout_s=180)
-        s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
-        stack = Stack(s, INFRA + WORKERS)
-        try:
-            Stack(s, INFRA).up()
-            ensure_topics(s)
-            Stack(s, WORKERS).up()
+        s = isolated_settings(Path(tmp) / "home", start_timeout_s=180)
+        with running_pipeline(s) as stack:
             peaks = {w: 0 for w in WORKERS}
             sampling = threading.Event()
 
@@ -76,8 +69,6 @@ def main() -> None:
             total_s = time.monotonic() - t0
             busy = {st: round(stage_seconds(s, st), 2) for st in STAGES}
             sampling.set()
-        finally:
-            stack.down()
         chunker = Chunker(count=TokenCounter(), max_tokens=s.chunk_max_tokens, overlap_tokens=s.chunk_overlap_tokens)
         texts = []
         for rel in src.listing():

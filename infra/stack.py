@@ -30,9 +30,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from ragstream.settings import Settings
+from ragstream.settings import Settings, load_settings
 
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_DIR / "pom.xml"
@@ -559,3 +559,26 @@ class Stack:
 
     def __getitem__(self, name: str) -> Service:
         return next(s for s in self.services if s.name == name)
+
+
+def isolated_settings(home: Path, **overrides: object) -> Settings:
+    """Settings for a stack of its own: this home and free loopback ports (tests, benchmarks)."""
+    kafka_port = free_port()
+    return load_settings(home=home, kafka_port=kafka_port, kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+                         kafka_controller_port=free_port(), milvus_port=free_port(),
+                         metrics_port_base=free_port_block(5), **overrides)
+
+
+@contextlib.contextmanager
+def running_pipeline(settings: Settings) -> Iterator[Stack]:
+    """Kafka, milvus-lite, the topics and the four stage workers; all stopped on exit."""
+    from ragstream.admin import ensure_topics
+
+    stack = Stack(settings, INFRA + WORKERS)
+    try:
+        Stack(settings, INFRA).up()
+        ensure_topics(settings)
+        Stack(settings, WORKERS).up()
+        yield stack
+    finally:
+        stack.down()

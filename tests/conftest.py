@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import Stack, free_port
+from infra.stack import Stack, isolated_settings
 from ragstream.settings import Settings, load_settings
 
 
@@ -79,12 +79,6 @@ def topic(settings: Settings) -> Iterator[str]:
 @pytest.fixture
 def private_stack(tmp_path: Path) -> Iterator[Settings]:
     """Settings for a stack of this test's own: temporary home, free ports. Stopped at the end."""
-    s = load_settings(
-        home=tmp_path / "home",
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        milvus_port=free_port(),
-    )
-    s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
+    s = isolated_settings(tmp_path / "home")
     yield s
     Stack(s).down()

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from consumers.milvus import MilvusIndex, escape_literal
-from infra.stack import INFRA, WORKERS, Stack, free_port, free_port_block
+from infra.stack import WORKERS, Stack, isolated_settings, running_pipeline
 from producers.extract import content_type_for, extract
 from producers.filesystem import FilesystemSource
 from producers.publisher import Publisher
-from ragstream.admin import ensure_topics, wait_drained
+from ragstream.admin import wait_drained
 from ragstream.dlq import list_letters, replay
-from ragstream.settings import Settings, load_settings
+from ragstream.settings import Settings
 from schemas import topics
 from schemas.events import ChangeEvent, InlineContent
 from streams.chunking import Chunker
@@ -36,19 +36,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    home = tmp_path_factory.mktemp("pipeline")
-    s = load_settings(home=home / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
-                      milvus_port=free_port(), metrics_port_base=free_port_block(5), partitions=3,
-                      start_timeout_s=180)
-    s = load_settings(**{**s.model_dump(), "kafka_bootstrap": f"127.0.0.1:{s.kafka_port}"})
-    stack = Stack(s, INFRA + WORKERS)
-    try:
-        Stack(s, INFRA).up()
-        ensure_topics(s)
-        Stack(s, WORKERS).up()
+    s = isolated_settings(tmp_path_factory.mktemp("pipeline") / "home", partitions=3, start_timeout_s=180)
+    with running_pipeline(s):
         yield s
-    finally:
-        stack.down()
 
 
 @pytest.fixture(scope="module")
