@@ -166,23 +166,23 @@ class MilvusIndex:
                                       consistency_level="Strong")
 
     # -- writes ---------------------------------------------------------------------------
-    def apply(self, vs: VectorSet, write_ids: set[str] | None = None) -> tuple[int, int]:
-        """Make Milvus hold exactly ``vs``'s chunks for its document.
+    def apply(self, vs: VectorSet, write_ids: set[str] | None = None) -> int:
+        """Make Milvus hold exactly ``vs``'s chunks for its document; return the rows written.
 
         ``write_ids`` limits which rows are (re)written — the others are already there,
-        unchanged. Returns (rows written, rows deleted-filter applied: 1/0).
+        unchanged.
         """
         doc = escape_literal(vs.doc_id)
         try:
             if vs.op == "delete" or not vs.chunks:
                 self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}"')
-                return 0, 1
+                return 0
             rows = [self._row(vs, c) for c in vs.chunks if write_ids is None or c.chunk_id in write_ids]
             if rows:
                 self.client.upsert(collection_name=self.alias, data=rows)
             keep = ", ".join(f'"{escape_literal(c.chunk_id)}"' for c in vs.chunks)
             self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}" and chunk_id not in [{keep}]')
-            return len(rows), 1
+            return len(rows)
         except MilvusException as exc:
             raise self._transient(f"Milvus write failed for {vs.doc_id}: {exc}") from exc
 

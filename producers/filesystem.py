@@ -241,7 +241,7 @@ class FilesystemSource:
             source=self.source_id, source_kind=SourceKind.filesystem, doc_id=self.doc_id(rel), op=Op.upsert,
             version=version, changed_at=mtime, content=content, content_type=ctype,
             metadata=DocMetadata(title=(title_match.group(1).strip() if title_match else Path(rel).name)[:1024],
-                                 uri=path.as_uri(), author=_owner(st.st_uid), modified_at=mtime,
+                                 uri=path.as_uri(), author=user_name(st.st_uid), modified_at=mtime,
                                  extra={"path": rel, "size": str(st.st_size)}),
             acl=self.acl_for(st),
         )
@@ -271,9 +271,9 @@ class FilesystemSource:
     def acl_for(self, st: os.stat_result) -> Acl:
         principals = []
         if st.st_mode & stat.S_IRUSR:
-            principals.append(f"user:{_owner(st.st_uid)}")
+            principals.append(f"user:{user_name(st.st_uid)}")
         if st.st_mode & stat.S_IRGRP:
-            principals.append(f"group:{_group(st.st_gid)}")
+            principals.append(f"group:{group_name(st.st_gid)}")
         if self.world_readable_is_public and st.st_mode & stat.S_IROTH:
             principals.append("public")
         return Acl(principals=tuple(principals))
@@ -331,14 +331,14 @@ class FilesystemSource:
             observer.join()
 
 
-def _owner(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid-{uid}"
 
 
-def _group(gid: int) -> str:
+def group_name(gid: int) -> str:
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:

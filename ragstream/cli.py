@@ -197,22 +197,13 @@ def search(query: str, limit: int, principals: tuple[str, ...]) -> None:
 
 
 def _local_principals() -> list[str]:
-    import getpass
-    import grp
+    """You, as the file-system producer names principals (same owner/group mapping)."""
     import os
 
-    groups = {grp.getgrgid(g).gr_name for g in os.getgroups() if _has_group(g)}
-    return [f"user:{getpass.getuser()}", *sorted(f"group:{g}" for g in groups)]
+    from producers.filesystem import group_name, user_name
 
-
-def _has_group(gid: int) -> bool:
-    import grp
-
-    try:
-        grp.getgrgid(gid)
-        return True
-    except KeyError:
-        return False
+    groups = {group_name(g) for g in os.getgroups()} | {group_name(os.getgid())}
+    return [f"user:{user_name(os.getuid())}", *sorted(f"group:{g}" for g in groups)]
 
 
 # ------------------------------------------------------------------------------- stack

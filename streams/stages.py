@@ -194,7 +194,7 @@ class IndexStage:
         write_ids: set[str] | None = None
         if state is not None and not state["deleted"] and state["meta"] == meta:
             write_ids = {c.chunk_id for c in vs.chunks} - self.index.chunk_ids_of(vs.doc_id)
-        written, _ = self.index.apply(vs, write_ids)
+        written = self.index.apply(vs, write_ids)
         INDEX_ROWS_WRITTEN.inc(written)
         self.index.set_doc_state(vs.doc_id, vs.version, False, meta)
         return True

@@ -250,7 +250,7 @@ def test_editing_one_paragraph_of_a_50_chunk_document_re_embeds_at_most_2(pipeli
     drained(pipeline)
     embedded = metric(pipeline, "embed", "ragstream_chunks_embedded_total") - before
     reused = metric(pipeline, "embed", "ragstream_chunks_reused_total") - reused_before
-    assert 1 <= embedded <= 2
+    assert embedded in (1, 2)  # the edited chunk, and its successor through the overlap
     assert embedded + reused == 50
     assert indexed(index, src.source_id) == expected(src, embedder, pipeline)
 
