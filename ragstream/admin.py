@@ -142,6 +142,7 @@ STAGE_INPUTS = {
     "chunk": "rag.documents",
     "embed": "rag.chunks",
     "index": "rag.vectors",
+    "audit": "rag.audit.events",
 }
 
 

@@ -128,7 +128,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
 
     from prometheus_client import start_http_server
 
-    producer_port = s.metrics_port_base + 4
+    producer_port = s.metrics_port_base + 5
     start_http_server(producer_port, addr="127.0.0.1")  # the producer's own metrics
     from producers.filesystem import DEFAULT_EXCLUDE
 
@@ -147,7 +147,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
     say("")
     say('Search:   ragstream search "your question"        (as you; --as user:<id> / group:<id> to choose)')
     say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
-        "(compliance, chunk, embed, index workers; this producer)")
+        "(compliance, chunk, embed, index, audit workers; this producer)")
     say(f"Logs:     {s.home / 'logs'}        Stop: ragstream down")
     if not watch:
         return
@@ -321,13 +321,14 @@ def schemas_export(check: bool) -> None:
 
 # ------------------------------------------------------------------------------ worker
 @cli.command()
-@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index"]))
+@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index", "audit"]))
 @friendly
 def worker(stage: str) -> None:
     """Run one pipeline stage as a Faust worker (its own consumer group; run more to scale).
 
     Metrics and /healthz are served on RAGSTREAM_METRICS_PORT_BASE + the stage's offset
-    (compliance 0, chunk 1, embed 2, index 3).
+    (compliance 0, chunk 1, embed 2, index 3, audit 4). The audit stage is the chain's single
+    writer: its input has one partition, so extra audit workers only stand by.
     """
     from ragstream.logging import configure_logging
     from streams.worker import run_worker
@@ -343,7 +344,7 @@ def dlq() -> None:
 
 
 STAGE_ARG = click.argument("stage", type=click.Choice(
-    ["ingest", "normalize", "compliance", "chunk", "embed", "index", "graph", "dsr"]))
+    ["ingest", "normalize", "compliance", "chunk", "embed", "index", "graph", "dsr", "audit"]))
 
 
 @dlq.command("list")
@@ -375,8 +376,137 @@ def dlq_replay(stage: str) -> None:
     """
     from ragstream.dlq import replay
 
-    replayed, unreadable = replay(settings(), stage)
+    s = settings()
+    replayed, unreadable = replay(s, stage)
+    _audit(s, "admin.dlq.replay", f"rag.dlq.{stage}", {"replayed": replayed, "unreadable": unreadable})
     say(f"replayed {replayed} dead letter(s) from rag.dlq.{stage}" + (f"; {unreadable} unreadable left alone" if unreadable else ""))
+
+
+def _audit(s: Settings, action: str, target: str, details: dict[str, Any]) -> None:
+    """Record an admin action in the audit chain, as the person at this terminal."""
+    import getpass
+
+    from producers.publisher import Publisher
+    from schemas import topics as t
+    from schemas.events import AuditEvent
+    from schemas.serde import encode
+
+    event = AuditEvent(actor=f"user:{getpass.getuser()}", action=action, target=target, details=details)
+    with Publisher(s, client_id="ragstream-cli") as pub:
+        pub.publish_raw(t.AUDIT_EVENTS, event.event_id, encode(event))
+        pub.flush()
+
+
+# --------------------------------------------------------------------------------- pii
+@cli.group()
+def pii() -> None:
+    """PII detection: check what the compliance stage would find and do, before turning a policy on."""
+
+
+@pii.command("scan")
+@click.argument("file", type=click.File("r", encoding="utf-8", errors="replace"))
+@click.option("--source", default="scan", show_default=True,
+              help="Apply the policy of this source id (RAGSTREAM_POLICY_FILE).")
+@click.option("--show-text", is_flag=True, help="Also print the matched text (it is PII: mind your terminal).")
+@friendly
+def pii_scan(file: Any, source: str, show_text: bool) -> None:
+    """Print the PII found in FILE (or - for stdin) as JSON lines.
+
+    One line per finding: entity_type, start, end, score, recognizer and the action the
+    policy would take (allow, pseudonymize, mask, redact, block). A last line sums it up,
+    with the document's classification.
+    """
+    import json
+
+    from streams.pii import Detector
+    from streams.policy import Action, classify, load_policy, required_actions
+
+    s = settings()
+    policy_config = load_policy(s.policy_file)
+    policy = policy_config.for_source(source)
+    text = file.read()
+    findings = Detector(threshold=policy_config.threshold).analyze(text)
+    needed, results = required_actions(policy, {f.entity_type for f in findings})
+    for f in findings:
+        row = {"entity_type": f.entity_type, "start": f.start, "end": f.end, "score": f.score,
+               "recognizer": f.recognizer, "action": needed.get(f.entity_type, Action.allow).value}
+        if show_text:
+            row["text"] = text[f.start:f.end]
+        click.echo(json.dumps(row))
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.entity_type] = counts.get(f.entity_type, 0) + 1
+    click.echo(json.dumps({"summary": {"findings": len(findings), "by_type": counts,
+                                       "classification": classify(findings, text, False, policy.classification_floor).value,
+                                       "frameworks": list(policy.frameworks),
+                                       "compliant_as_found": {r.framework: r.compliant for r in results}}}))
+
+
+@pii.command("eval")
+@click.argument("labelled", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@friendly
+def pii_eval(labelled: str | None, as_json: bool) -> None:
+    """Score detection on a labelled set: precision, recall and F2 per entity type.
+
+    LABELLED is a JSON-lines file, one document per line:
+    {"text": "...", "spans": [{"start": 0, "end": 8, "entity_type": "PERSON"}]}.
+    Default: the repository's generated set, bench/data/pii_eval.jsonl (regenerate with
+    `python -m bench.pii_evalset`).
+    """
+    import json
+
+    from streams.pii_eval import evaluate, format_table, load
+
+    path = Path(labelled) if labelled else PROJECT_ROOT / "bench" / "data" / "pii_eval.jsonl"
+    try:
+        docs = load(path)
+    except ValueError as exc:
+        raise UserError(f"ragstream: {exc}") from None
+    summary = evaluate(docs).summary()
+    click.echo(json.dumps(summary, indent=2) if as_json else format_table(summary))
+
+
+# ------------------------------------------------------------------------------- audit
+@cli.group()
+def audit() -> None:
+    """The tamper-evident audit log (rag.audit): verify and export the hash chain."""
+
+
+@audit.command("verify")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False),
+              help="Verify an exported chain (JSON lines) instead of the topic.")
+@friendly
+def audit_verify(path: str | None) -> None:
+    """Walk the chain from the first record; report the first break and exit 1 if there is one.
+
+    Also checks the signed checkpoints the audit writer keeps outside Kafka
+    (<home>/audit/checkpoints.jsonl), which catch a chain rewritten as a whole.
+    """
+    import json
+
+    from streams.audit import Checkpoints, read_chain, verify
+
+    s = settings()
+    records: Any = ([json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+                    if path else read_chain(s))
+    verdict = verify(records, Checkpoints(s.home))
+    if verdict.ok:
+        say(f"audit chain OK: {verdict.records} record(s), {verdict.checkpoints_checked} signed checkpoint(s) "
+            f"matched, {verdict.repeats} re-delivered event(s); head {verdict.last_hash}")
+        return
+    where = f"record #{verdict.break_at} (seq {verdict.seq})" if verdict.break_at is not None else f"seq {verdict.seq}"
+    raise UserError(f"audit chain BROKEN at {where}: {verdict.problem}")
+
+
+@audit.command("export")
+@friendly
+def audit_export() -> None:
+    """Print every audit record as JSON lines, oldest first (for archives and `verify --file`)."""
+    from streams.audit import read_chain
+
+    for record in read_chain(settings()):
+        click.echo(record.model_dump_json())
 
 
 # ------------------------------------------------------------------------------- check

@@ -48,3 +48,9 @@ INDEX_DOCS_DELETED = Counter("ragstream_index_documents_deleted_total", "Documen
 # --- producers ----------------------------------------------------------------------------
 SOURCE_EVENTS = Counter("ragstream_source_events_total", "Change events a producer published.", ["source", "op"])
 SOURCE_SKIPPED = Counter("ragstream_source_skipped_total", "Source items skipped, by reason.", ["source", "reason"])
+
+PII_FINDINGS = Counter("ragstream_pii_findings_total", "PII spans acted on by the compliance stage.",
+                       ["entity_type", "action"])
+DOCS_CLASSIFIED = Counter("ragstream_documents_classified_total", "Documents by classification.", ["classification"])
+DOCS_BLOCKED = Counter("ragstream_documents_blocked_total", "Documents policy kept out of the index.")
+AUDIT_RECORDS = Counter("ragstream_audit_records_total", "Records appended to the audit chain.", ["action"])

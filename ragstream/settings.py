@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     metrics_port_base: Port = Field(9300, description="Stage metrics ports: base + offset per worker.")
 
     # --- Observability -------------------------------------------------------------------
+    policy_file: Path | None = Field(
+        None, description="Compliance policy (TOML): frameworks and actions per source. Unset: GDPR defaults."
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("console", description="'json' for machines, 'console' for people.")
 
@@ -136,6 +139,14 @@ class Settings(BaseSettings):
             raise ValueError("embed_backend=openai needs RAGSTREAM_EMBED_URL and RAGSTREAM_EMBED_MODEL")
         if self.chunk_overlap_tokens * 2 >= self.chunk_max_tokens:
             raise ValueError("chunk_overlap_tokens must be under half of chunk_max_tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_is_valid(self) -> "Settings":
+        if self.policy_file is not None:
+            from streams.policy import load_policy
+
+            load_policy(self.policy_file)  # raises a PolicyError that says what is wrong
         return self
 
     @property

@@ -270,6 +270,7 @@ class AuditRecord(Contract):
     """
 
     seq: int = Field(ge=0)
+    event_id: str = Field(min_length=1, max_length=64, description="the AuditEvent this records")
     prev_hash: Sha256 | None = Field(description="hash of record seq-1; null for seq 0")
     hash: Sha256
     at: AwareDatetime
@@ -277,6 +278,18 @@ class AuditRecord(Contract):
     action: str = Field(min_length=1, description="e.g. compliance.redact, dsr.erasure, admin.replay")
     target: str = Field(min_length=1, description="doc_id, request id or resource")
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditEvent(Contract):
+    """Something to record in the audit chain (topic ``rag.audit.events``): any stage, CLI
+    or API publishes these; the single audit writer chains them into ``rag.audit``."""
+
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
+    at: AwareDatetime = Field(default_factory=utcnow)
+    actor: str = Field(min_length=1, description="principal or service that acted")
+    action: str = Field(min_length=1, description="e.g. compliance.decision, dsr.erasure, admin.replay")
+    target: str = Field(min_length=1, description="doc_id, request id or resource")
+    details: dict[str, Any] = Field(default_factory=dict, description="never raw PII")
 
 
 class DeadLetter(Contract):
@@ -301,6 +314,7 @@ CONTRACTS: tuple[type[Contract], ...] = (
     DocumentRecord,
     ChunkSet,
     VectorSet,
+    AuditEvent,
     AuditRecord,
     DeadLetter,
 )

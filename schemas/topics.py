@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from schemas.events import (
+    AuditEvent,
     AuditRecord,
     ChangeEvent,
     ChunkSet,
@@ -41,10 +42,11 @@ VECTORS = "rag.vectors"
 ACL = "rag.acl"
 DSR = "rag.dsr"
 AUDIT = "rag.audit"
+AUDIT_EVENTS = "rag.audit.events"
 SELFTEST = "rag.selftest"
 
 #: Stages that dead-letter; ``rag.dlq.<stage>`` exists for each.
-STAGES = ("ingest", "normalize", "compliance", "chunk", "embed", "index", "graph", "dsr")
+STAGES = ("ingest", "normalize", "compliance", "chunk", "embed", "index", "graph", "dsr", "audit")
 #: Stages whose input is raw (not yet redacted) content. ``ingest`` is the producers' own:
 #: a source item that could not be read (a corrupt PDF), keyed by doc_id.
 RAW_STAGES = frozenset({"ingest", "normalize", "compliance"})
@@ -92,6 +94,8 @@ def catalog(settings: "Settings") -> tuple[TopicSpec, ...]:
                   "data-subject requests (access, erasure, rectification, portability)", key="request_id"),
         TopicSpec(AUDIT, 1, {"cleanup.policy": "delete", "retention.ms": str(2557 * DAY_MS)}, AuditRecord,
                   "append-only, hash-chained audit log; one partition", key="seq"),
+        TopicSpec(AUDIT_EVENTS, 1, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}, AuditEvent,
+                  "audit events from every stage and admin action, before the writer chains them", key="event_id"),
         TopicSpec(SELFTEST, p, {"cleanup.policy": "delete", "retention.ms": str(3600 * 1000)}, ChangeEvent,
                   "round trips of `ragstream check`; synthetic events, kept one hour"),
     ]

@@ -46,8 +46,6 @@ import phonenumbers
 
 logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
 
-from presidio_analyzer import predefined_recognizers as _pr  # noqa: E402
-
 #: Every entity type this module can report, with what it covers.
 ENTITIES: dict[str, str] = {
     "PERSON": "person names (cued: honorific, salutation, or a known given name + surname)",
@@ -136,7 +134,7 @@ _LABELLED_RE = re.compile(
     rf"(?![A-Za-z])\s*(?:is\s+|was\s+)?[:#=.]?\s*(?P<value>{_ID_VALUE[1:-1]})(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?![\d.])")
+_IPV4 = re.compile(r"(?<!\d)(?<!\d\.)(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2})?(?!\d|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:/\d{1,3})?(?![\w:])")
 _HAS_DIGIT = re.compile(r"\d")
 
@@ -316,6 +314,8 @@ def _persons(text: str) -> Iterator[Finding]:
 
 @lru_cache(maxsize=1)
 def recognizers() -> tuple[Recognizer, ...]:
+    from presidio_analyzer import predefined_recognizers as _pr  # slow to import (spaCy): only when used
+
     return (
         _presidio(_pr.CreditCardRecognizer()),
         _presidio(_pr.IbanRecognizer()),

@@ -14,16 +14,27 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Callable
 
 from consumers.milvus import MilvusIndex, TransientIndexError
 from ragstream.blobs import BlobError, BlobStore
-from ragstream.metrics import CHUNKS_EMBEDDED, CHUNKS_REUSED, INDEX_DOCS_DELETED, INDEX_ROWS_WRITTEN
+from ragstream.metrics import (
+    CHUNKS_EMBEDDED,
+    CHUNKS_REUSED,
+    DOCS_BLOCKED,
+    DOCS_CLASSIFIED,
+    INDEX_DOCS_DELETED,
+    INDEX_ROWS_WRITTEN,
+    PII_FINDINGS,
+)
 from schemas import topics
 from schemas.events import (
+    AuditEvent,
     ChangeEvent,
     ChunkSet,
     Contract,
+    DocMetadata,
     DocumentRecord,
     EmbeddedChunk,
     InlineContent,
@@ -33,6 +44,10 @@ from schemas.events import (
 from schemas.serde import encode
 from streams.chunking import CHUNKER_ID, Chunker
 from streams.embedding import Embedder, TransientEmbeddingError
+
+if TYPE_CHECKING:
+    from streams.pii import Detector
+    from streams.policy import KeyRing, PolicyConfig, SourcePolicy
 
 TRANSIENT: tuple[type[BaseException], ...] = (TransientIndexError, TransientEmbeddingError, ConnectionError, TimeoutError)
 
@@ -53,33 +68,92 @@ class Output:
 
 
 class ComplianceStage:
-    """rag.changes → rag.documents. For now a pass-through with its final interface: it
-    resolves claim-checked content and records what policy did (nothing yet)."""
+    """rag.changes → rag.documents (+ rag.audit.events): nothing policy forbids goes further.
+
+    Detects PII (:mod:`streams.pii`) in the text and the title, applies the source's policy
+    (:mod:`streams.policy`: redact, mask, pseudonymize, block; classification; retention;
+    metadata minimization), and records each decision as an audit event with counts and
+    types only. A blocked document is published as a delete, so an earlier version leaves
+    the index too. Subjects erased by a data-subject request are always redacted.
+    """
 
     name = "compliance"
     input_topic = topics.CHANGES
     contract = ChangeEvent
 
-    def __init__(self, blobs: BlobStore, inline_max_bytes: int) -> None:
+    def __init__(self, blobs: BlobStore, inline_max_bytes: int, *, detector: "Detector | None" = None,
+                 policy: "PolicyConfig | None" = None, keys: "KeyRing | None" = None,
+                 erased: Callable[[], frozenset[str]] | None = None) -> None:
+        from streams.pii import Detector
+        from streams.policy import DEFAULT_POLICY, KeyRing
+
         self.blobs = blobs
         self.inline_max_bytes = inline_max_bytes
+        self.policy = policy or DEFAULT_POLICY
+        self.detector = detector or Detector(threshold=self.policy.threshold)
+        self.keys = keys or KeyRing(blobs.root.parent / "keys")
+        self.erased = erased or (lambda: frozenset())
 
     def process(self, change: ChangeEvent) -> list[Output]:
+        from streams.policy import decide
+
         common: dict[str, Any] = dict(
             event_id=change.event_id, source=change.source, source_kind=change.source_kind,
             doc_id=change.doc_id, op=change.op, version=change.version, changed_at=change.changed_at,
-            content_type=change.content_type, metadata=change.metadata, acl=change.acl,
+            content_type=change.content_type, acl=change.acl,
         )
         if change.op is Op.delete:
-            record = DocumentRecord(**common)
+            record = DocumentRecord(**common, metadata=change.metadata)
             # The delete record carries the version (for guards downstream); the tombstone
             # then lets compaction forget the document entirely.
             return [Output.of(topics.DOCUMENTS, record), Output(topics.DOCUMENTS, change.doc_id, None)]
+        policy = self.policy.for_source(change.source)
+        key = self.keys.key(policy.tenant)
+        erased = self.erased()
         text = self.resolve(change)
-        content = (InlineContent.of(text) if len(text.encode("utf-8")) <= self.inline_max_bytes
-                   else self.blobs.put(text))
-        record = DocumentRecord(**common, content=content, content_hash=content.sha256)
-        return [Output.of(topics.DOCUMENTS, record)]
+        public = "public" in change.acl.principals
+        decision = decide(text, self.detector.analyze(text), policy, key, public_acl=public, erased=erased)
+        metadata = self._minimize(change.metadata, policy, key, erased)
+        details: dict[str, Any] = {
+            "source": change.source, "version": change.version, "classification": decision.classification.value,
+            "frameworks": list(decision.frameworks), "compliant_as_found": decision.compliant,
+            "actions": decision.actions, "overrides": list(decision.overrides), "findings": decision.findings,
+            "subjects": len(decision.subject_refs),
+        }
+        for name, count in decision.actions.items():
+            action, entity = name.split(":", 1)
+            PII_FINDINGS.labels(entity, action).inc(count)
+        DOCS_CLASSIFIED.labels(decision.classification.value).inc()
+        if decision.blocked:
+            DOCS_BLOCKED.inc()
+            audit = AuditEvent(actor="stage:compliance", action="compliance.block", target=change.doc_id,
+                               details={**details, "reason": decision.blocked})
+            record = DocumentRecord(**{**common, "op": Op.delete}, metadata=metadata,
+                                    classification=decision.classification, frameworks=decision.frameworks)
+            return [Output.of(topics.DOCUMENTS, record), Output(topics.DOCUMENTS, change.doc_id, None),
+                    Output(topics.AUDIT_EVENTS, audit.event_id, encode(audit))]
+        redacted = decision.text
+        content = (InlineContent.of(redacted) if len(redacted.encode("utf-8")) <= self.inline_max_bytes
+                   else self.blobs.put(redacted))
+        retain_until = (change.changed_at + timedelta(days=decision.retention_days)
+                        if decision.retention_days else None)
+        record = DocumentRecord(
+            **common, metadata=metadata, content=content, content_hash=content.sha256,
+            classification=decision.classification, frameworks=decision.frameworks,
+            actions=tuple(sorted(decision.actions)), subject_refs=decision.subject_refs, retain_until=retain_until,
+        )
+        audit = AuditEvent(actor="stage:compliance", action="compliance.decision", target=change.doc_id,
+                           details={**details, "retain_until": retain_until.isoformat() if retain_until else None})
+        return [Output.of(topics.DOCUMENTS, record), Output(topics.AUDIT_EVENTS, audit.event_id, encode(audit))]
+
+    def _minimize(self, md: DocMetadata, policy: "SourcePolicy", key: bytes, erased: frozenset[str]) -> DocMetadata:
+        from streams.policy import decide
+
+        drop = set(policy.minimize_metadata)
+        update: dict[str, Any] = {f: ({} if f == "extra" else None) for f in drop}
+        if md.title and "title" not in drop:
+            update["title"] = decide(md.title, self.detector.analyze(md.title), policy, key, erased=erased).text
+        return md.model_copy(update=update)
 
     def resolve(self, event: ChangeEvent | DocumentRecord) -> str:
         content = event.content

@@ -48,7 +48,7 @@ from streams.stages import TRANSIENT, ChunkStage, ComplianceStage, EmbedStage, I
 
 log = get_logger(__name__)
 
-STAGES = ("compliance", "chunk", "embed", "index")
+STAGES = ("compliance", "chunk", "embed", "index", "audit")
 BATCHED = {"chunk", "embed"}
 
 
@@ -59,7 +59,14 @@ def metrics_port(settings: Settings, stage: str) -> int:
 def make_stage(stage: str, settings: Settings) -> Any:
     blobs = BlobStore(settings.blob_dir)
     if stage == "compliance":
-        return ComplianceStage(blobs, settings.inline_max_bytes)
+        from streams.policy import KeyRing, load_policy
+
+        return ComplianceStage(blobs, settings.inline_max_bytes, policy=load_policy(settings.policy_file),
+                               keys=KeyRing(settings.home / "keys"))
+    if stage == "audit":
+        from streams.audit import AuditStage, Checkpoints, tail
+
+        return AuditStage(tail(settings), Checkpoints(settings.home))
     if stage == "chunk":
         from streams.chunking import Chunker
         from streams.embedding import token_counter
@@ -209,9 +216,13 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     except SerdeError as exc:
                         await dead_letter(event, exc)
                         continue
-                    with bound_contextvars(doc_id=item.doc_id, event_id=item.event_id, stage=stage):
+                    with bound_contextvars(doc_id=getattr(item, "doc_id", None), event_id=item.event_id, stage=stage):
                         try:
-                            if stage == "compliance":
+                            if stage == "audit":
+                                outputs = await off_loop(lambda: logic.process(item))
+                                await off_loop(lambda: publish(outputs))
+                                logic.committed()
+                            elif stage == "compliance":
                                 if item.version <= seen_versions.get(event.key, -1):
                                     STALE_DROPPED.labels(stage).inc()
                                     continue
@@ -223,6 +234,11 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                         except Exception as exc:  # noqa: BLE001 - transients were retried inside off_loop
                             await dead_letter(event, exc if isinstance(exc, Permanent)
                                               else Permanent(f"{type(exc).__name__}: {exc}"))
+
+    if stage == "audit":
+        @app.timer(interval=5.0)
+        async def checkpoint() -> None:
+            await off_loop(logic.checkpoint)  # only records already acknowledged are vouched for
 
     if stage == "index":
         @app.timer(interval=1.0)

@@ -82,3 +82,31 @@ def private_stack(tmp_path: Path) -> Iterator[Settings]:
     s = isolated_settings(tmp_path / "home")
     yield s
     Stack(s).down()
+
+
+#: The pipeline's policy: GDPR defaults, and for sources named ``seeded-*`` every entity
+#: type redacted (the "seeded PII appears nowhere downstream" test).
+PIPELINE_POLICY = """
+[default]
+frameworks = ["GDPR"]
+
+[sources."seeded-*"]
+frameworks = ["GDPR", "HIPAA"]
+actions = { %s }
+"""
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Iterator[Settings]:
+    """A private full pipeline (broker, milvus-lite, the stage workers) shared by the
+    end-to-end modules; own home and ports."""
+    from infra.stack import running_pipeline
+    from streams.pii import ENTITIES
+
+    home = tmp_path_factory.mktemp("pipeline") / "home"
+    home.mkdir(parents=True)
+    policy = home / "policy.toml"
+    policy.write_text(PIPELINE_POLICY % ", ".join(f'{e} = "redact"' for e in ENTITIES), encoding="utf-8")
+    s = isolated_settings(home, partitions=3, start_timeout_s=180, policy_file=policy)
+    with running_pipeline(s):
+        yield s
