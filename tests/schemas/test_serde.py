@@ -28,7 +28,7 @@ EVENT = ChangeEvent(source="wiki", source_kind="confluence", doc_id="wiki:123", 
                    actions=("redact:PERSON",)),
     ChunkSet(source="wiki", source_kind="confluence", doc_id="wiki:123", op="upsert", version=7,
              chunker="structural-v1", chunks=(Chunk(chunk_id="abc", ordinal=0, text="x", tokens=1),)),
-    AuditRecord(seq=0, prev_hash=None, hash="f" * 64, at=NOW, actor="svc:compliance",
+    AuditRecord(seq=0, event_id="e1", prev_hash=None, hash="f" * 64, at=NOW, actor="svc:compliance",
                 action="compliance.redact", target="wiki:123", details={"entities": 2}),
 ])
 def test_round_trip(event):

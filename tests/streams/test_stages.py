@@ -20,10 +20,11 @@ def change(**kw):
     return ChangeEvent(**base)
 
 
-def test_compliance_passes_documents_through_with_acl_and_version(tmp_path):
+def test_compliance_passes_clean_documents_through_with_acl_and_version_and_audits(tmp_path):
     stage = ComplianceStage(BlobStore(tmp_path), inline_max_bytes=1_000_000)
-    [out] = stage.process(change())
+    out, audit = stage.process(change())
     assert out.topic == topics.DOCUMENTS and out.key == "fs:a.md"
+    assert audit.topic == topics.AUDIT_EVENTS
     doc = decode(DocumentRecord, out.value)
     assert (doc.version, doc.acl.principals, doc.content.text) == (5, ("group:eng",), "# A\n\nSome text here.")
     assert doc.content_hash == InlineContent.of("# A\n\nSome text here.").sha256
@@ -40,7 +41,7 @@ def test_claim_check_round_trip_and_tampering(tmp_path):
     big = "word " * 5000
     ref = blobs.put(big)
     stage = ComplianceStage(blobs, inline_max_bytes=1024)
-    [out] = stage.process(change(content=ref))
+    out, _audit = stage.process(change(content=ref))
     doc = decode(DocumentRecord, out.value)
     assert doc.content.kind == "ref"  # still too big to travel inline
     assert blobs.get(doc.content) == big
