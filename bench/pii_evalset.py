@@ -23,6 +23,7 @@ import os
 import sys
 import json
 import random
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
@@ -85,7 +86,9 @@ def _card(f: Faker, rng: random.Random) -> str:
 
 
 def _date(f: Faker, rng: random.Random) -> str:
-    return f.date(pattern=rng.choice(["%Y-%m-%d", "%m/%d/%Y", "%B %d, %Y", "%d.%m.%Y"]))
+    # Fixed bounds: Faker's date() draws up to *now*, which would change the file daily.
+    day = f.date_between_dates(date(1950, 1, 1), date(2020, 12, 31))
+    return day.strftime(rng.choice(["%Y-%m-%d", "%m/%d/%Y", "%B %d, %Y", "%d.%m.%Y"]))
 
 
 def hr_memo(f: Faker, rng: random.Random, d: Doc) -> None:

@@ -80,9 +80,6 @@ class Finding:
     score: float
     recognizer: str
 
-    def __len__(self) -> int:
-        return self.end - self.start
-
 
 # -- context --------------------------------------------------------------------------------
 
