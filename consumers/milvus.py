@@ -1,8 +1,10 @@
 """The Milvus sink and search: one collection of chunks, read through an alias.
 
 Row = one chunk of one document version: ``chunk_id`` (primary key, content-addressed),
-``doc_id``, ``source``, ``version``, ``heading``, ``title``, ``uri``, ``text``, ``acl``,
-``classification``, ``model`` and the vector.
+``doc_id``, ``source``, ``source_kind``, ``version``, ``heading``, ``title``, ``uri``,
+``text``, ``acl``, ``classification``, ``subjects`` (the document's pseudonymous subject
+refs, ``|person:ab12…|``: the subject index data-subject requests query), ``retain_until``
+(epoch seconds, 0 = kept; the retention sweep's query), ``model`` and the vector.
 
 ACLs are stored as one VARCHAR, ``|user:alice|group:eng|``, and filtered inside the vector
 search with ``acl like "%|group:eng|%"`` clauses: on milvus-lite an ARRAY/JSON
@@ -31,18 +33,38 @@ class TransientIndexError(RuntimeError):
     """Milvus is unreachable or busy: retry with backoff, never dead-letter."""
 
 
+class IndexSchemaError(RuntimeError):
+    """The collection behind the alias was made by an older ragstream (fields missing)."""
+
+
+#: Fields a collection must have; an older one lacks some and must be rebuilt.
+REQUIRED_FIELDS = ("chunk_id", "doc_id", "source", "source_kind", "version", "heading", "title", "uri", "text",
+                   "acl", "classification", "subjects", "retain_until", "model", "vector")
+
+
 def escape_literal(value: str) -> str:
     """Escape a value for a double-quoted Milvus string literal."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def escape_like(value: str) -> str:
-    return escape_literal(value).replace("%", "\\%").replace("_", "\\_")
+    r"""Escape a value for a LIKE pattern inside a string literal: the literal itself needs
+    ``\\`` for the backslash that makes ``%``/``_`` match only themselves (milvus-lite rejects
+    a bare ``\_`` as an unknown escape sequence)."""
+    return escape_literal(value).replace("%", r"\\%").replace("_", r"\\_")
 
 
 def encode_acl(principals: Iterable[str]) -> str:
     ps = sorted(set(principals))
     return "|" + "|".join(ps) + "|" if ps else ""
+
+
+def subjects_filter(refs: Iterable[str]) -> str:
+    """Rows of documents that reference any of these subjects (pseudonymous refs)."""
+    rs = sorted(set(refs))
+    if not rs:
+        raise ValueError("no subject refs given")
+    return "(" + " or ".join(f'subjects like "%|{escape_like(r)}|%"' for r in rs) + ")"
 
 
 def acl_filter(principals: Iterable[str]) -> str:
@@ -87,6 +109,14 @@ class MilvusIndex:
                 name = f"{self.alias}_{int(time.time())}"
                 self.create(name)
                 self.client.create_alias(collection_name=name, alias=self.alias)
+            have = {f["name"] for f in self.client.describe_collection(name)["fields"]}
+            missing = [f for f in REQUIRED_FIELDS if f not in have]
+            if missing:
+                raise IndexSchemaError(
+                    f"Milvus collection {name} (alias {self.alias}) lacks field(s) {', '.join(missing)}: it was "
+                    "made by an older ragstream. Rebuild it: stop the workers, drop the collection (or set "
+                    "RAGSTREAM_COLLECTION to a new name) and replay rag.documents by restarting the chunk "
+                    "worker with a new consumer group, or re-run `ragstream up` on a fresh RAGSTREAM_HOME.")
             if not self.client.has_collection(self._registry(name)):
                 self._create_registry(self._registry(name))
             # A restarted server lists collections as released until they are loaded.
@@ -149,6 +179,7 @@ class MilvusIndex:
         schema.add_field("chunk_id", DataType.VARCHAR, max_length=64, is_primary=True)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=2048)
         schema.add_field("source", DataType.VARCHAR, max_length=64)
+        schema.add_field("source_kind", DataType.VARCHAR, max_length=32)
         schema.add_field("version", DataType.INT64)
         schema.add_field("heading", DataType.VARCHAR, max_length=1024)
         schema.add_field("title", DataType.VARCHAR, max_length=1024)
@@ -156,6 +187,8 @@ class MilvusIndex:
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
         schema.add_field("acl", DataType.VARCHAR, max_length=16384)
         schema.add_field("classification", DataType.VARCHAR, max_length=32)
+        schema.add_field("subjects", DataType.VARCHAR, max_length=16384)
+        schema.add_field("retain_until", DataType.INT64)
         schema.add_field("model", DataType.VARCHAR, max_length=256)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         index = self.client.prepare_index_params()
@@ -192,6 +225,7 @@ class MilvusIndex:
             "chunk_id": chunk.chunk_id,
             "doc_id": vs.doc_id,
             "source": vs.source,
+            "source_kind": vs.source_kind.value,
             "version": vs.version,
             "heading": (chunk.heading or "")[:1024],
             "title": (md.title or "")[:1024],
@@ -199,6 +233,8 @@ class MilvusIndex:
             "text": _clip_utf8(chunk.text, MAX_TEXT),
             "acl": encode_acl(vs.acl.principals) if vs.acl.known else "",
             "classification": vs.classification.value,
+            "subjects": encode_acl(vs.subject_refs)[:16384],
+            "retain_until": int(vs.retain_until.timestamp()) if vs.retain_until else 0,
             "model": vs.model,
             "vector": list(chunk.vector),
         }
@@ -232,6 +268,14 @@ class MilvusIndex:
         except MilvusException as exc:
             raise self._transient(f"Milvus query failed: {exc}") from exc
         return out
+
+    def first_rows(self, expr: str, fields: list[str], limit: int = 16384) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows matching ``expr`` in one call (no iterator: periodic sweeps)."""
+        try:
+            return [dict(r) for r in self.client.query(collection_name=self.alias, filter=expr, output_fields=fields,
+                                                       limit=limit, consistency_level="Strong")]
+        except MilvusException as exc:
+            raise self._transient(f"Milvus query failed: {exc}") from exc
 
     def rows(self, expr: str = 'chunk_id != ""', fields: list[str] | None = None) -> list[dict[str, Any]]:
         """Every row matching ``expr`` (Strong consistency): for tests, audits and erasure proofs."""

@@ -532,7 +532,7 @@ def _worker(stage: str) -> type[StageWorker]:
     return type(f"{stage.title()}Worker", (StageWorker,), {"name": f"worker-{stage}", "stage": stage})
 
 
-PIPELINE_STAGES = ("compliance", "chunk", "embed", "index", "audit")
+PIPELINE_STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
 WORKERS = tuple(f"worker-{s}" for s in PIPELINE_STAGES)
 SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "milvus": MilvusLite,
                                       **{f"worker-{s}": _worker(s) for s in PIPELINE_STAGES}}
@@ -566,12 +566,12 @@ def isolated_settings(home: Path, **overrides: object) -> Settings:
     kafka_port = free_port()
     return load_settings(home=home, kafka_port=kafka_port, kafka_bootstrap=f"127.0.0.1:{kafka_port}",
                          kafka_controller_port=free_port(), milvus_port=free_port(),
-                         metrics_port_base=free_port_block(6), **overrides)
+                         metrics_port_base=free_port_block(7), **overrides)
 
 
 @contextlib.contextmanager
 def running_pipeline(settings: Settings) -> Iterator[Stack]:
-    """Kafka, milvus-lite, the topics and the four stage workers; all stopped on exit."""
+    """Kafka, milvus-lite, the topics and the stage workers; all stopped on exit."""
     from ragstream.admin import ensure_topics
 
     stack = Stack(settings, INFRA + WORKERS)

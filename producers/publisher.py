@@ -89,8 +89,10 @@ class Publisher:
         *,
         headers: Headers | None = None,
         on_delivery: DeliveryCallback | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Queue bytes as they are: tombstones (``value=None``), replays, dead letters."""
+        """Queue bytes as they are: tombstones (``value=None``), replays, dead letters.
+        ``partition`` overrides the key's partition (only for control records)."""
         if self._fatal is not None:
             raise PublishError(f"the producer hit a fatal error and must be recreated: {self._fatal.str()}")
         started = time.monotonic()
@@ -111,7 +113,8 @@ class Publisher:
 
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                extra = {} if partition is None else {"partition": partition}
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered, **extra)
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.

@@ -143,10 +143,11 @@ STAGE_INPUTS = {
     "embed": "rag.chunks",
     "index": "rag.vectors",
     "audit": "rag.audit.events",
+    "dsr": "rag.dsr",
 }
 
 
-def stage_lag(settings: Settings) -> dict[str, int]:
+def stage_lag(settings: Settings, stages: tuple[str, ...] | None = None) -> dict[str, int]:
     """Messages each stage's consumer group has not yet committed, summed over partitions.
 
     A group that never committed counts its whole topic as lag."""
@@ -159,6 +160,8 @@ def stage_lag(settings: Settings) -> dict[str, int]:
     try:
         out = {}
         for stage, topic in STAGE_INPUTS.items():
+            if stages is not None and stage not in stages:
+                continue
             parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
             ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
             req = ConsumerGroupTopicPartitions(f"ragstream-{stage}", [TopicPartition(topic, p) for p in parts])
@@ -174,12 +177,14 @@ def stage_lag(settings: Settings) -> dict[str, int]:
         reader.close()
 
 
-def wait_drained(settings: Settings, timeout: float = 300, on_tick: Callable[[dict[str, int]], None] | None = None) -> bool:
-    """Wait until every stage has caught up (twice in a row, so nothing is in flight between)."""
+def wait_drained(settings: Settings, timeout: float = 300, on_tick: Callable[[dict[str, int]], None] | None = None,
+                 stages: tuple[str, ...] | None = None) -> bool:
+    """Wait until every stage (or those named) has caught up (twice in a row, so nothing is
+    in flight between)."""
     deadline = time.monotonic() + timeout
     zero_streak = 0
     while time.monotonic() < deadline:
-        lag = stage_lag(settings)
+        lag = stage_lag(settings, stages)
         if on_tick:
             on_tick(lag)
         zero_streak = zero_streak + 1 if not any(lag.values()) else 0

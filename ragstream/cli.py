@@ -128,7 +128,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
 
     from prometheus_client import start_http_server
 
-    producer_port = s.metrics_port_base + 5
+    producer_port = s.metrics_port_base + 6
     start_http_server(producer_port, addr="127.0.0.1")  # the producer's own metrics
     from producers.filesystem import DEFAULT_EXCLUDE
 
@@ -147,7 +147,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
     say("")
     say('Search:   ragstream search "your question"        (as you; --as user:<id> / group:<id> to choose)')
     say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
-        "(compliance, chunk, embed, index, audit workers; this producer)")
+        "(compliance, chunk, embed, index, audit, dsr workers; this producer)")
     say(f"Logs:     {s.home / 'logs'}        Stop: ragstream down")
     if not watch:
         return
@@ -214,7 +214,8 @@ def stack() -> None:
 
 SERVICE_OPTION = click.option(
     "--service", "-s", "services", multiple=True,
-    type=click.Choice(["kafka", "milvus", "worker-compliance", "worker-chunk", "worker-embed", "worker-index"]),
+    type=click.Choice(["kafka", "milvus", "worker-compliance", "worker-chunk", "worker-embed", "worker-index",
+                       "worker-audit", "worker-dsr"]),
     help="Only this service (repeatable). Default: all.",
 )
 
@@ -321,14 +322,15 @@ def schemas_export(check: bool) -> None:
 
 # ------------------------------------------------------------------------------ worker
 @cli.command()
-@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index", "audit"]))
+@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index", "audit", "dsr"]))
 @friendly
 def worker(stage: str) -> None:
     """Run one pipeline stage as a Faust worker (its own consumer group; run more to scale).
 
     Metrics and /healthz are served on RAGSTREAM_METRICS_PORT_BASE + the stage's offset
-    (compliance 0, chunk 1, embed 2, index 3, audit 4). The audit stage is the chain's single
-    writer: its input has one partition, so extra audit workers only stand by.
+    (compliance 0, chunk 1, embed 2, index 3, audit 4, dsr 5). The audit stage is the chain's
+    single writer and dsr carries out data-subject requests and retention deletes: their
+    inputs have one partition, so extra audit or dsr workers only stand by.
     """
     from ragstream.logging import configure_logging
     from streams.worker import run_worker
@@ -507,6 +509,156 @@ def audit_export() -> None:
 
     for record in read_chain(settings()):
         click.echo(record.model_dump_json())
+
+
+# --------------------------------------------------------------------------------- dsr
+@cli.group()
+def dsr() -> None:
+    """Data-subject requests (GDPR Art. 15-20, CCPA): access, erase, rectify, export.
+
+    The subject is named by what identifies them in documents (--name, --email, ...). Only
+    pseudonyms of those values (keyed HMAC, the tenant's key) leave this command; the dsr
+    worker carries the request out and writes a receipt into the audit chain. Deadlines:
+    GDPR one month, CCPA 45 days, tracked by `ragstream dsr list`.
+    """
+
+
+def _subject_options(fn: Any) -> Any:
+    for opt in reversed([
+        click.option("--name", multiple=True, help="A name the subject appears under (repeatable)."),
+        click.option("--email", multiple=True, help="An email address of the subject (repeatable)."),
+        click.option("--phone", multiple=True, help="A phone number of the subject (repeatable)."),
+        click.option("--ssn", multiple=True, help="A US social security number of the subject."),
+        click.option("--mrn", multiple=True, help="A medical record number of the subject."),
+        click.option("--ref", "refs", multiple=True, metavar="TYPE:HEX",
+                     help="A pseudonymous subject ref already known (e.g. from an access export)."),
+        click.option("--framework", type=click.Choice(["GDPR", "CCPA"]), default="GDPR", show_default=True,
+                     help="Sets the deadline: GDPR one month, CCPA 45 days."),
+        click.option("--tenant", default="default", show_default=True, help="Whose pseudonym key to use."),
+        click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the receipt."),
+        click.option("--timeout", default=1800.0, show_default=True, help="Seconds to wait for the receipt."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _file_dsr(kind: str, name: tuple[str, ...], email: tuple[str, ...], phone: tuple[str, ...],
+              ssn: tuple[str, ...], mrn: tuple[str, ...], refs: tuple[str, ...], framework: str, tenant: str,
+              wait: bool, timeout: float) -> None:
+    import getpass
+    import json
+
+    from pydantic import ValidationError
+
+    from schemas.events import DsrKind
+    from streams.dsr import submit, subject_refs_for, wait_receipt
+    from streams.policy import KeyRing
+
+    s = settings()
+    given = {"name": list(name), "email": list(email), "phone": list(phone), "ssn": list(ssn), "mrn": list(mrn)}
+    all_refs = tuple(sorted(set(subject_refs_for(KeyRing(s.home / "keys"), tenant, given)) | set(refs)))
+    if not all_refs:
+        raise UserError("name the subject: give at least one of --name, --email, --phone, --ssn, --mrn or --ref")
+    try:
+        req = submit(s, DsrKind(kind), all_refs, framework=framework, tenant=tenant, actor=f"user:{getpass.getuser()}")
+    except ValidationError as exc:
+        raise UserError("; ".join(e["msg"] for e in exc.errors())) from None
+    say(f"request {req.request_id}: {kind} for {len(req.subject_refs)} subject ref(s); "
+        f"due {req.due_at:%Y-%m-%d} ({framework})")
+    if not wait:
+        say(f"follow it with: ragstream dsr show {req.request_id}")
+        return
+    say("waiting for the dsr worker's receipt (an erasure waits for compaction; see --timeout)...")
+    receipt = wait_receipt(s, req.request_id, timeout)
+    if receipt is None:
+        raise UserError(f"no receipt for {req.request_id} within {timeout:.0f} s; is `ragstream worker dsr` running? "
+                        f"Check later with `ragstream dsr show {req.request_id}`.")
+    click.echo(json.dumps(receipt, indent=2, sort_keys=True))
+    if receipt.get("verified") is False:
+        raise UserError(f"request {req.request_id} is not verified yet: see 'remaining' above")
+
+
+@dsr.command("access", short_help="Right of access: export what is indexed about a subject.")
+@_subject_options
+@friendly
+def dsr_access(**kw: Any) -> None:
+    """Right of access (GDPR Art. 15, CCPA right to know): a JSON export of everything
+    indexed that references the subject, written by the dsr worker (mode 0600)."""
+    _file_dsr("access", **kw)
+
+
+@dsr.command("export", short_help="Data portability: a machine-readable export of a subject's data.")
+@_subject_options
+@friendly
+def dsr_export(**kw: Any) -> None:
+    """Right to data portability (GDPR Art. 20): the same structured, machine-readable export."""
+    _file_dsr("portability", **kw)
+
+
+@dsr.command("erase", short_help="Right to erasure: remove a subject from every store.")
+@_subject_options
+@friendly
+def dsr_erase(**kw: Any) -> None:
+    """Right to erasure (GDPR Art. 17, CCPA right to delete).
+
+    Removes the subject from Milvus, rag.documents (rewritten, then compacted), rag.chunks and
+    rag.vectors (truncated), and keeps them out of later versions. Documents under a legal
+    hold or SOX leave the index instead. The receipt gives per-store counts and whether a
+    re-read of every store found nothing.
+    """
+    _file_dsr("erasure", **kw)
+
+
+@dsr.command("rectify", short_help="Rectification: reprocess a subject's documents from source.")
+@_subject_options
+@friendly
+def dsr_rectify(**kw: Any) -> None:
+    """Right to rectification (GDPR Art. 16): once the data is corrected at the source,
+    re-read the subject's documents from it and reprocess them."""
+    _file_dsr("rectification", **kw)
+
+
+@dsr.command("list")
+@friendly
+def dsr_list() -> None:
+    """Every request with its deadline and status (open, done, overdue, not verified)."""
+    from schemas.events import utcnow
+    from streams.dsr import receipts, requests
+
+    s = settings()
+    done = receipts(s)
+    reqs = requests(s)
+    if not reqs:
+        say("no data-subject requests")
+        return
+    now = utcnow()
+    click.echo(f"{'request':<34}{'kind':<15}{'fw':<6}{'received':<18}{'due':<12}status")
+    for r in sorted(reqs, key=lambda r: r.received_at):
+        rc = done.get(r.request_id)
+        if rc is None:
+            status = "OVERDUE" if now > r.due_at else "open"
+        elif rc.get("verified") is False:
+            status = "done, not verified: " + ", ".join(k for k, v in rc.get("remaining", {}).items() if v)
+        else:
+            status = "done" + ("" if rc.get("deadline_met", True) else " (late)")
+        click.echo(f"{r.request_id:<34}{r.kind.value:<15}{r.framework:<6}{r.received_at:%Y-%m-%d %H:%M}  "
+                   f"{r.due_at:%Y-%m-%d}  {status}")
+
+
+@dsr.command("show")
+@click.argument("request_id")
+@friendly
+def dsr_show(request_id: str) -> None:
+    """Print a request's receipt (from the audit chain)."""
+    import json
+
+    from streams.dsr import receipts
+
+    receipt = receipts(settings()).get(request_id)
+    if receipt is None:
+        raise UserError(f"no receipt for {request_id} yet: it is still open, or the id is wrong "
+                        "(see `ragstream dsr list`)")
+    click.echo(json.dumps(receipt, indent=2, sort_keys=True))
 
 
 # ------------------------------------------------------------------------------- check

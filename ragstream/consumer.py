@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
@@ -93,3 +93,41 @@ def consume(
     finally:
         consumer.close()  # commits the stored offsets
     return stats
+
+
+def scan_topic(settings: Settings, topic: str, timeout: float = 30) -> Iterator[Message]:
+    """Every message of ``topic`` now stored, partition by partition, from the first offset
+    still kept to the end as of the call; no consumer group, nothing committed.
+
+    Compacted topics have offset gaps and may end in removed records, so the end of each
+    partition is found by partition EOF, not by counting offsets.
+    """
+    import uuid
+
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer(client_config(settings, **{
+        "group.id": f"ragstream-scan-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+        "enable.partition.eof": True, "isolation.level": "read_committed"}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise KafkaException(f"topic {topic} does not exist; run `ragstream topics ensure`")
+        for p in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            while True:
+                msg = consumer.poll(timeout)
+                if msg is None:
+                    raise TimeoutError(f"reading {topic}[{p}]: nothing arrived within {timeout} s")
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        break
+                    raise KafkaException(msg.error())
+                yield msg
+                if msg.offset() >= high - 1:
+                    break
+    finally:
+        consumer.close()

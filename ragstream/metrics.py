@@ -54,3 +54,12 @@ PII_FINDINGS = Counter("ragstream_pii_findings_total", "PII spans acted on by th
 DOCS_CLASSIFIED = Counter("ragstream_documents_classified_total", "Documents by classification.", ["classification"])
 DOCS_BLOCKED = Counter("ragstream_documents_blocked_total", "Documents policy kept out of the index.")
 AUDIT_RECORDS = Counter("ragstream_audit_records_total", "Records appended to the audit chain.", ["action"])
+
+# --- data-subject requests and retention ----------------------------------------------------
+DSR_REQUESTS = Counter("ragstream_dsr_requests_total", "Data-subject requests completed, by kind and outcome.",
+                       ["kind", "outcome"])
+DSR_DURATION = Histogram("ragstream_dsr_duration_seconds", "Time to carry out one data-subject request.", ["kind"],
+                         buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+RETENTION_DELETED = Counter("ragstream_retention_deleted_total", "Documents removed because their retention ended.")
+RETENTION_HELD = Gauge("ragstream_retention_held_documents",
+                       "Documents past their retention kept because of a legal hold (last sweep).")

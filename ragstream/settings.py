@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Upper bound on how long a deleted document's old value may survive compaction (GDPR erasure).",
     )
+    retention_sweep_s: float = Field(
+        3600, gt=0, description="How often the dsr worker removes documents whose retention has ended.")
+    dsr_verify_timeout_s: float | None = Field(
+        None, gt=0,
+        description="How long an erasure waits for compaction before its receipt says 'pending' "
+                    "(default: twice the compaction lag plus a minute).")
 
     # --- Local stack ---------------------------------------------------------------------
     home: Path = Field(
@@ -148,6 +154,12 @@ class Settings(BaseSettings):
 
             load_policy(self.policy_file)  # raises a PolicyError that says what is wrong
         return self
+
+    @property
+    def erasure_verify_timeout_s(self) -> float:
+        if self.dsr_verify_timeout_s is not None:
+            return self.dsr_verify_timeout_s
+        return 2 * self.compaction_lag_hours * 3600 + 60
 
     @property
     def blob_dir(self) -> Path:

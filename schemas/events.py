@@ -234,6 +234,8 @@ class _ChunkedDoc(_DocEvent):
     metadata: DocMetadata = Field(default_factory=DocMetadata)
     acl: Acl = Field(default_factory=Acl.unknown)
     classification: Classification = Classification.internal
+    subject_refs: tuple[str, ...] = Field((), description="pseudonymous data-subject references")
+    retain_until: AwareDatetime | None = None
     chunker: str = Field(description="chunker id and version, e.g. 'structural-v1'")
 
 
@@ -292,6 +294,53 @@ class AuditEvent(Contract):
     details: dict[str, Any] = Field(default_factory=dict, description="never raw PII")
 
 
+class DsrKind(StrEnum):
+    access = "access"  # GDPR Art. 15, CCPA right to know
+    erasure = "erasure"  # GDPR Art. 17, CCPA right to delete
+    rectification = "rectification"  # GDPR Art. 16: reprocess from the (corrected) source
+    portability = "portability"  # GDPR Art. 20: a structured, machine-readable export
+
+
+#: Days to answer, per framework (GDPR Art. 12(3): one month; CCPA: 45 days).
+DSR_DEADLINE_DAYS = {"GDPR": 30, "CCPA": 45}
+
+
+class DsrRequest(Contract):
+    """A data-subject request (topic ``rag.dsr``, one partition, keyed by ``request_id``).
+
+    The subject travels only as pseudonymous references (``person:<hmac>``,
+    ``email_address:<hmac>``) computed with the tenant's key by whoever submits the request:
+    no raw identifier is written to Kafka.
+    """
+
+    request_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
+    kind: DsrKind
+    framework: Literal["GDPR", "CCPA"] = "GDPR"
+    tenant: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    subject_refs: tuple[str, ...] = Field(min_length=1, description="pseudonymous references of the subject")
+    received_at: AwareDatetime = Field(default_factory=utcnow)
+    due_at: AwareDatetime
+    requested_by: str = Field(min_length=1, description="the operator or service that filed it")
+
+    @field_validator("subject_refs")
+    @classmethod
+    def _refs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [r for r in v if not re.fullmatch(r"[a-z_]+:[0-9a-f]{16}", r)]
+        if bad:
+            raise ValueError(f"subject refs must look like 'person:<16 hex>' (pseudonyms, never raw values): {bad[:3]}")
+        return tuple(sorted(set(v)))
+
+
+class ErasedSubject(Contract):
+    """A subject erased by request (compacted topic ``rag.dsr.erased``, keyed by ``ref``):
+    the suppression list the compliance stage reads, so the subject stays out of every
+    later version of every document."""
+
+    ref: str = Field(pattern=r"^[a-z_]+:[0-9a-f]{16}$")
+    request_id: str
+    erased_at: AwareDatetime = Field(default_factory=utcnow)
+
+
 class DeadLetter(Contract):
     """Why a message was dead-lettered (topic ``rag.dlq.<stage>``).
 
@@ -316,5 +365,7 @@ CONTRACTS: tuple[type[Contract], ...] = (
     VectorSet,
     AuditEvent,
     AuditRecord,
+    DsrRequest,
+    ErasedSubject,
     DeadLetter,
 )

@@ -11,6 +11,8 @@ Choices worth knowing:
 * ``rag.documents`` and ``rag.acl`` are compacted: the latest version of each document, the
   replay source for reindexing. ``max.compaction.lag.ms`` bounds how long an erased value can
   survive; ``segment.ms`` rolls the active segment, which compaction never touches.
+* ``rag.dsr.erased`` is compacted and never tombstoned: the suppression list of erased
+  subjects (pseudonyms only), so an erased person stays out of later versions.
 * ``rag.audit`` has one partition (one total order for the hash chain) and keeps 7 years
   (SOX).
 """
@@ -27,6 +29,8 @@ from schemas.events import (
     ChunkSet,
     Contract,
     DocumentRecord,
+    DsrRequest,
+    ErasedSubject,
     VectorSet,
 )
 
@@ -41,6 +45,7 @@ CHUNKS = "rag.chunks"
 VECTORS = "rag.vectors"
 ACL = "rag.acl"
 DSR = "rag.dsr"
+DSR_ERASED = "rag.dsr.erased"
 AUDIT = "rag.audit"
 AUDIT_EVENTS = "rag.audit.events"
 SELFTEST = "rag.selftest"
@@ -90,8 +95,12 @@ def catalog(settings: "Settings") -> tuple[TopicSpec, ...]:
         TopicSpec(CHUNKS, p, dict(derived), ChunkSet, "all chunks of one document version per message"),
         TopicSpec(VECTORS, p, dict(derived), VectorSet, "chunks with their vectors, per document version"),
         TopicSpec(ACL, p, dict(compacted), None, "permission-only changes, applied without re-embedding"),
-        TopicSpec(DSR, 1, {"cleanup.policy": "delete", "retention.ms": str(45 * DAY_MS)}, None,
-                  "data-subject requests (access, erasure, rectification, portability)", key="request_id"),
+        # CCPA: request records are kept 24 months.
+        TopicSpec(DSR, 1, {"cleanup.policy": "delete", "retention.ms": str(731 * DAY_MS)}, DsrRequest,
+                  "data-subject requests (access, erasure, rectification, portability); pseudonyms only",
+                  key="request_id"),
+        TopicSpec(DSR_ERASED, 1, {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.5"}, ErasedSubject,
+                  "erased subjects (pseudonymous refs): the suppression list compliance reads", key="ref"),
         TopicSpec(AUDIT, 1, {"cleanup.policy": "delete", "retention.ms": str(2557 * DAY_MS)}, AuditRecord,
                   "append-only, hash-chained audit log; one partition", key="seq"),
         TopicSpec(AUDIT_EVENTS, 1, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}, AuditEvent,

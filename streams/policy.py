@@ -332,7 +332,7 @@ def decide(text: str, findings: list[Finding], policy: SourcePolicy, key: bytes,
     for f in findings:
         value = text[f.start:f.end]
         ref = subject_ref(key, f.entity_type, value) if f.entity_type in SUBJECT_TYPES else None
-        if ref:
+        if ref and ref not in erased:  # an erased subject is redacted below: no longer referenced
             refs.add(ref)
         action = needed.get(f.entity_type, Action.allow)
         if ref in erased:
@@ -353,3 +353,39 @@ def decide(text: str, findings: list[Finding], policy: SourcePolicy, key: bytes,
     decision.text = "".join(parts)
     decision.subject_refs = tuple(sorted(refs))
     return decision
+
+
+def erase_subjects(text: str, findings: list[Finding], key: bytes, refs: frozenset[str]) -> tuple[str, int]:
+    """Remove the subjects ``refs`` from already-compliant ``text``; return it and the count.
+
+    Two forms can remain after :func:`decide`: a value the policy allowed (found again by
+    detection and matched by its ref) and the pseudonym token a ``pseudonymize`` action
+    wrote (``[PERSON:<10 hex>]``, matched by the ref's prefix). Both become ``[TYPE]``.
+    """
+    spans: list[tuple[int, int, str]] = []
+    for f in findings:
+        if f.entity_type in SUBJECT_TYPES and subject_ref(key, f.entity_type, text[f.start:f.end]) in refs:
+            spans.append((f.start, f.end, f"[{f.entity_type}]"))
+    for ref, token in zip(sorted(refs), subject_tokens(sorted(refs))):
+        entity = ref.partition(":")[0]
+        start = text.find(token)
+        while start >= 0:
+            spans.append((start, start + len(token), f"[{entity.upper()}]"))
+            start = text.find(token, start + len(token))
+    parts, pos, count = [], 0, 0
+    for start, end, replacement in sorted(spans):
+        if start < pos:
+            continue  # overlaps a span already replaced
+        parts += [text[pos:start], replacement]
+        pos, count = end, count + 1
+    parts.append(text[pos:])
+    return "".join(parts), count
+
+
+def subject_tokens(refs: Iterable[str]) -> list[str]:
+    """The pseudonym tokens ``decide`` writes for these refs (what an erasure must remove)."""
+    out = []
+    for ref in refs:
+        entity, _, digest = ref.partition(":")
+        out.append(f"[{entity.upper()}:{digest[:10]}]")
+    return out

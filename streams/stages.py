@@ -61,6 +61,7 @@ class Output:
     topic: str
     key: str
     value: bytes | None  # None: a tombstone
+    partition: int | None = None  # None: by key (always, except control records)
 
     @classmethod
     def of(cls, topic: str, event: Contract) -> "Output":
@@ -182,7 +183,8 @@ class ChunkStage:
         common: dict[str, Any] = dict(
             event_id=doc.event_id, source=doc.source, source_kind=doc.source_kind, doc_id=doc.doc_id,
             op=doc.op, version=doc.version, metadata=doc.metadata, acl=doc.acl,
-            classification=doc.classification, chunker=CHUNKER_ID,
+            classification=doc.classification, subject_refs=doc.subject_refs, retain_until=doc.retain_until,
+            chunker=CHUNKER_ID,
         )
         if doc.op is Op.delete:
             return [Output.of(topics.CHUNKS, ChunkSet(**common))]
@@ -277,5 +279,6 @@ class IndexStage:
 def doc_meta_hash(vs: VectorSet) -> str:
     """What every row of a document repeats: when it changes, every row is rewritten."""
     payload = json.dumps([vs.source, vs.metadata.model_dump(mode="json"), vs.acl.model_dump(mode="json"),
-                          vs.classification.value, vs.model], sort_keys=True)
+                          vs.classification.value, vs.model, list(vs.subject_refs),
+                          vs.retain_until.isoformat() if vs.retain_until else None], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -48,7 +48,7 @@ from streams.stages import TRANSIENT, ChunkStage, ComplianceStage, EmbedStage, I
 
 log = get_logger(__name__)
 
-STAGES = ("compliance", "chunk", "embed", "index", "audit")
+STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
 BATCHED = {"chunk", "embed"}
 
 
@@ -56,13 +56,14 @@ def metrics_port(settings: Settings, stage: str) -> int:
     return settings.metrics_port_base + STAGES.index(stage)
 
 
-def make_stage(stage: str, settings: Settings) -> Any:
+def make_stage(stage: str, settings: Settings, publish: Callable[[list[Output]], None] | None = None) -> Any:
     blobs = BlobStore(settings.blob_dir)
     if stage == "compliance":
+        from streams.dsr import ErasedSubjects
         from streams.policy import KeyRing, load_policy
 
         return ComplianceStage(blobs, settings.inline_max_bytes, policy=load_policy(settings.policy_file),
-                               keys=KeyRing(settings.home / "keys"))
+                               keys=KeyRing(settings.home / "keys"), erased=ErasedSubjects(settings).start())
     if stage == "audit":
         from streams.audit import AuditStage, Checkpoints, tail
 
@@ -85,6 +86,16 @@ def make_stage(stage: str, settings: Settings) -> Any:
         index = MilvusIndex(settings.resolved_milvus_uri, settings.collection, model_dim(settings))
         index.ensure()
         return IndexStage(index)
+    if stage == "dsr":
+        from streams.dsr import DsrStage
+        from streams.policy import KeyRing, load_policy
+
+        if publish is None:
+            raise ValueError("the dsr stage publishes as it goes: pass publish=")
+        index = MilvusIndex(settings.resolved_milvus_uri, settings.collection, model_dim(settings))
+        index.ensure()
+        return DsrStage(settings, publish, policy=load_policy(settings.policy_file),
+                        keys=KeyRing(settings.home / "keys"), index=index)
     raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
 
@@ -113,8 +124,15 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         loghandlers=loghandlers or [],
     )
     setup_prometheus_sensors(app, name_prefix=f"ragstream_faust_{stage}")
-    logic = make_stage(stage, settings)
     publisher = Publisher(settings, client_id=f"ragstream-{stage}", config={"linger.ms": 0})
+
+    def publish(outputs: list[Output]) -> None:
+        for o in outputs:
+            publisher.publish_raw(o.topic, o.key, o.value, partition=o.partition)
+            EVENTS_OUT.labels(stage, o.topic).inc()
+        publisher.flush()  # acknowledged before the input is
+
+    logic = make_stage(stage, settings, publish)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
     source = app.topic(logic.input_topic, key_type=bytes, value_type=bytes)
     seen_versions: dict[bytes, int] = {}  # compliance's in-memory guard
@@ -134,12 +152,6 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                 log.warning("transient failure; will retry", stage=stage, error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
-
-    def publish(outputs: list[Output]) -> None:
-        for o in outputs:
-            publisher.publish_raw(o.topic, o.key, o.value)
-            EVENTS_OUT.labels(stage, o.topic).inc()
-        publisher.flush()  # acknowledged before the input is
 
     async def dead_letter(event: Any, exc: BaseException) -> None:
         STAGE_ERRORS.labels(stage, type(exc).__name__).inc()
@@ -216,12 +228,16 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     except SerdeError as exc:
                         await dead_letter(event, exc)
                         continue
-                    with bound_contextvars(doc_id=getattr(item, "doc_id", None), event_id=item.event_id, stage=stage):
+                    with bound_contextvars(doc_id=getattr(item, "doc_id", None), stage=stage,
+                                           event_id=getattr(item, "event_id", getattr(item, "request_id", None))):
                         try:
                             if stage == "audit":
                                 outputs = await off_loop(lambda: logic.process(item))
                                 await off_loop(lambda: publish(outputs))
                                 logic.committed()
+                            elif stage == "dsr":
+                                outputs = await off_loop(lambda: logic.process(item))
+                                await off_loop(lambda: publish(outputs))
                             elif stage == "compliance":
                                 if item.version <= seen_versions.get(event.key, -1):
                                     STALE_DROPPED.labels(stage).inc()
@@ -239,6 +255,13 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         @app.timer(interval=5.0)
         async def checkpoint() -> None:
             await off_loop(logic.checkpoint)  # only records already acknowledged are vouched for
+
+    if stage == "dsr":
+        @app.timer(interval=settings.retention_sweep_s)
+        async def retention() -> None:
+            outputs = await off_loop(logic.sweep_retention)
+            if outputs:
+                await off_loop(lambda: publish(outputs))
 
     if stage == "index":
         @app.timer(interval=1.0)

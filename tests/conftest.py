@@ -84,8 +84,11 @@ def private_stack(tmp_path: Path) -> Iterator[Settings]:
     Stack(s).down()
 
 
-#: The pipeline's policy: GDPR defaults, and for sources named ``seeded-*`` every entity
-#: type redacted (the "seeded PII appears nowhere downstream" test).
+#: The pipeline's policy: GDPR defaults; for sources named ``seeded-*`` every entity type
+#: redacted (the "seeded PII appears nowhere downstream" test); ``open-*`` sources keep names
+#: and email addresses as they are (so an erasure has something to find in clear text);
+#: ``expiring-*`` documents leave the index a second after their last change, unless the
+#: source is under a legal hold (``held-*``).
 PIPELINE_POLICY = """
 [default]
 frameworks = ["GDPR"]
@@ -93,6 +96,17 @@ frameworks = ["GDPR"]
 [sources."seeded-*"]
 frameworks = ["GDPR", "HIPAA"]
 actions = { %s }
+
+[sources."open-*"]
+frameworks = ["GDPR"]
+actions = { PERSON = "allow", EMAIL_ADDRESS = "allow" }
+
+[sources."expiring-*"]
+retention_days = 0.00001
+
+[sources."held-*"]
+retention_days = 0.00001
+legal_hold = true
 """
 
 
@@ -107,6 +121,9 @@ def pipeline(tmp_path_factory) -> Iterator[Settings]:
     home.mkdir(parents=True)
     policy = home / "policy.toml"
     policy.write_text(PIPELINE_POLICY % ", ".join(f'{e} = "redact"' for e in ENTITIES), encoding="utf-8")
-    s = isolated_settings(home, partitions=3, start_timeout_s=180, policy_file=policy)
+    # Compaction bounded to ~7 s and a retention sweep every 2 s, so erasure and retention
+    # finish within a test; production defaults are 24 h and 1 h.
+    s = isolated_settings(home, partitions=3, start_timeout_s=180, policy_file=policy,
+                          compaction_lag_hours=0.002, retention_sweep_s=2, dsr_verify_timeout_s=180)
     with running_pipeline(s):
         yield s

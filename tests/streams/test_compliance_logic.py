@@ -11,7 +11,17 @@ from schemas.events import AuditEvent, Classification
 from streams.audit import Checkpoints, chain, verify
 from streams.pii import Detector, luhn_valid, vin_valid
 from streams.pii_eval import evaluate, load
-from streams.policy import KeyRing, PolicyConfig, PolicyError, SourcePolicy, decide, load_policy
+from streams.policy import (
+    KeyRing,
+    PolicyConfig,
+    PolicyError,
+    SourcePolicy,
+    decide,
+    erase_subjects,
+    load_policy,
+    subject_ref,
+    subject_tokens,
+)
 
 EVAL_SET = Path(__file__).parents[2] / "bench" / "data" / "pii_eval.jsonl"
 
@@ -103,6 +113,36 @@ def test_block_and_override_and_erased_subjects(detector, tmp_path):
     erased = frozenset(kept.subject_refs)
     gone = decide(text, detector.analyze(text), allow, key, erased=erased)
     assert "Jane Roe" not in gone.text and "[PERSON]" in gone.text
+    assert not set(gone.subject_refs) & erased, "an erased subject is no longer referenced"
+
+
+def test_erasure_removes_clear_values_and_pseudonym_tokens_of_the_subject_only(detector, tmp_path):
+    key = KeyRing(tmp_path).key("t")
+    text = "Minutes by Margaret Holloway (margaret.holloway@example.org); Tobias Greene agreed."
+    subject = frozenset({subject_ref(key, "PERSON", "margaret  HOLLOWAY"),
+                         subject_ref(key, "EMAIL_ADDRESS", "Margaret.Holloway@example.org")})
+    clear, n = erase_subjects(text, detector.analyze(text), key, subject)
+    assert n == 2 and clear == "Minutes by [PERSON] ([EMAIL_ADDRESS]); Tobias Greene agreed."
+    pseudo = decide(text, detector.analyze(text), SourcePolicy(), key).text  # GDPR: pseudonymize
+    assert all(t in pseudo for t in subject_tokens(subject))
+    erased, n = erase_subjects(pseudo, detector.analyze(pseudo), key, subject)
+    assert n == 2 and not any(t in erased for t in subject_tokens(subject))
+    assert erased.count("[PERSON:") == 1, "the other person's pseudonym stays"
+
+
+def test_dsr_requests_carry_pseudonyms_never_raw_values():
+    from datetime import datetime, timezone
+
+    from pydantic import ValidationError
+
+    from schemas.events import DsrRequest
+
+    due = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    ok = DsrRequest(kind="erasure", subject_refs=("person:0123456789abcdef",), due_at=due, requested_by="user:x")
+    assert ok.framework == "GDPR"
+    for bad in (("Jane Roe",), ("email_address:jane@example.org",), ()):
+        with pytest.raises(ValidationError):
+            DsrRequest(kind="erasure", subject_refs=bad, due_at=due, requested_by="user:x")
 
 
 def test_classification_levels(detector, tmp_path):
