@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import time
 from typing import Any, Callable
@@ -509,6 +510,78 @@ def audit_export() -> None:
 
     for record in read_chain(settings()):
         click.echo(record.model_dump_json())
+
+
+# --------------------------------------------------------------------------------- api
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=None, help="Port (default: RAGSTREAM_API_PORT, 8800).")
+@friendly
+def api(host: str, port: int | None) -> None:
+    """Serve the retrieval API: ACL-filtered search, documents, admin (OpenAPI at /docs).
+
+    Authentication and roles come from RAGSTREAM_AUTH_FILE (OIDC issuers, LDAP, sessions,
+    rate limit, RBAC); API keys from `ragstream apikey create`. See docs/api.md.
+    """
+    from ragstream.api import serve
+
+    s = settings()
+    say(f"retrieval API on http://{host}:{port or s.api_port}  (OpenAPI: /openapi.json, docs: /docs)")
+    serve(s, host, port or s.api_port)
+
+
+@cli.group()
+def apikey() -> None:
+    """API keys for service accounts: shown once at creation, stored only as a hash."""
+
+
+@apikey.command("create")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, required=True, help="Role(s) of the account (repeatable).")
+@click.option("--group", "groups", multiple=True, help="Group principal(s) for document ACLs (repeatable).")
+@friendly
+def apikey_create(name: str, roles: tuple[str, ...], groups: tuple[str, ...]) -> None:
+    """Create a key for service account NAME and print it (the only time it is shown)."""
+    from ragstream.auth import Authenticator, load_auth_config
+
+    s = settings()
+    auth = Authenticator(load_auth_config(s.auth_file), s.home)
+    unknown = [r for r in roles if r not in auth.rbac.roles]
+    if unknown:
+        raise UserError(f"unknown role(s) {unknown}; roles are {', '.join(auth.rbac.roles)}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise UserError("NAME may hold letters, digits, '.', '_' and '-' (at most 64)")
+    key = auth.api_keys.create(name, roles, groups)
+    _audit(s, "admin.apikey.create", f"service:{name}", {"roles": list(roles), "groups": list(groups),
+                                                           "key_id": key.split("_")[1]})
+    click.echo(key)
+
+
+@apikey.command("list")
+@friendly
+def apikey_list() -> None:
+    """List keys (id, account, roles, groups); never the secrets."""
+    import json as _json
+
+    path = settings().home / "keys" / "api_keys.json"
+    keys = _json.loads(path.read_text()) if path.exists() else {}
+    for key_id, e in sorted(keys.items()):
+        click.echo(f"{key_id}  service:{e['name']:<24} roles={','.join(e['roles'])}  groups={','.join(e['groups'])}")
+    say(f"{len(keys)} key(s)")
+
+
+@apikey.command("revoke")
+@click.argument("key_id")
+@friendly
+def apikey_revoke(key_id: str) -> None:
+    """Revoke a key by its id (the part after 'rsk_', before the next '_')."""
+    from ragstream.auth import ApiKeyStore
+
+    s = settings()
+    if not ApiKeyStore(s.home / "keys" / "api_keys.json").revoke(key_id):
+        raise UserError(f"no key with id {key_id} (see `ragstream apikey list`)")
+    _audit(s, "admin.apikey.revoke", key_id, {})
+    say(f"revoked {key_id}")
 
 
 # --------------------------------------------------------------------------------- dsr

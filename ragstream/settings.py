@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         None, description="Compliance policy (TOML): frameworks and actions per source. Unset: GDPR defaults."
     )
+    auth_file: Path | None = Field(
+        None, description="API authentication and RBAC, TOML: OIDC issuers, LDAP, sessions, rate limit, roles.")
+    api_port: Port = Field(8800, description="Port of the retrieval API (`ragstream api`, `ragstream up`).")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("console", description="'json' for machines, 'console' for people.")
 
@@ -153,6 +156,14 @@ class Settings(BaseSettings):
             from streams.policy import load_policy
 
             load_policy(self.policy_file)  # raises a PolicyError that says what is wrong
+        return self
+
+    @model_validator(mode="after")
+    def _auth_is_valid(self) -> "Settings":
+        if self.auth_file is not None:
+            from ragstream.auth import load_auth_config
+
+            load_auth_config(self.auth_file)  # raises an AuthConfigError that says what is wrong
         return self
 
     @property

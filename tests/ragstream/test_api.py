@@ -1,0 +1,265 @@
+"""The retrieval API against the session's real Milvus and model, with a real JWKS server.
+
+Identities come from three providers at once: OIDC bearer JWTs signed by RSA keys served
+from a local JWKS endpoint (``http.server``, fetched by PyJWT's JWKS client), API keys, and
+session tokens. Documents with known ACLs are written straight into the pipeline's
+collection, embedded by the real model.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+
+from ragstream.api import create_app
+from ragstream.auth import DEFAULT_ROLES, Identity, Rbac, RbacConfig
+from schemas.events import Acl, EmbeddedChunk, Op, SourceKind, VectorSet
+
+pytestmark = pytest.mark.integration
+
+AUDIENCE = "ragstream"
+ROLES = tuple(DEFAULT_ROLES)
+
+
+class Jwks:
+    """An identity provider's JWKS endpoint; keys can be added (rotation) while it runs."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        jwks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = json.dumps({"keys": [
+                    {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "use": "sig",
+                     "alg": "RS256"} for kid, k in jwks.keys.items()]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.issuer = f"http://127.0.0.1:{self.server.server_port}/"
+        self.url = f"{self.issuer}jwks.json"
+
+    def add_key(self) -> str:
+        kid = uuid.uuid4().hex[:8]
+        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return kid
+
+    def token(self, kid: str | None = None, **claims: object) -> str:
+        kid = kid or next(iter(self.keys))
+        now = int(time.time())
+        body = {"iss": self.issuer, "aud": AUDIENCE, "sub": "u-1", "preferred_username": "alice",
+                "groups": ["matrix"], "roles": ["user"], "iat": now, "nbf": now, "exp": now + 300, **claims}
+        return jwt.encode(body, self.keys[kid], algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.fixture(scope="module")
+def jwks():
+    idp = Jwks()
+    idp.add_key()
+    yield idp
+    idp.server.shutdown()
+
+
+def auth_file(tmp_path, jwks: Jwks, per_minute: int = 10_000):
+    path = tmp_path / f"auth-{uuid.uuid4().hex[:6]}.toml"
+    path.write_text(f"""
+[oidc.test]
+issuer = "{jwks.issuer}"
+audience = "{AUDIENCE}"
+jwks_url = "{jwks.url}"
+algorithms = ["RS256"]
+refresh_cooldown_s = 1
+
+[rate_limit]
+per_minute = {per_minute}
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def api(pipeline, jwks, tmp_path_factory):
+    settings = pipeline.model_copy(update={"auth_file": auth_file(tmp_path_factory.mktemp("auth"), jwks)})
+    app = create_app(settings)
+    svc = app.state.services
+    docs = {  # doc → ACL principals
+        "apitest:public-handbook": ["public"],
+        "apitest:matrix-plan": ["group:matrix"],
+        "apitest:alice-notes": ["user:alice"],
+        "apitest:finance-only": ["group:finance"],
+        "apitest:unknown-acl": None,
+    }
+    texts = {d: f"Quarterly planning notes for {d.split(':')[1].replace('-', ' ')}." for d in docs}
+    vectors = svc.embedder.embed(list(texts.values()))
+    for (doc, principals), vec in zip(docs.items(), vectors):
+        acl = Acl(principals=tuple(principals), known=True) if principals is not None else Acl.unknown()
+        svc.index.apply(VectorSet(
+            source="apitest", source_kind=SourceKind.filesystem, doc_id=doc, op=Op.upsert, version=1,
+            changed_at=datetime.now(timezone.utc), acl=acl, chunker="test", model="test", dim=len(vec),
+            chunks=(EmbeddedChunk(chunk_id=f"apitest-{doc}", ordinal=0, text=texts[doc], tokens=8,
+                                  vector=tuple(vec)),)))
+    with TestClient(app) as client:
+        yield client, svc, settings
+
+
+def credentials(svc, jwks: Jwks, provider: str, role: str) -> dict[str, str]:
+    if provider == "oidc":
+        return {"Authorization": f"Bearer {jwks.token(roles=[role])}"}
+    if provider == "api_key":
+        return {"X-API-Key": svc.auth.api_keys.create(f"svc-{role}", (role,), ("matrix",))}
+    who = Identity(subject="user:alice", provider="ldap", roles=(role,), principals=("group:matrix", "user:alice"))
+    return {"Authorization": f"Bearer {svc.auth.sessions.issue(who)}"}
+
+
+#: (method, path, body, permission, status when allowed)
+ENDPOINTS = [
+    ("GET", "/v1/auth/whoami", None, "self:read", 200),
+    ("POST", "/v1/search", {"query": "planning notes", "limit": 5}, "search:query", 200),
+    ("GET", "/v1/documents/apitest:matrix-plan", None, "documents:read", 200),
+    ("POST", "/v1/admin/dsr", {"kind": "access", "subject_refs": ["person:00000000000000ff"]}, "dsr:submit", 202),
+    ("GET", f"/v1/admin/dsr/{'0' * 32}", None, "dsr:read", 404),
+    ("GET", "/v1/admin/dlq/graph", None, "dlq:read", 200),
+    ("POST", "/v1/admin/dlq/graph/replay", None, "dlq:replay", 200),
+    ("GET", "/metrics", None, "system:monitor", 200),
+]
+
+
+def test_401_403_matrix_across_endpoints_roles_and_providers(api, jwks):
+    client, svc, _ = api
+    rbac = Rbac(RbacConfig())
+    seen = set()
+    for provider in ("oidc", "api_key", "session"):
+        for role in ROLES:
+            headers = credentials(svc, jwks, provider, role)
+            for method, path, body, permission, ok in ENDPOINTS:
+                r = client.request(method, path, json=body, headers=headers)
+                expected = ok if rbac.allows((role,), permission) else 403
+                assert r.status_code == expected, (provider, role, path, r.status_code, r.text)
+                assert r.headers["X-Request-ID"] and "Traceback" not in r.text
+                seen.add(r.status_code)
+    for method, path, body, _, _ in ENDPOINTS:
+        for headers in ({}, {"Authorization": "Bearer not-a-jwt"}, {"Authorization": "Basic YWxpY2U6eA=="},
+                        {"X-API-Key": "rsk_deadbeef_nope"}):
+            r = client.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, (path, headers, r.text)
+            assert r.json()["request_id"] == r.headers["X-Request-ID"]
+    assert {200, 202, 403, 404} <= seen
+
+
+def test_forged_and_stale_jwts_are_rejected(api, jwks):
+    client, _, _ = api
+    good = jwks.token()
+    assert client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {good}"}).status_code == 200
+    kid = next(iter(jwks.keys))
+    public_pem = jwks.keys[kid].public_key().public_bytes(serialization.Encoding.PEM,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    now = int(time.time())
+    claims = {"iss": jwks.issuer, "aud": AUDIENCE, "sub": "u-1", "preferred_username": "mallory",
+              "roles": ["admin"], "groups": [], "iat": now, "exp": now + 300}
+    unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
+    import hmac as _hmac
+    import hashlib
+    import base64
+
+    def b64(d: bytes) -> str:
+        return base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    payload = b64(json.dumps(claims).encode())
+    confused = f"{head}.{payload}." + b64(_hmac.new(public_pem, f"{head}.{payload}".encode(), hashlib.sha256).digest())
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = {
+        "alg none": unsigned,
+        "HS256 with the RSA public key": confused,
+        "expired": jwks.token(exp=now - 120, iat=now - 600, nbf=now - 600),
+        "not yet valid": jwks.token(nbf=now + 600),
+        "wrong audience": jwks.token(aud="someone-else"),
+        "wrong issuer": jwks.token(iss="https://evil.example/"),
+        "unknown kid": jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": "nope"}),
+        "right kid, wrong key": jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": kid}),
+        "no expiry": jwt.encode({k: v for k, v in claims.items() if k != "exp"}, jwks.keys[kid], algorithm="RS256",
+                                headers={"kid": kid}),
+    }
+    for what, token in forged.items():
+        r = client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, (what, r.text)
+        assert "Traceback" not in r.text
+
+
+def test_key_rotation_is_picked_up(api, jwks):
+    client, _, _ = api
+    new_kid = jwks.add_key()  # the provider publishes a new key after the API cached the old set
+    time.sleep(1.1)  # an unknown kid refetches at most once per refresh_cooldown_s (1 s here)
+    r = client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {jwks.token(kid=new_kid)}"})
+    assert r.status_code == 200, r.text
+
+
+def test_search_and_documents_see_only_what_the_acl_allows(api, jwks):
+    client, _, _ = api
+
+    def search(token: str) -> set[str]:
+        r = client.post("/v1/search", json={"query": "quarterly planning notes", "limit": 50},
+                        headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return {h["doc_id"] for h in r.json()["results"] if h["doc_id"].startswith("apitest:")}
+
+    alice = jwks.token(preferred_username="alice", groups=["matrix"])
+    bob = jwks.token(preferred_username="bob", groups=["finance"])
+    assert search(alice) == {"apitest:public-handbook", "apitest:matrix-plan", "apitest:alice-notes"}
+    assert search(bob) == {"apitest:public-handbook", "apitest:finance-only"}
+    hdr = {"Authorization": f"Bearer {bob}"}
+    assert client.get("/v1/documents/apitest:finance-only", headers=hdr).status_code == 200
+    hidden = client.get("/v1/documents/apitest:alice-notes", headers=hdr)
+    absent = client.get("/v1/documents/apitest:no-such-doc", headers=hdr)
+    assert hidden.status_code == absent.status_code == 404 and hidden.json()["error"] == absent.json()["error"]
+    assert client.get("/v1/documents/apitest:unknown-acl",
+                      headers={"Authorization": f"Bearer {jwks.token(roles=['admin'])}"}).status_code == 404
+
+
+def test_rate_limit_is_per_identity(pipeline, jwks, tmp_path):
+    settings = pipeline.model_copy(update={"auth_file": auth_file(tmp_path, jwks, per_minute=3)})
+    with TestClient(create_app(settings)) as client:
+        a = {"Authorization": f"Bearer {jwks.token(preferred_username='rl-a')}"}
+        b = {"Authorization": f"Bearer {jwks.token(preferred_username='rl-b')}"}
+        codes = [client.get("/v1/auth/whoami", headers=a).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = client.get("/v1/auth/whoami", headers=a)
+        assert limited.headers["Retry-After"] and limited.json()["request_id"]
+        assert client.get("/v1/auth/whoami", headers=b).status_code == 200
+
+
+def test_request_id_is_echoed_and_failures_reveal_nothing(api, jwks):
+    client, svc, _ = api
+    hdr = {"Authorization": f"Bearer {jwks.token()}", "X-Request-ID": "trace-12345678"}
+    r = client.get("/v1/auth/whoami", headers=hdr)
+    assert r.headers["X-Request-ID"] == "trace-12345678"
+    assert client.get("/v1/auth/whoami", headers={**hdr, "X-Request-ID": "bad id\n"}).headers["X-Request-ID"] != "bad id\n"
+
+    class Broken:
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            raise RuntimeError("secret internal detail: /srv/models/x.bin")
+
+    saved, svc._embedder = svc._embedder, Broken()
+    try:
+        r = TestClient(client.app, raise_server_exceptions=False).post(
+            "/v1/search", json={"query": "x"}, headers=hdr)
+    finally:
+        svc._embedder = saved
+    assert r.status_code == 500
+    assert "secret" not in r.text and "Traceback" not in r.text and r.json()["request_id"] == "trace-12345678"
