@@ -50,3 +50,51 @@ def test_wildcard_characters_in_principals_match_only_themselves(index):
 def test_subject_filter_finds_exactly_the_documents_of_a_ref(index):
     rows = index.rows(subjects_filter(["person:00000000000000aa"]), ["doc_id"])
     assert {r["doc_id"] for r in rows} == {"t:underscore"}
+
+
+# -- property: no result is ever a chunk the caller may not see ------------------------------------
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+UNIVERSE = ["public", "user:alice", "user:al_ce", "user:a%ice", "user:bob", "group:eng", "group:eng_ops",
+            "group:e%g", "group:finance", "group:fin.ance", 'user:quo"te', "user:back\\slash"]
+N_DOCS = 40
+
+
+@pytest.fixture(scope="module")
+def prop_index(tmp_path_factory):
+    idx = MilvusIndex(str(tmp_path_factory.mktemp("prop") / "lite.db"), "prop", 4)
+    idx.ensure()
+    yield idx
+    idx.client.close()
+
+
+def _vs(i: int, principals: list[str] | None, vector: tuple[float, ...]) -> VectorSet:
+    acl = Acl(principals=tuple(principals), known=True) if principals is not None else Acl.unknown()
+    return VectorSet(source="p", source_kind=SourceKind.filesystem, doc_id=f"p:{i}", op=Op.upsert, version=1,
+                     changed_at=datetime.now(timezone.utc), acl=acl, chunker="test", model="m", dim=4,
+                     chunks=(EmbeddedChunk(chunk_id=f"p-{i}", ordinal=0, text=str(i), tokens=1, vector=vector),))
+
+
+vectors = st.tuples(*[st.floats(-1, 1, allow_nan=False, width=32)] * 4).filter(lambda v: any(abs(x) > 1e-3 for x in v))
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(acls=st.lists(st.one_of(st.none(), st.lists(st.sampled_from(UNIVERSE), max_size=4)),
+                     min_size=N_DOCS, max_size=N_DOCS),
+       doc_vectors=st.lists(vectors, min_size=N_DOCS, max_size=N_DOCS),
+       caller=st.lists(st.sampled_from(UNIVERSE), max_size=4),
+       query=vectors, limit=st.integers(1, N_DOCS))
+def test_search_never_returns_what_the_caller_may_not_see(prop_index, acls, doc_vectors, caller, query, limit):
+    for i, (acl, vec) in enumerate(zip(acls, doc_vectors)):
+        prop_index.apply(_vs(i, acl, vec))
+    visible = {f"p:{i}" for i, acl in enumerate(acls) if acl is not None and set(acl) & set(caller)}
+    if not caller:
+        with pytest.raises(PermissionError):
+            prop_index.search(list(query), caller, limit=limit)
+        return
+    hits = prop_index.search(list(query), caller, limit=limit)
+    got = {h.doc_id for h in hits}
+    assert got <= visible, f"leaked {got - visible}"
+    # Pre-filtering, not post-filtering: the caller gets as many results as they may see.
+    assert len(got) == min(limit, len(visible))
