@@ -339,7 +339,7 @@ class LdapProvider:
 
     def login(self, username: str, password: str) -> Identity:
         import ldap3
-        from ldap3.core.exceptions import LDAPBindError, LDAPException
+        from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult
         from ldap3.utils.conv import escape_filter_chars
         from ldap3.utils.dn import escape_rdn
 
@@ -351,7 +351,7 @@ class LdapProvider:
         try:
             conn = ldap3.Connection(server, user=user_dn, password=password, auto_bind=True,
                                     receive_timeout=c.timeout_s, raise_exceptions=True)
-        except LDAPBindError:
+        except (LDAPBindError, LDAPInvalidCredentialsResult):
             raise AuthError("invalid username or password") from None
         except LDAPException as exc:
             raise ConnectionError(f"directory unavailable: {type(exc).__name__}") from None

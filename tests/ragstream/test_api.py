@@ -77,9 +77,35 @@ def jwks():
     idp.server.shutdown()
 
 
-def auth_file(tmp_path, jwks: Jwks, per_minute: int = 10_000):
+LDAP_ROLES = {"admins": "admin", "powers": "power_user", "users": "user", "readers": "readonly"}
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory):
+    """A real OpenLDAP server: one user per role (by group), all in group ``matrix``."""
+    from infra.slapd import Directory
+
+    d = Directory(tmp_path_factory.mktemp("slapd")).start()
+    for group, role in LDAP_ROLES.items():
+        d.add_user(f"ldap-{role}", PASSWORD)
+        d.add_group(group, [f"ldap-{role}"])
+    d.add_group("matrix", [f"ldap-{r}" for r in LDAP_ROLES.values()])
+    yield d
+    d.stop()
+
+
+def auth_file(tmp_path, jwks: Jwks, per_minute: int = 10_000, directory=None):
     path = tmp_path / f"auth-{uuid.uuid4().hex[:6]}.toml"
-    path.write_text(f"""
+    ldap = "" if directory is None else f"""
+[ldap]
+url = "{directory.url}"
+user_dn_template = "uid={{username}},ou=people,{directory.suffix}"
+group_base = "ou=groups,{directory.suffix}"
+group_roles = {{ {", ".join(f'{g} = "{r}"' for g, r in LDAP_ROLES.items())} }}
+default_roles = []
+"""
+    path.write_text(ldap + f"""
 [oidc.test]
 issuer = "{jwks.issuer}"
 audience = "{AUDIENCE}"
@@ -94,8 +120,9 @@ per_minute = {per_minute}
 
 
 @pytest.fixture(scope="module")
-def api(pipeline, jwks, tmp_path_factory):
-    settings = pipeline.model_copy(update={"auth_file": auth_file(tmp_path_factory.mktemp("auth"), jwks)})
+def api(pipeline, jwks, directory, tmp_path_factory):
+    settings = pipeline.model_copy(update={"auth_file": auth_file(tmp_path_factory.mktemp("auth"), jwks,
+                                                                  directory=directory)})
     app = create_app(settings)
     svc = app.state.services
     docs = {  # doc → ACL principals
@@ -118,7 +145,11 @@ def api(pipeline, jwks, tmp_path_factory):
         yield client, svc, settings
 
 
-def credentials(svc, jwks: Jwks, provider: str, role: str) -> dict[str, str]:
+def credentials(client, svc, jwks: Jwks, provider: str, role: str) -> dict[str, str]:
+    if provider == "ldap":
+        r = client.post("/v1/auth/login", json={"username": f"ldap-{role}", "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
     if provider == "oidc":
         return {"Authorization": f"Bearer {jwks.token(roles=[role])}"}
     if provider == "api_key":
@@ -144,9 +175,9 @@ def test_401_403_matrix_across_endpoints_roles_and_providers(api, jwks):
     client, svc, _ = api
     rbac = Rbac(RbacConfig())
     seen = set()
-    for provider in ("oidc", "api_key", "session"):
+    for provider in ("oidc", "ldap", "api_key", "session"):
         for role in ROLES:
-            headers = credentials(svc, jwks, provider, role)
+            headers = credentials(client, svc, jwks, provider, role)
             for method, path, body, permission, ok in ENDPOINTS:
                 r = client.request(method, path, json=body, headers=headers)
                 expected = ok if rbac.allows((role,), permission) else 403
@@ -160,6 +191,29 @@ def test_401_403_matrix_across_endpoints_roles_and_providers(api, jwks):
             assert r.status_code == 401, (path, headers, r.text)
             assert r.json()["request_id"] == r.headers["X-Request-ID"]
     assert {200, 202, 403, 404} <= seen
+
+
+def test_ldap_login_gives_a_session_with_directory_groups(api, directory):
+    client, _, _ = api
+    r = client.post("/v1/auth/login", json={"username": "ldap-user", "password": PASSWORD})
+    assert r.status_code == 200 and r.json()["roles"] == ["user"]
+    me = client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {r.json()['token']}"}).json()
+    assert me["provider"] == "session:ldap"
+    assert me["principals"] == ["group:matrix", "group:users", "public", "user:ldap-user"]
+    for user, password in (("ldap-user", "wrong"), ("nobody", PASSWORD), ("ldap-user)(uid=*", PASSWORD),
+                           ("*", PASSWORD)):
+        bad = client.post("/v1/auth/login", json={"username": user, "password": password})
+        assert bad.status_code == 401 and bad.json()["error"] == "invalid username or password", user
+    directory.stop()
+    try:
+        down = client.post("/v1/auth/login", json={"username": "ldap-user", "password": PASSWORD})
+        assert down.status_code == 503 and "Traceback" not in down.text
+    finally:
+        directory.start()
+        for group, role in LDAP_ROLES.items():
+            directory.add_user(f"ldap-{role}", PASSWORD)
+            directory.add_group(group, [f"ldap-{role}"])
+        directory.add_group("matrix", [f"ldap-{r}" for r in LDAP_ROLES.values()])
 
 
 def test_forged_and_stale_jwts_are_rejected(api, jwks):
