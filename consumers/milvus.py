@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from schemas.events import VectorSet
+from schemas.events import Acl, VectorSet
 
 MAX_TEXT = 65535
 
@@ -57,6 +57,12 @@ def escape_like(value: str) -> str:
 def encode_acl(principals: Iterable[str]) -> str:
     ps = sorted(set(principals))
     return "|" + "|".join(ps) + "|" if ps else ""
+
+
+def decode_acl(stored: str) -> Acl:
+    """The inverse of :func:`encode_acl`; empty means nobody (unknown)."""
+    ps = tuple(p for p in stored.split("|") if p)
+    return Acl(principals=ps, known=True) if ps else Acl.unknown()
 
 
 def subjects_filter(refs: Iterable[str]) -> str:
@@ -119,6 +125,11 @@ class MilvusIndex:
                     "worker with a new consumer group, or re-run `ragstream up` on a fresh RAGSTREAM_HOME.")
             if not self.client.has_collection(self._registry(name)):
                 self._create_registry(self._registry(name))
+            reg = {f["name"] for f in self.client.describe_collection(self._registry(name))["fields"]}
+            if not {"acl", "acl_version"} <= reg:
+                raise IndexSchemaError(f"Milvus collection {self._registry(name)} lacks the acl fields: it was "
+                                       "made by an older ragstream; rebuild the index as the message for missing "
+                                       "chunk fields describes (a fresh RAGSTREAM_HOME or collection name).")
             # A restarted server lists collections as released until they are loaded.
             self.client.load_collection(name)
             self.client.load_collection(self._registry(name))
@@ -149,6 +160,8 @@ class MilvusIndex:
         schema.add_field("version", DataType.INT64)
         schema.add_field("deleted", DataType.BOOL)
         schema.add_field("meta", DataType.VARCHAR, max_length=64)
+        schema.add_field("acl", DataType.VARCHAR, max_length=16384)
+        schema.add_field("acl_version", DataType.INT64)
         schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
         index = self.client.prepare_index_params()
         index.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
@@ -156,20 +169,37 @@ class MilvusIndex:
                                       consistency_level="Strong")
 
     def doc_state(self, doc_id: str) -> dict[str, Any] | None:
+        """The registry row: ``version`` applied last, ``deleted``, ``meta`` (hash of what
+        every row repeats), and the newest permission change seen (``acl``, ``acl_version``)."""
         try:
             rows = self.client.query(collection_name=self._registry(self.collection),
                                      filter=f'doc_id == "{escape_literal(doc_id)}"',
-                                     output_fields=["version", "deleted", "meta"])
+                                     output_fields=["version", "deleted", "meta", "acl", "acl_version"])
         except MilvusException as exc:
             raise self._transient(f"Milvus registry read failed: {exc}") from exc
         return dict(rows[0]) if rows else None
 
-    def set_doc_state(self, doc_id: str, version: int, deleted: bool, meta: str) -> None:
+    def set_doc_state(self, doc_id: str, version: int, deleted: bool, meta: str, acl: str = "",
+                      acl_version: int = -1) -> None:
         try:
             self.client.upsert(collection_name=self._registry(self.collection), data=[
-                {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": meta, "unused": [0.0, 0.0]}])
+                {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": meta, "acl": acl,
+                 "acl_version": acl_version, "unused": [0.0, 0.0]}])
         except MilvusException as exc:
             raise self._transient(f"Milvus registry write failed: {exc}") from exc
+
+    def set_acl(self, doc_id: str, acl: str) -> int:
+        """Rewrite the ACL of every row of a document (vectors and text as stored); return
+        the rows rewritten. No model is involved."""
+        rows = self.rows(f'doc_id == "{escape_literal(doc_id)}"', list(REQUIRED_FIELDS))
+        for r in rows:
+            r["acl"] = acl
+        try:
+            if rows:
+                self.client.upsert(collection_name=self.alias, data=rows)
+        except MilvusException as exc:
+            raise self._transient(f"Milvus ACL update failed for {doc_id}: {exc}") from exc
+        return len(rows)
 
     def chunk_ids_of(self, doc_id: str) -> set[str]:
         return {r["chunk_id"] for r in self.rows(f'doc_id == "{escape_literal(doc_id)}"', ["chunk_id"])}

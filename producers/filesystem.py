@@ -46,7 +46,7 @@ from ragstream.logging import get_logger
 from ragstream.metrics import SOURCE_EVENTS, SOURCE_SKIPPED
 from ragstream.settings import Settings
 from schemas import topics
-from schemas.events import Acl, ChangeEvent, DocMetadata, InlineContent, Op, SourceKind
+from schemas.events import Acl, AclChange, ChangeEvent, DocMetadata, InlineContent, Op, SourceKind
 
 log = get_logger(__name__)
 
@@ -61,10 +61,11 @@ class SyncStats:
     unchanged: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    acl_changes: int = 0
 
     def __str__(self) -> str:
-        return (f"{self.upserts} upserted, {self.deletes} deleted, {self.unchanged} unchanged, "
-                f"{self.skipped} skipped, {self.dead_lettered} dead-lettered")
+        return (f"{self.upserts} upserted, {self.acl_changes} permission-only, {self.deletes} deleted, "
+                f"{self.unchanged} unchanged, {self.skipped} skipped, {self.dead_lettered} dead-lettered")
 
 
 @dataclass
@@ -176,8 +177,12 @@ class FilesystemSource:
             else:
                 result = self._consider(rel, path, on_delivery(rel), force)
                 if isinstance(result, dict):
+                    acl_only = result.pop("acl_only", False)
                     pending.append(_Pending(rel, result))
-                    stats.upserts += 1
+                    if acl_only:
+                        stats.acl_changes += 1
+                    else:
+                        stats.upserts += 1
                 elif result == "unchanged":
                     stats.unchanged += 1
                 elif result == "dead-lettered":
@@ -206,7 +211,7 @@ class FilesystemSource:
             st = path.stat()
             prev = self.files.get(rel)
             if not force and prev and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns:
-                return "unchanged"
+                return self._acl_only(rel, prev, st, cb)
             data = path.read_bytes()
         except OSError as exc:
             return self._skip(rel, None, "unreadable", f"cannot read: {exc.strerror}")
@@ -214,7 +219,7 @@ class FilesystemSource:
         prev = self.files.get(rel)
         if not force and prev and prev["sha256"] == sha:
             prev.update(size=st.st_size, mtime_ns=st.st_mtime_ns)  # touched, not changed
-            return "unchanged"
+            return self._acl_only(rel, prev, st, cb)
         if not force and self._state["skipped"].get(rel, {}).get("sha256") == sha:
             return "skipped"  # same bytes that failed before; logged then
         ctype = content_type_for(rel)
@@ -249,7 +254,22 @@ class FilesystemSource:
         self.publisher.publish(topics.CHANGES, event, on_delivery=cb)
         SOURCE_EVENTS.labels(self.source_id, "upsert").inc()
         log.info("change published", doc_id=event.doc_id, event_id=event.event_id, op="upsert", version=version)
-        return {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": version}
+        return {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": version,
+                "acl": list(event.acl.principals)}
+
+    def _acl_only(self, rel: str, prev: dict, st: os.stat_result, cb: Callable) -> dict | str:
+        """Same content; if only the permissions changed (chmod, chown), publish just the
+        new ACL to ``rag.acl``: the index rewrites the rows' ACL, nothing is re-embedded."""
+        acl = self.acl_for(st)
+        if "acl" not in prev or prev["acl"] == list(acl.principals):
+            return "unchanged"  # state from before ACLs were tracked: its content event carried the ACL
+        version = max(time.time_ns(), prev["version"] + 1)
+        change = AclChange(source=self.source_id, doc_id=self.doc_id(rel), version=version, acl=acl)
+        assert self.publisher is not None
+        self.publisher.publish(topics.ACL, change, on_delivery=cb)
+        SOURCE_EVENTS.labels(self.source_id, "acl").inc()
+        log.info("permission change published", doc_id=change.doc_id, event_id=change.event_id, version=version)
+        return {**prev, "version": version, "acl": list(acl.principals), "acl_only": True}
 
     def _publish_delete(self, rel: str, cb: Callable) -> None:
         prev = self.files[rel]
@@ -304,7 +324,7 @@ class FilesystemSource:
             # Changes made before the observer started (e.g. between a start-up scan and
             # now) produce no event: reconcile once now that nothing can slip through.
             stats = self.sync()
-            if on_sync and (stats.upserts or stats.deletes):
+            if on_sync and (stats.upserts or stats.deletes or stats.acl_changes):
                 on_sync(stats)
             while not stop.is_set():
                 try:

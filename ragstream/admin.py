@@ -136,14 +136,14 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None
     return sorted(changes, key=lambda c: (order[c.topic], c.action))
 
 
-#: Each stage's consumer group (Faust's app id) and input topic.
+#: Each stage's consumer group (Faust's app id) and input topics.
 STAGE_INPUTS = {
-    "compliance": "rag.changes",
-    "chunk": "rag.documents",
-    "embed": "rag.chunks",
-    "index": "rag.vectors",
-    "audit": "rag.audit.events",
-    "dsr": "rag.dsr",
+    "compliance": ("rag.changes",),
+    "chunk": ("rag.documents",),
+    "embed": ("rag.chunks",),
+    "index": ("rag.vectors", "rag.acl"),
+    "audit": ("rag.audit.events",),
+    "dsr": ("rag.dsr",),
 }
 
 
@@ -159,18 +159,19 @@ def stage_lag(settings: Settings, stages: tuple[str, ...] | None = None) -> dict
     reader = make_consumer(settings, "ragstream-lag-probe")
     try:
         out = {}
-        for stage, topic in STAGE_INPUTS.items():
+        for stage, inputs in STAGE_INPUTS.items():
             if stages is not None and stage not in stages:
                 continue
-            parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
-            ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
-            req = ConsumerGroupTopicPartitions(f"ragstream-{stage}", [TopicPartition(topic, p) for p in parts])
-            committed = {tp.partition: tp.offset for tp in
-                         admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
             lag = 0
-            for p, (low, high) in ends.items():
-                c = committed.get(p, -1)
-                lag += high - (c if c >= 0 else low)
+            for topic in inputs:
+                parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+                ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+                req = ConsumerGroupTopicPartitions(f"ragstream-{stage}", [TopicPartition(topic, p) for p in parts])
+                committed = {tp.partition: tp.offset for tp in
+                             admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
+                for p, (low, high) in ends.items():
+                    c = committed.get(p, -1)
+                    lag += high - (c if c >= 0 else low)
             out[stage] = lag
         return out
     finally:

@@ -43,6 +43,8 @@ CHUNKS_EMBEDDED = Counter("ragstream_chunks_embedded_total", "Chunks sent to the
 CHUNKS_REUSED = Counter("ragstream_chunks_reused_total",
                         "Chunks whose vector was reused because their content did not change.", ["model"])
 INDEX_ROWS_WRITTEN = Counter("ragstream_index_rows_written_total", "Rows upserted into Milvus.")
+ACL_ROWS_UPDATED = Counter("ragstream_acl_rows_updated_total",
+                           "Milvus rows whose ACL a permission-only change rewrote (no re-embedding).")
 INDEX_DOCS_DELETED = Counter("ragstream_index_documents_deleted_total", "Documents removed from Milvus.")
 
 # --- producers ----------------------------------------------------------------------------

@@ -294,6 +294,19 @@ class AuditEvent(Contract):
     details: dict[str, Any] = Field(default_factory=dict, description="never raw PII")
 
 
+class AclChange(Contract):
+    """A permission-only change (compacted topic ``rag.acl``, keyed by ``doc_id``): the
+    index stage rewrites the document's rows with the new ACL, without re-embedding.
+    ``version`` comes from the same per-document sequence as content versions."""
+
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
+    source: SourceId
+    doc_id: DocId
+    version: int = Field(ge=0)
+    changed_at: AwareDatetime = Field(default_factory=utcnow)
+    acl: Acl
+
+
 class DsrKind(StrEnum):
     access = "access"  # GDPR Art. 15, CCPA right to know
     erasure = "erasure"  # GDPR Art. 17, CCPA right to delete
@@ -365,6 +378,7 @@ CONTRACTS: tuple[type[Contract], ...] = (
     VectorSet,
     AuditEvent,
     AuditRecord,
+    AclChange,
     DsrRequest,
     ErasedSubject,
     DeadLetter,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from schemas.events import (
+    AclChange,
     AuditEvent,
     AuditRecord,
     ChangeEvent,
@@ -94,7 +95,7 @@ def catalog(settings: "Settings") -> tuple[TopicSpec, ...]:
                   "latest compliant (redacted) version of every document; the replay source"),
         TopicSpec(CHUNKS, p, dict(derived), ChunkSet, "all chunks of one document version per message"),
         TopicSpec(VECTORS, p, dict(derived), VectorSet, "chunks with their vectors, per document version"),
-        TopicSpec(ACL, p, dict(compacted), None, "permission-only changes, applied without re-embedding"),
+        TopicSpec(ACL, p, dict(compacted), AclChange, "permission-only changes, applied without re-embedding"),
         # CCPA: request records are kept 24 months.
         TopicSpec(DSR, 1, {"cleanup.policy": "delete", "retention.ms": str(731 * DAY_MS)}, DsrRequest,
                   "data-subject requests (access, erasure, rectification, portability); pseudonyms only",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from consumers.milvus import MilvusIndex, TransientIndexError
 from ragstream.blobs import BlobError, BlobStore
 from ragstream.metrics import (
+    ACL_ROWS_UPDATED,
     CHUNKS_EMBEDDED,
     CHUNKS_REUSED,
     DOCS_BLOCKED,
@@ -30,6 +31,7 @@ from ragstream.metrics import (
 )
 from schemas import topics
 from schemas.events import (
+    AclChange,
     AuditEvent,
     ChangeEvent,
     ChunkSet,
@@ -257,14 +259,22 @@ class IndexStage:
         self.dirty = False  # writes since the last flush
 
     def process(self, vs: VectorSet) -> bool:
+        from consumers.milvus import decode_acl, encode_acl
+
         state = self.index.doc_state(vs.doc_id)
         if state is not None and vs.version <= state["version"]:
             return False
+        acl_version = state["acl_version"] if state is not None else -1
+        if state is not None and acl_version > vs.version:
+            # A permission change newer than this content already arrived on rag.acl: it
+            # wins, so content in flight never brings back a revoked permission.
+            vs = vs.model_copy(update={"acl": decode_acl(state["acl"])})
+        acl = encode_acl(vs.acl.principals) if vs.acl.known else ""
         self.dirty = True
         if vs.op is Op.delete:
             self.index.apply(vs)
             INDEX_DOCS_DELETED.inc()
-            self.index.set_doc_state(vs.doc_id, vs.version, True, "")
+            self.index.set_doc_state(vs.doc_id, vs.version, True, "", acl, acl_version)
             return True
         meta = doc_meta_hash(vs)
         write_ids: set[str] | None = None
@@ -272,7 +282,30 @@ class IndexStage:
             write_ids = {c.chunk_id for c in vs.chunks} - self.index.chunk_ids_of(vs.doc_id)
         written = self.index.apply(vs, write_ids)
         INDEX_ROWS_WRITTEN.inc(written)
-        self.index.set_doc_state(vs.doc_id, vs.version, False, meta)
+        self.index.set_doc_state(vs.doc_id, vs.version, False, meta, acl, acl_version)
+        return True
+
+    def apply_acl(self, change: AclChange) -> bool:
+        """rag.acl → the document's rows get the new ACL; nothing is re-embedded.
+
+        Stale when content or a permission change at least as new was applied already. For
+        a document not (yet) indexed the ACL is kept in the registry, and content older than
+        it is indexed with it.
+        """
+        from consumers.milvus import encode_acl
+
+        state = self.index.doc_state(change.doc_id)
+        if state is not None and change.version <= max(state["version"], state["acl_version"]):
+            return False
+        acl = encode_acl(change.acl.principals) if change.acl.known else ""
+        self.dirty = True
+        if state is None:
+            self.index.set_doc_state(change.doc_id, 0, True, "", acl, change.version)
+            return True
+        rewritten = 0 if state["deleted"] else self.index.set_acl(change.doc_id, acl)
+        ACL_ROWS_UPDATED.inc(rewritten)
+        # meta "" makes the next content version rewrite every row (with the ACL that wins).
+        self.index.set_doc_state(change.doc_id, state["version"], state["deleted"], "", acl, change.version)
         return True
 
 

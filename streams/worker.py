@@ -251,6 +251,30 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                             await dead_letter(event, exc if isinstance(exc, Permanent)
                                               else Permanent(f"{type(exc).__name__}: {exc}"))
 
+    if stage == "index":
+        from schemas import topics as _topics
+        from schemas.events import AclChange
+
+        @app.agent(app.topic(_topics.ACL, key_type=bytes, value_type=bytes), name="index-acl-agent")
+        async def permissions(stream: Any) -> None:
+            """Permission-only changes: same consumer group, applied on the stage's thread."""
+            async for event in stream.events():
+                EVENTS_IN.labels("index").inc()
+                if event.value is None:
+                    continue
+                try:
+                    change = decode(AclChange, event.value)
+                except SerdeError as exc:
+                    await dead_letter(event, exc)
+                    continue
+                with bound_contextvars(doc_id=change.doc_id, event_id=change.event_id, stage=stage):
+                    try:
+                        if not await off_loop(lambda: logic.apply_acl(change)):
+                            STALE_DROPPED.labels(stage).inc()
+                    except Exception as exc:  # noqa: BLE001 - transients were retried inside off_loop
+                        await dead_letter(event, exc if isinstance(exc, Permanent)
+                                          else Permanent(f"{type(exc).__name__}: {exc}"))
+
     if stage == "audit":
         @app.timer(interval=5.0)
         async def checkpoint() -> None:
