@@ -519,6 +519,23 @@ class StageWorker(Service):
             return False
 
 
+class ApiServer(StageWorker):
+    """The retrieval API (``ragstream api``) as a background process on ``api_port``."""
+
+    name = "api"
+
+    @property
+    def port(self) -> int:
+        return self.settings.api_port
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}/docs"
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        return [sys.executable, "-m", "ragstream.cli", "--home", str(self.home), "api", "--port", str(self.port)]
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
     env = dict(os.environ)
@@ -535,8 +552,9 @@ def _worker(stage: str) -> type[StageWorker]:
 PIPELINE_STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
 WORKERS = tuple(f"worker-{s}" for s in PIPELINE_STAGES)
 SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "milvus": MilvusLite,
-                                      **{f"worker-{s}": _worker(s) for s in PIPELINE_STAGES}}
+                                      **{f"worker-{s}": _worker(s) for s in PIPELINE_STAGES}, "api": ApiServer}
 INFRA = ("kafka", "milvus")
+APPS = ("api",)
 
 
 class Stack:
@@ -566,7 +584,7 @@ def isolated_settings(home: Path, **overrides: object) -> Settings:
     kafka_port = free_port()
     return load_settings(home=home, kafka_port=kafka_port, kafka_bootstrap=f"127.0.0.1:{kafka_port}",
                          kafka_controller_port=free_port(), milvus_port=free_port(),
-                         metrics_port_base=free_port_block(7), **overrides)
+                         metrics_port_base=free_port_block(7), api_port=free_port(), **overrides)
 
 
 @contextlib.contextmanager

@@ -111,7 +111,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
 
     from tqdm import tqdm
 
-    from infra.stack import INFRA, WORKERS, Stack
+    from infra.stack import APPS, INFRA, WORKERS, Stack
     from producers.filesystem import FilesystemSource
     from ragstream.admin import ensure_topics, wait_drained
 
@@ -123,8 +123,8 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
     _print_topic_changes(ensure_topics(s))
     if check:
         _run_check(s, 1000)
-    say("starting the stage workers (the embed worker loads its model)...")
-    for name, new in Stack(s, WORKERS).up(progress=say).items():
+    say("starting the stage workers and the API (the embed worker loads its model)...")
+    for name, new in Stack(s, WORKERS + APPS).up(progress=say).items():
         say(f"{name}: {'started' if new else 'already running'}")
 
     from prometheus_client import start_http_server
@@ -149,6 +149,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
     say('Search:   ragstream search "your question"        (as you; --as user:<id> / group:<id> to choose)')
     say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
         "(compliance, chunk, embed, index, audit, dsr workers; this producer)")
+    say(f"API:      http://127.0.0.1:{s.api_port}/docs  (keys: ragstream apikey create NAME --role user)")
     say(f"Logs:     {s.home / 'logs'}        Stop: ragstream down")
     if not watch:
         return
@@ -163,10 +164,10 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
 @cli.command()
 @friendly
 def down() -> None:
-    """Stop the stage workers and the local stack (data is kept)."""
-    from infra.stack import INFRA, WORKERS, Stack
+    """Stop the API, the stage workers and the local stack (data is kept)."""
+    from infra.stack import APPS, INFRA, WORKERS, Stack
 
-    for name, was_running in Stack(settings(), INFRA + WORKERS).down().items():
+    for name, was_running in Stack(settings(), INFRA + WORKERS + APPS).down().items():
         say(f"{name}: {'stopped' if was_running else 'not running'}")
 
 
@@ -216,7 +217,7 @@ def stack() -> None:
 SERVICE_OPTION = click.option(
     "--service", "-s", "services", multiple=True,
     type=click.Choice(["kafka", "milvus", "worker-compliance", "worker-chunk", "worker-embed", "worker-index",
-                       "worker-audit", "worker-dsr"]),
+                       "worker-audit", "worker-dsr", "api"]),
     help="Only this service (repeatable). Default: all.",
 )
 
@@ -239,9 +240,9 @@ def stack_up(services: tuple[str, ...]) -> None:
 @friendly
 def stack_down(services: tuple[str, ...]) -> None:
     """Stop the services and stage workers (SIGTERM, then SIGKILL after 30 s). Data is kept."""
-    from infra.stack import INFRA, WORKERS, Stack
+    from infra.stack import APPS, INFRA, WORKERS, Stack
 
-    for name, was_running in Stack(settings(), services or (INFRA + WORKERS)).down().items():
+    for name, was_running in Stack(settings(), services or (INFRA + WORKERS + APPS)).down().items():
         say(f"{name}: {'stopped' if was_running else 'not running'}")
 
 
@@ -252,9 +253,9 @@ def stack_status(services: tuple[str, ...]) -> None:
     """Show each service: pid, address, readiness, resident memory and log file."""
     from infra.stack import Stack
 
-    from infra.stack import INFRA, WORKERS
+    from infra.stack import APPS, INFRA, WORKERS
 
-    rows = Stack(settings(), services or (INFRA + WORKERS)).status()
+    rows = Stack(settings(), services or (INFRA + WORKERS + APPS)).status()
     for st in rows:
         state = "ready" if st.ready else ("starting/unhealthy" if st.running else "stopped")
         rss = f"{st.rss / 2**20:.0f} MiB" if st.rss else "-"

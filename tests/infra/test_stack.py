@@ -104,3 +104,29 @@ def test_stale_pid_file_is_ignored(private_stack):
     pidfile.write_text(str(os.getpid()))  # alive, but not a broker of this home
     assert stack["kafka"].pid() is None
     assert stack.up() == {"kafka": True}
+
+
+def test_the_api_runs_as_a_service_of_the_stack(tmp_path):
+    """`ragstream up` starts the API like a worker: it answers on api_port, publishes its
+    OpenAPI document, and `down` stops it."""
+    import json
+    import urllib.request
+
+    from infra.stack import Stack, isolated_settings
+
+    s = isolated_settings(tmp_path / "home")
+    stack = Stack(s, ("api",))
+    try:
+        assert stack.up() == {"api": True}
+        assert json.loads(urllib.request.urlopen(f"http://127.0.0.1:{s.api_port}/healthz", timeout=5).read()) == {
+            "status": "ok"}
+        spec = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{s.api_port}/openapi.json", timeout=5).read())
+        assert "/v1/search" in spec["paths"] and "/v1/admin/dsr" in spec["paths"]
+        import urllib.error
+
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"http://127.0.0.1:{s.api_port}/metrics", timeout=5)
+        assert denied.value.code == 401
+    finally:
+        assert stack.down() == {"api": True}
+    assert stack["api"].pid() is None
