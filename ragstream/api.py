@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, AsyncIterator, Callable, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from limits import RateLimitItemPerMinute
@@ -304,6 +304,22 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             raise HTTPException(401, str(exc)) from None
         except ConnectionError as exc:
             raise HTTPException(503, str(exc)) from None
+        return SessionResponse(token=svc.auth.sessions.issue(who), expires_in=svc.auth.sessions.ttl_s,
+                               subject=who.subject, roles=list(who.roles))
+
+    @app.post("/v1/auth/saml/acs", tags=["auth"], response_model=SessionResponse,
+              responses={401: ERRORS[401], 404: {"model": ErrorBody}, 429: ERRORS[429]})
+    def saml_acs(request: Request, SAMLResponse: Annotated[str, Form(max_length=200_000)]) -> SessionResponse:  # noqa: N803
+        """SAML 2.0 assertion consumer (HTTP-POST binding); returns a short-lived session token."""
+        limited(f"login:{request.client.host if request.client else '-'}")
+        if svc.auth.saml is None:
+            raise HTTPException(404, "no SAML identity provider is configured")
+        try:
+            who = svc.auth.saml.login(SAMLResponse)
+        except AuthError as exc:
+            svc.audit("anonymous", "auth.login_failed", "/v1/auth/saml/acs",
+                      {"provider": "saml", "request_id": request_id(request)})
+            raise HTTPException(401, str(exc)) from None
         return SessionResponse(token=svc.auth.sessions.issue(who), expires_in=svc.auth.sessions.ttl_s,
                                subject=who.subject, roles=list(who.roles))
 

@@ -122,6 +122,27 @@ class LdapConfig(BaseModel):
     timeout_s: float = Field(5, gt=0)
 
 
+class SamlConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sp_entity_id: str = Field(min_length=1, description="this service's SAML entity id")
+    acs_url: str = Field(pattern=r"^https?://", description="where the IdP posts: <base>/v1/auth/saml/acs")
+    idp_metadata_file: Path = Field(description="the identity provider's SAML metadata (XML)")
+    username_attribute: str = "uid"
+    groups_attribute: str = "isMemberOf"
+    group_roles: dict[str, str] = Field(default_factory=dict)
+    default_roles: tuple[str, ...] = ("user",)
+    xmlsec_binary: str = "/usr/bin/xmlsec1"
+    accepted_time_diff_s: int = Field(60, ge=0, le=600)
+
+    @field_validator("idp_metadata_file")
+    @classmethod
+    def _exists(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(f"{v} does not exist: download the IdP's metadata XML there")
+        return v
+
+
 class SessionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -155,6 +176,7 @@ class AuthConfig(BaseModel):
 
     oidc: dict[str, OidcConfig] = Field(default_factory=dict)
     ldap: LdapConfig | None = None
+    saml: SamlConfig | None = None
     session: SessionConfig = Field(default_factory=SessionConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     rbac: RbacConfig = Field(default_factory=RbacConfig)
@@ -366,6 +388,64 @@ class LdapProvider:
                         principals=principals_of(username, groups))
 
 
+# -- SAML 2.0 ------------------------------------------------------------------------------------
+
+
+class SamlProvider:
+    """IdP-initiated or SP-initiated Web SSO, HTTP-POST binding, through pysaml2: the
+    response must carry a signed assertion from the configured IdP (its metadata), meant
+    for this SP (audience), within its validity window; attributes give name and groups."""
+
+    def __init__(self, config: SamlConfig) -> None:
+        from saml2 import BINDING_HTTP_POST
+        from saml2.client import Saml2Client
+        from saml2.config import SPConfig
+
+        self.config = config
+        sp = SPConfig()
+        sp.load({
+            "entityid": config.sp_entity_id,
+            "xmlsec_binary": config.xmlsec_binary,
+            "metadata": {"local": [str(config.idp_metadata_file)]},
+            "accepted_time_diff": config.accepted_time_diff_s,
+            "service": {"sp": {
+                "endpoints": {"assertion_consumer_service": [(config.acs_url, BINDING_HTTP_POST)]},
+                "allow_unsolicited": True,  # IdP-initiated logins carry no request id
+                "allow_unknown_attributes": True,  # group attributes are rarely in the standard maps
+                "want_assertions_signed": True,
+                "want_response_signed": False,
+                "authn_requests_signed": False,
+            }},
+        })
+        self.client = Saml2Client(config=sp)
+        self._used: dict[str, float] = {}  # assertion id → when it may be forgotten
+        self._lock = threading.Lock()
+
+    def login(self, saml_response: str) -> Identity:
+        from saml2 import BINDING_HTTP_POST
+
+        c = self.config
+        try:
+            resp = self.client.parse_authn_request_response(saml_response, BINDING_HTTP_POST)
+        except Exception as exc:  # noqa: BLE001 - pysaml2 raises many types; all mean "not accepted"
+            raise AuthError(f"SAML response not accepted: {type(exc).__name__}") from None
+        if resp is None or not resp.assertion:
+            raise AuthError("SAML response not accepted: no valid assertion")
+        now = time.time()
+        with self._lock:  # an assertion is good for one login (no replay within its lifetime)
+            self._used = {k: t for k, t in self._used.items() if t > now}
+            if resp.assertion.id in self._used:
+                raise AuthError("SAML response not accepted: assertion already used")
+            self._used[resp.assertion.id] = now + 3600 + c.accepted_time_diff_s
+        ava = resp.get_identity()
+        names = ava.get(c.username_attribute) or [resp.get_subject().text]
+        username = str(names[0])
+        groups = [str(g) for g in ava.get(c.groups_attribute, [])]
+        roles = tuple(sorted({c.group_roles[g] for g in groups if g in c.group_roles} | set(c.default_roles)))
+        return Identity(subject=f"user:{username}", provider="saml", roles=roles,
+                        principals=principals_of(username, groups))
+
+
 # -- putting it together -------------------------------------------------------------------------
 
 
@@ -377,6 +457,7 @@ class Authenticator:
         self.sessions = Sessions(home / "keys" / "session.key", config.session.ttl_s)
         self.oidc = {c.issuer: OidcProvider(name, c) for name, c in config.oidc.items()}
         self.ldap = LdapProvider(config.ldap) if config.ldap else None
+        self.saml = SamlProvider(config.saml) if config.saml else None
 
     def authenticate(self, bearer: str | None, api_key: str | None) -> Identity:
         if api_key:

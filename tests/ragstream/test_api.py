@@ -95,8 +95,27 @@ def directory(tmp_path_factory):
     d.stop()
 
 
-def auth_file(tmp_path, jwks: Jwks, per_minute: int = 10_000, directory=None):
+ACS = "http://testserver/v1/auth/saml/acs"
+SP_ID = "http://ragstream.test/sp"
+
+
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    from tests.saml_idp import TestIdp
+
+    return TestIdp(tmp_path_factory.mktemp("saml"), SP_ID, ACS)
+
+
+def auth_file(tmp_path, jwks: Jwks, per_minute: int = 10_000, directory=None, idp=None):
     path = tmp_path / f"auth-{uuid.uuid4().hex[:6]}.toml"
+    saml = "" if idp is None else f"""
+[saml]
+sp_entity_id = "{SP_ID}"
+acs_url = "{ACS}"
+idp_metadata_file = "{idp.metadata}"
+group_roles = {{ {", ".join(f'{g} = "{r}"' for g, r in LDAP_ROLES.items())} }}
+default_roles = []
+"""
     ldap = "" if directory is None else f"""
 [ldap]
 url = "{directory.url}"
@@ -105,7 +124,7 @@ group_base = "ou=groups,{directory.suffix}"
 group_roles = {{ {", ".join(f'{g} = "{r}"' for g, r in LDAP_ROLES.items())} }}
 default_roles = []
 """
-    path.write_text(ldap + f"""
+    path.write_text(saml + ldap + f"""
 [oidc.test]
 issuer = "{jwks.issuer}"
 audience = "{AUDIENCE}"
@@ -120,9 +139,9 @@ per_minute = {per_minute}
 
 
 @pytest.fixture(scope="module")
-def api(pipeline, jwks, directory, tmp_path_factory):
+def api(pipeline, jwks, directory, idp, tmp_path_factory):
     settings = pipeline.model_copy(update={"auth_file": auth_file(tmp_path_factory.mktemp("auth"), jwks,
-                                                                  directory=directory)})
+                                                                  directory=directory, idp=idp)})
     app = create_app(settings)
     svc = app.state.services
     docs = {  # doc → ACL principals
@@ -145,7 +164,12 @@ def api(pipeline, jwks, directory, tmp_path_factory):
         yield client, svc, settings
 
 
-def credentials(client, svc, jwks: Jwks, provider: str, role: str) -> dict[str, str]:
+def credentials(client, svc, jwks: Jwks, provider: str, role: str, idp=None) -> dict[str, str]:
+    if provider == "saml":
+        group = next(g for g, r in LDAP_ROLES.items() if r == role)
+        r = client.post("/v1/auth/saml/acs", data={"SAMLResponse": idp.response(f"saml-{role}", [group, "matrix"])})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
     if provider == "ldap":
         r = client.post("/v1/auth/login", json={"username": f"ldap-{role}", "password": PASSWORD})
         assert r.status_code == 200, r.text
@@ -171,13 +195,13 @@ ENDPOINTS = [
 ]
 
 
-def test_401_403_matrix_across_endpoints_roles_and_providers(api, jwks):
+def test_401_403_matrix_across_endpoints_roles_and_providers(api, jwks, idp):
     client, svc, _ = api
     rbac = Rbac(RbacConfig())
     seen = set()
-    for provider in ("oidc", "ldap", "api_key", "session"):
+    for provider in ("oidc", "ldap", "saml", "api_key", "session"):
         for role in ROLES:
-            headers = credentials(client, svc, jwks, provider, role)
+            headers = credentials(client, svc, jwks, provider, role, idp)
             for method, path, body, permission, ok in ENDPOINTS:
                 r = client.request(method, path, json=body, headers=headers)
                 expected = ok if rbac.allows((role,), permission) else 403
@@ -214,6 +238,32 @@ def test_ldap_login_gives_a_session_with_directory_groups(api, directory):
             directory.add_user(f"ldap-{role}", PASSWORD)
             directory.add_group(group, [f"ldap-{role}"])
         directory.add_group("matrix", [f"ldap-{r}" for r in LDAP_ROLES.values()])
+
+
+def test_saml_assertions_are_checked(api, idp, tmp_path):
+    from tests.saml_idp import TestIdp
+
+    client, _, _ = api
+    good = idp.response("saml-alice", ["users", "engineers"])
+    r = client.post("/v1/auth/saml/acs", data={"SAMLResponse": good})
+    assert r.status_code == 200, r.text
+    me = client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {r.json()['token']}"}).json()
+    assert me["provider"] == "session:saml" and me["roles"] == ["user"]
+    assert me["principals"] == ["group:engineers", "group:users", "public", "user:saml-alice"]
+    stranger = TestIdp(tmp_path / "evil", SP_ID, ACS, name="evil")  # same entity id, its own key
+    # The same IdP and key, but the assertion's audience is another service provider.
+    other_sp = TestIdp(tmp_path / "other", "http://someone-else.test/sp", ACS, name="other", keys=idp.keys)
+    bad = {
+        "replayed": good,
+        "unsigned": idp.response("mallory", ["admins"], sign=False),
+        "signed by another IdP key": stranger.response("mallory", ["admins"]),
+        "for another service provider": other_sp.response("mallory", ["admins"]),
+        "not XML": "bm90IHhtbA==",
+    }
+    for what, response in bad.items():
+        r = client.post("/v1/auth/saml/acs", data={"SAMLResponse": response})
+        assert r.status_code == 401, (what, r.text)
+        assert "Traceback" not in r.text
 
 
 def test_forged_and_stale_jwts_are_rejected(api, jwks):
