@@ -48,14 +48,13 @@ import os
 import secrets
 import threading
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SESSION_ISSUER = "ragstream"
 SESSION_AUDIENCE = "ragstream-session"
@@ -183,17 +182,10 @@ class AuthConfig(BaseModel):
 
 
 def load_auth_config(path: Path | None) -> AuthConfig:
-    if path is None:
-        return AuthConfig()
-    try:
-        return AuthConfig.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise AuthConfigError(f"auth file {path} does not exist: create it or unset RAGSTREAM_AUTH_FILE") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise AuthConfigError(f"auth file {path} is not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise AuthConfigError(f"auth file {path} is invalid: {problems}") from None
+    from ragstream.configfile import load_toml
+
+    return AuthConfig() if path is None else load_toml(path, AuthConfig, "auth file", "RAGSTREAM_AUTH_FILE",
+                                                       AuthConfigError)
 
 
 # -- identities and RBAC -------------------------------------------------------------------------

@@ -38,13 +38,12 @@ import hmac
 import os
 import re
 import secrets
-import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.events import Classification
 from streams.pii import ENTITIES, SUBJECT_TYPES, Finding
@@ -141,18 +140,10 @@ class PolicyError(SystemExit):
 
 
 def load_policy(path: Path | None) -> PolicyConfig:
-    if path is None:
-        return DEFAULT_POLICY
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return PolicyConfig.model_validate(data)
-    except FileNotFoundError:
-        raise PolicyError(f"policy file {path} does not exist: create it or unset RAGSTREAM_POLICY_FILE") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"policy file {path} is not valid TOML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise PolicyError(f"policy file {path} is invalid: {problems}") from None
+    from ragstream.configfile import load_toml
+
+    return DEFAULT_POLICY if path is None else load_toml(path, PolicyConfig, "policy file",
+                                                         "RAGSTREAM_POLICY_FILE", PolicyError)
 
 
 # -- framework handlers -----------------------------------------------------------------------
