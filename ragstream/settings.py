@@ -89,8 +89,10 @@ class Settings(BaseSettings):
     )
 
     # --- Pipeline ----------------------------------------------------------------------
-    embed_backend: str = Field("local", pattern="^(local|openai)$",
-                               description="'local' (bundled all-MiniLM-L6-v2) or 'openai' (any OpenAI-compatible /v1/embeddings).")
+    embed_backend: str = Field("onnx", pattern="^(local|onnx|onnx-int8|openai)$",
+                               description="'local' (bundled all-MiniLM-L6-v2 on PyTorch), 'onnx' / 'onnx-int8' "
+                                           "(the same model on ONNX Runtime, no PyTorch in the worker) or 'openai' "
+                                           "(any OpenAI-compatible /v1/embeddings).")
     embed_url: str | None = Field(None, description="Base URL of an OpenAI-compatible endpoint, e.g. http://tei:8080/v1")
     embed_model: str | None = Field(None, description="Model name sent to the remote endpoint.")
     embed_api_key: str | None = Field(None, description="Bearer token for the remote endpoint.")

@@ -76,3 +76,24 @@ def test_local_model_is_real_and_offline():
     cos = lambda x, y: sum(i * j for i, j in zip(x, y))  # noqa: E731 - vectors are normalised
     assert emb.dim == 384 and len(a) == 384
     assert cos(a, b) > cos(a, c) + 0.2  # related sentences are closer: a real model, not a stub
+
+
+def test_onnx_runtimes_agree_with_the_pytorch_model(tmp_path):
+    """fp32 ONNX gives the baseline's vectors; int8 stays close and says it is a different
+    model (its vectors must not be mixed with fp32 ones in one index)."""
+    import numpy as np
+
+    from streams.embedding import LocalEmbedder, OnnxEmbedder
+
+    texts = ["short", "The storage migration ships in the third quarter, after the audit. " * 30,
+             "Quarterly figures are in the shared drive.", "Meal allowance when travelling: 40 EUR a day."]
+    base = np.asarray(LocalEmbedder().embed(texts))
+    fp32 = OnnxEmbedder(tmp_path)
+    int8 = OnnxEmbedder(tmp_path, quantized=True)
+    assert fp32.model_id == LocalEmbedder.model_id and int8.model_id != fp32.model_id
+    assert fp32.dim == int8.dim == 384
+    assert ((np.asarray(fp32.embed(texts)) * base).sum(axis=1) > 0.9999).all()
+    assert ((np.asarray(int8.embed(texts)) * base).sum(axis=1) > 0.95).all()
+    # order and batch boundaries do not change a text's vector
+    shuffled = fp32.embed(texts[::-1])[::-1]
+    assert np.allclose(shuffled, fp32.embed(texts), atol=1e-5)
