@@ -100,10 +100,18 @@ class MilvusIndex:
         self.alias = alias
         self.collection = alias  # the real name, once ensure() has run
         self.dim = dim
-        try:
-            self.client = MilvusClient(uri=uri, timeout=timeout)
-        except MilvusException as exc:
-            raise TransientIndexError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+        # pymilvus pools one gRPC channel per address in the process. milvus-lite answers
+        # pymilvus' keepalive pings with GOAWAY "too_many_pings" now and then; a client
+        # created at that moment finds the pooled channel broken and its one recovery attempt
+        # fails at once. A few short retries ride over it.
+        for attempt in range(6):
+            try:
+                self.client = MilvusClient(uri=uri, timeout=timeout)
+                break
+            except MilvusException as exc:
+                if attempt == 5:
+                    raise TransientIndexError(f"cannot connect to Milvus at {uri}: {exc}") from exc
+                time.sleep(0.5 * (attempt + 1))
 
     # -- collection lifecycle -------------------------------------------------------------
     def ensure(self) -> str:
