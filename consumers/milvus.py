@@ -29,6 +29,18 @@ from schemas.events import Acl, VectorSet
 MAX_TEXT = 65535
 
 
+#: gRPC channel options for every client: pymilvus pings every 10 s even when idle, which
+#: milvus-lite's gRPC server (5-minute minimum ping interval) answers with GOAWAY
+#: "too_many_pings", breaking the pooled channel under whoever uses it next.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+
+
+def milvus_client(uri: str, timeout: float | None = None) -> MilvusClient:
+    """The one way to make a Milvus client (pymilvus pools channels per address: a client
+    created with other options would share, and keep, the first one's)."""
+    return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS))
+
+
 class TransientIndexError(RuntimeError):
     """Milvus is unreachable or busy: retry with backoff, never dead-letter."""
 
@@ -100,13 +112,12 @@ class MilvusIndex:
         self.alias = alias
         self.collection = alias  # the real name, once ensure() has run
         self.dim = dim
-        # pymilvus pools one gRPC channel per address in the process. milvus-lite answers
-        # pymilvus' keepalive pings with GOAWAY "too_many_pings" now and then; a client
-        # created at that moment finds the pooled channel broken and its one recovery attempt
-        # fails at once. A few short retries ride over it.
+        # pymilvus pools one gRPC channel per address in the process. A client created just
+        # as milvus-lite sent a GOAWAY finds the pooled channel broken and its one recovery
+        # attempt fails at once. A few short retries ride over it.
         for attempt in range(6):
             try:
-                self.client = MilvusClient(uri=uri, timeout=timeout)
+                self.client = milvus_client(uri, timeout)
                 break
             except MilvusException as exc:
                 if attempt == 5:

@@ -472,12 +472,11 @@ class MilvusLite(Service):
     def ready(self) -> bool:
         if not port_open(self.settings.milvus_port):
             return False
-        from pymilvus import MilvusClient
+        from consumers.milvus import milvus_client
 
         try:
-            client = MilvusClient(uri=self.address, timeout=3)
+            client = milvus_client(self.address, timeout=3)
             client.list_collections()
-            client.close()
         except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
             return False
         return True
