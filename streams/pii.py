@@ -37,6 +37,7 @@ import bisect
 import importlib
 import ipaddress
 import logging
+import sys
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -309,9 +310,31 @@ def _persons(text: str) -> Iterator[Finding]:
             yield Finding(m.start(1), m.end(3), "PERSON", 0.75, "name:gazetteer")
 
 
+def _import_presidio_recognizers():  # noqa: ANN202 - a module
+    """Presidio's pattern recognizers, without the NLP engines presidio imports beside them.
+
+    ``import presidio_analyzer`` loads its Hugging Face engine, which imports transformers
+    and PyTorch when they are installed (they are, for the ``local`` embedding backend):
+    ~0.9 GB resident and seconds of start-up for recognizers that are plain regexes and
+    checksums. Presidio and thinc treat a missing transformers/torch as optional, so both
+    are hidden while presidio imports (only if this process has not loaded them already)
+    and restored right after; nothing else in the process is affected.
+    """
+    hidden = [m for m in ("torch", "transformers") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
+    try:
+        from presidio_analyzer import predefined_recognizers
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return predefined_recognizers
+
+
 @lru_cache(maxsize=1)
 def recognizers() -> tuple[Recognizer, ...]:
-    from presidio_analyzer import predefined_recognizers as _pr  # slow to import (spaCy): only when used
+    _pr = _import_presidio_recognizers()  # slow to import: only when used
 
     return (
         _presidio(_pr.CreditCardRecognizer()),
