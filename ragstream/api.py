@@ -239,6 +239,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error(request, 422, f"invalid request: {problems}")
 
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "-"
+
     def limited(key: str) -> None:
         if not svc.limiter.hit(svc.limit, key):
             raise HTTPException(429, "rate limit exceeded; retry later", headers={"Retry-After": "60"})
@@ -255,7 +258,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             try:
                 who = svc.auth.authenticate(bearer, x_api_key)
             except AuthError as exc:
-                limited(f"anon:{request.client.host if request.client else '-'}")
+                limited(f"anon:{client_of(request)}")
                 raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
             bind_contextvars(subject=who.subject)
             limited(who.subject)
@@ -293,7 +296,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
               responses={401: ERRORS[401], 404: {"model": ErrorBody}, 429: ERRORS[429], 503: {"model": ErrorBody}})
     def login(request: Request, body: LoginRequest) -> SessionResponse:
         """LDAP / Active Directory bind; returns a short-lived session token."""
-        limited(f"login:{request.client.host if request.client else '-'}")
+        limited(f"login:{client_of(request)}")
         if svc.auth.ldap is None:
             raise HTTPException(404, "no directory is configured for password login")
         try:
@@ -311,7 +314,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
               responses={401: ERRORS[401], 404: {"model": ErrorBody}, 429: ERRORS[429]})
     def saml_acs(request: Request, SAMLResponse: Annotated[str, Form(max_length=200_000)]) -> SessionResponse:  # noqa: N803
         """SAML 2.0 assertion consumer (HTTP-POST binding); returns a short-lived session token."""
-        limited(f"login:{request.client.host if request.client else '-'}")
+        limited(f"login:{client_of(request)}")
         if svc.auth.saml is None:
             raise HTTPException(404, "no SAML identity provider is configured")
         try:

@@ -52,6 +52,12 @@ STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
 BATCHED = {"chunk", "embed"}
 
 
+def permanent(exc: BaseException) -> Permanent:
+    """What a dead letter records: a Permanent as it is, anything else (transients were
+    retried inside off_loop, so this failed for good) wrapped with its type."""
+    return exc if isinstance(exc, Permanent) else Permanent(f"{type(exc).__name__}: {exc}")
+
+
 def metrics_port(settings: Settings, stage: str) -> int:
     return settings.metrics_port_base + STAGES.index(stage)
 
@@ -212,7 +218,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     else:
                         outputs = await off_loop(lambda: logic.process(item))
                 except Exception as exc:  # noqa: BLE001 - permanent by elimination: transients retry inside off_loop
-                    await dead_letter(event, exc if isinstance(exc, Permanent) else Permanent(f"{type(exc).__name__}: {exc}"))
+                    await dead_letter(event, permanent(exc))
                     return
                 await off_loop(lambda: publish(outputs))
     else:
@@ -231,13 +237,11 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     with bound_contextvars(doc_id=getattr(item, "doc_id", None), stage=stage,
                                            event_id=getattr(item, "event_id", getattr(item, "request_id", None))):
                         try:
-                            if stage == "audit":
+                            if stage in ("audit", "dsr"):
                                 outputs = await off_loop(lambda: logic.process(item))
                                 await off_loop(lambda: publish(outputs))
-                                logic.committed()
-                            elif stage == "dsr":
-                                outputs = await off_loop(lambda: logic.process(item))
-                                await off_loop(lambda: publish(outputs))
+                                if stage == "audit":
+                                    logic.committed()
                             elif stage == "compliance":
                                 if item.version <= seen_versions.get(event.key, -1):
                                     STALE_DROPPED.labels(stage).inc()
@@ -248,8 +252,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                             elif not await off_loop(lambda: logic.process(item)):
                                 STALE_DROPPED.labels(stage).inc()
                         except Exception as exc:  # noqa: BLE001 - transients were retried inside off_loop
-                            await dead_letter(event, exc if isinstance(exc, Permanent)
-                                              else Permanent(f"{type(exc).__name__}: {exc}"))
+                            await dead_letter(event, permanent(exc))
 
     if stage == "index":
         from schemas import topics as _topics
@@ -272,8 +275,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                         if not await off_loop(lambda: logic.apply_acl(change)):
                             STALE_DROPPED.labels(stage).inc()
                     except Exception as exc:  # noqa: BLE001 - transients were retried inside off_loop
-                        await dead_letter(event, exc if isinstance(exc, Permanent)
-                                          else Permanent(f"{type(exc).__name__}: {exc}"))
+                        await dead_letter(event, permanent(exc))
 
     if stage == "audit":
         @app.timer(interval=5.0)
