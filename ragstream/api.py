@@ -159,7 +159,8 @@ class Services:
             from consumers.milvus import MilvusIndex
             from streams.embedding import model_dim
 
-            idx = MilvusIndex(self.settings.resolved_milvus_uri, self.settings.collection, model_dim(self.settings))
+            idx = MilvusIndex(self.settings.resolved_milvus_uri, self.settings.collection, model_dim(self.settings),
+                              acl_refresh_s=self.settings.acl_refresh_s)
             idx.ensure()
             self._index = idx
         return self._index

@@ -186,7 +186,7 @@ def search(query: str, limit: int, principals: tuple[str, ...]) -> None:
     s = settings()
     who = list(principals) or _local_principals()
     embedder = make_embedder(s)
-    index = MilvusIndex(s.resolved_milvus_uri, s.collection, embedder.dim)
+    index = MilvusIndex(s.resolved_milvus_uri, s.collection, embedder.dim, acl_refresh_s=s.acl_refresh_s)
     hits = index.search(embedder.embed([query])[0], who, limit=limit)
     if not hits:
         say(f"no results visible to {', '.join(who)}")
@@ -325,20 +325,26 @@ def schemas_export(check: bool) -> None:
 # ------------------------------------------------------------------------------ worker
 @cli.command()
 @click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index", "audit", "dsr"]))
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve metrics and /healthz here instead (a second worker of a stage on one host).")
 @friendly
-def worker(stage: str) -> None:
+def worker(stage: str, metrics_port: int | None) -> None:
     """Run one pipeline stage as a Faust worker (its own consumer group; run more to scale).
 
     Metrics and /healthz are served on RAGSTREAM_METRICS_PORT_BASE + the stage's offset
     (compliance 0, chunk 1, embed 2, index 3, audit 4, dsr 5). The audit stage is the chain's
     single writer and dsr carries out data-subject requests and retention deletes: their
     inputs have one partition, so extra audit or dsr workers only stand by.
+
+    \b
+    Scale a stage on one host:  ragstream worker embed --metrics-port 9310
     """
     from ragstream.logging import configure_logging
     from streams.worker import run_worker
 
     s = settings()
-    run_worker(stage, s, configure_logging(s.log_level, "json" if s.log_format == "json" else "console"))
+    run_worker(stage, s, configure_logging(s.log_level, "json" if s.log_format == "json" else "console"),
+               web_port=metrics_port)
 
 
 # --------------------------------------------------------------------------------- dlq

@@ -105,10 +105,14 @@ def make_stage(stage: str, settings: Settings, publish: Callable[[list[Output]],
     raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
 
-def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = None) -> faust.App:
+def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = None,
+              web_port: int | None = None) -> faust.App:
+    """The Faust app of one stage worker. ``web_port`` (metrics, /healthz) defaults to the
+    stage's port; a second worker of the same stage on this host needs another one."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-    datadir = settings.home / "faust" / stage
+    web_port = web_port or metrics_port(settings, stage)
+    datadir = settings.home / "faust" / (stage if web_port == metrics_port(settings, stage) else f"{stage}-{web_port}")
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"ragstream-{stage}",
@@ -121,7 +125,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         producer_acks=-1,
         broker_commit_interval=0.5,  # commit soon after acks: lag (and `up`'s progress) stays current
         web_host="127.0.0.1",
-        web_port=metrics_port(settings, stage),
+        web_port=web_port,
         web_in_thread=False,
         datadir=str(datadir),
         autodiscover=False,
@@ -301,8 +305,8 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
     return app
 
 
-def run_worker(stage: str, settings: Settings, handler: Any = None) -> None:
-    app = build_app(stage, settings, loghandlers=[handler] if handler else None)
+def run_worker(stage: str, settings: Settings, handler: Any = None, web_port: int | None = None) -> None:
+    app = build_app(stage, settings, loghandlers=[handler] if handler else None, web_port=web_port)
     worker = faust.Worker(app, loglevel=settings.log_level,
                           logging_config={"version": 1, "disable_existing_loggers": False},
                           redirect_stdouts=False)
