@@ -56,10 +56,10 @@ def main() -> None:
 
         def embed_documents(self, texts: list[str]) -> list[list[float]]:
             self.texts += len(texts)
-            return [list(v) for v in self.embedder.embed(texts)]
+            return [[float(x) for x in v] for v in self.embedder.embed(texts)]
 
         def embed_query(self, text: str) -> list[float]:
-            return list(self.embedder.embed([text])[0])
+            return [float(x) for x in self.embedder.embed([text])[0]]
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "corpus"

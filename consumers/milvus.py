@@ -215,7 +215,7 @@ class Hit:
 class MilvusIndex:
     OUTPUT = ["doc_id", "source", "title", "uri", "heading", "text"]
 
-    def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30, acl_refresh_s: float = 1.0) -> None:
+    def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30, acl_refresh_s: float = 5.0) -> None:
         self.uri = uri
         self.alias = alias
         self.collection = alias  # the real name, once ensure() has run

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         description="Upper bound on how long a deleted document's old value may survive compaction (GDPR erasure).",
     )
     acl_refresh_s: float = Field(
-        1.0, gt=0, description="How often a searching process reloads the index's ACL sets (a document "
+        5.0, gt=0, description="How often a searching process fetches the index's new ACL sets (a document "
                                "whose permission set is new is searchable at most this much later).")
     retention_sweep_s: float = Field(
         3600, gt=0, description="How often the dsr worker removes documents whose retention has ended.")
