@@ -48,6 +48,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS.name})")
     args = ap.parse_args()
 
     class CountingEmbeddings(Embeddings):
@@ -110,7 +111,7 @@ def main() -> None:
         "incremental": {"docs_edited": len(edited), "seconds_to_converge": round(incremental_s, 2),
                         "chunks_reembedded": embeddings.texts, "index_result": second},
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

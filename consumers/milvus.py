@@ -44,6 +44,7 @@ moves the alias, so readers never see a half-built index.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -95,6 +96,8 @@ EF_PER_SELECTIVITY = 4
 KEYS_PER_PRINCIPAL_MAX = 1400
 #: How far behind the newest registration time a refresh looks again (writers' clocks differ).
 CLOCK_SLACK_MS = 5_000
+#: Every this many refreshes, fetch every set (see AclSets._refresher).
+FULL_RELOAD_EVERY = 60
 
 
 def escape_literal(value: str) -> str:
@@ -187,10 +190,13 @@ class AclSets:
         return newest
 
     def _refresher(self) -> None:
-        while True:
+        for n in itertools.count(1):
             time.sleep(self.refresh_s)
+            # Now and then everything again: a writer whose clock lags more than the slack
+            # would otherwise have its sets missed for good.
+            since = None if n % FULL_RELOAD_EVERY == 0 else max(0, (self._newest_ms or 0) - CLOCK_SLACK_MS)
             try:
-                self._newest_ms = self._merge(self._load(max(0, (self._newest_ms or 0) - CLOCK_SLACK_MS)))
+                self._newest_ms = self._merge(self._load(since))
             except Exception:  # noqa: BLE001 - Milvus away: keep the sets we have, try again later
                 continue
 
