@@ -157,7 +157,7 @@ def incremental(s, src: FilesystemSource, paths: list[Path], index: MilvusIndex,
     before = sum(metric(p, "ragstream_chunks_embedded_total") for p in embed_ports)
     t0 = time.monotonic()
     stats = src.sync()
-    want = {src.doc_id(rel): st["version"] for rel, st in src.files().items() if src.doc_id(rel) in doc_ids}
+    want = {src.doc_id(rel): st["version"] for rel, st in src.files.items() if src.doc_id(rel) in doc_ids}
     ids = ", ".join(f'"{escape_literal(d)}"' for d in want)
     while True:  # converged: the index applied every edited document's new version
         applied = {r["doc_id"]: r["version"] for r in index.client.query(
