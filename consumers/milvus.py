@@ -337,7 +337,13 @@ class MilvusIndex:
             self.acl_sets.add(acl_key(a), a)
 
     def _acl_sets_since(self, since_ms: int | None) -> list[tuple[str, str, int]]:
-        """ACL sets registered at or after ``since_ms`` (all of them for ``None``)."""
+        """ACL sets registered at or after ``since_ms`` (all of them for ``None``). A reader
+        that never called :meth:`ensure` (``ragstream search``) finds the collection behind
+        the alias here; with no alias yet, nothing is indexed and there are no sets."""
+        if self.collection == self.alias:
+            if self.alias not in self.client.list_aliases().get("aliases", []):
+                return []
+            self.collection = self.client.describe_alias(self.alias)["collection_name"]
         name = self._acl_sets(self.collection)
         expr = 'acl_key != ""' if since_ms is None else f"added_ms >= {since_ms}"
         fields = ["acl_key", "acl", "added_ms"]
