@@ -117,6 +117,11 @@ def encode_acl(principals: Iterable[str]) -> str:
     return "|" + "|".join(ps) + "|" if ps else ""
 
 
+def stored_acl(acl: Acl) -> str:
+    """The ``acl`` value of a row: the encoded principals, ``""`` for an unknown ACL."""
+    return encode_acl(acl.principals) if acl.known else ""
+
+
 def acl_key(encoded: str) -> str:
     """The dictionary key of an encoded ACL (128 bits of SHA-256); ``""`` for unknown."""
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:32] if encoded else ""
@@ -173,6 +178,11 @@ class AclSets:
         with self._lock:
             return set().union(*(self._by_principal.get(p, ()) for p in principals))
 
+    def known(self, key: str) -> bool:
+        """Stored already (fetched from Milvus or registered by this process)."""
+        with self._lock:
+            return key in self._keys
+
     def share(self, keys: set[str]) -> float:
         """These keys' share of all sets: the estimate of the share of rows they select."""
         with self._lock:
@@ -226,7 +236,6 @@ class MilvusIndex:
         self.alias = alias
         self.collection = alias  # the real name, once ensure() has run
         self.dim = dim
-        self._registered: set[str] = set()  # ACL set keys this process knows are stored
         self.acl_sets = AclSets(self._acl_sets_since, acl_refresh_s)
         # pymilvus pools one gRPC channel per address in the process. A client created just
         # as milvus-lite sent a GOAWAY finds the pooled channel broken and its one recovery
@@ -326,15 +335,15 @@ class MilvusIndex:
     def register_acls(self, acls: Iterable[str]) -> None:
         """Store ACL sets before the rows that use them (a search must be able to resolve
         every key a row carries; a set stored without rows is harmless)."""
-        new = {a for a in acls if a and acl_key(a) not in self._registered}
+        new = {acl_key(a): a for a in acls if a and not self.acl_sets.known(acl_key(a))}
         if not new:
             return
+        added_ms = int(time.time() * 1000)
         self.client.upsert(collection_name=self._acl_sets(self.collection),
-                           data=[{"acl_key": acl_key(a), "acl": a, "added_ms": int(time.time() * 1000),
-                                  "unused": [0.0, 0.0]} for a in sorted(new)])
-        for a in new:
-            self._registered.add(acl_key(a))
-            self.acl_sets.add(acl_key(a), a)
+                           data=[{"acl_key": k, "acl": a, "added_ms": added_ms, "unused": [0.0, 0.0]}
+                                 for k, a in sorted(new.items())])
+        for k, a in new.items():
+            self.acl_sets.add(k, a)
 
     def _acl_sets_since(self, since_ms: int | None) -> list[tuple[str, str, int]]:
         """ACL sets registered at or after ``since_ms`` (all of them for ``None``). A reader
@@ -445,7 +454,7 @@ class MilvusIndex:
 
     def _row(self, vs: VectorSet, chunk: Any) -> dict[str, Any]:
         md = vs.metadata
-        acl = encode_acl(vs.acl.principals) if vs.acl.known else ""
+        acl = stored_acl(vs.acl)
         return {
             "chunk_id": chunk.chunk_id,
             "doc_id": vs.doc_id,

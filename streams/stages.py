@@ -259,7 +259,7 @@ class IndexStage:
         self.dirty = False  # writes since the last flush
 
     def process(self, vs: VectorSet) -> bool:
-        from consumers.milvus import decode_acl, encode_acl
+        from consumers.milvus import decode_acl, stored_acl
 
         state = self.index.doc_state(vs.doc_id)
         if state is not None and vs.version <= state["version"]:
@@ -269,7 +269,7 @@ class IndexStage:
             # A permission change newer than this content already arrived on rag.acl: it
             # wins, so content in flight never brings back a revoked permission.
             vs = vs.model_copy(update={"acl": decode_acl(state["acl"])})
-        acl = encode_acl(vs.acl.principals) if vs.acl.known else ""
+        acl = stored_acl(vs.acl)
         self.dirty = True
         if vs.op is Op.delete:
             self.index.apply(vs)
@@ -292,12 +292,12 @@ class IndexStage:
         a document not (yet) indexed the ACL is kept in the registry, and content older than
         it is indexed with it.
         """
-        from consumers.milvus import encode_acl
+        from consumers.milvus import stored_acl
 
         state = self.index.doc_state(change.doc_id)
         if state is not None and change.version <= max(state["version"], state["acl_version"]):
             return False
-        acl = encode_acl(change.acl.principals) if change.acl.known else ""
+        acl = stored_acl(change.acl)
         self.dirty = True
         if state is None:
             self.index.set_doc_state(change.doc_id, 0, True, "", acl, change.version)
