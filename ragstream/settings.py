@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     broker_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="JVM heap for the local broker.")
     start_timeout_s: float = Field(90, gt=0, description="How long `stack up` waits for a service to answer.")
 
+    # --- Database CDC (PostgreSQL -> Debezium on Kafka Connect -> normalize) -----------
+    postgres_port: Port = Field(5433, description="Port of the local PostgreSQL (`stack up -s postgres`).")
+    connect_port: Port = Field(8083, description="REST port of the local Kafka Connect worker.")
+    connect_heap: str = Field("768m", pattern=r"^\d+[mMgG]$", description="JVM heap for the local Connect worker.")
+    connect_url: str | None = Field(None, description="Kafka Connect REST URL. Default: the local worker.")
+    cdc_dsn: str | None = Field(
+        None, description="PostgreSQL the connector captures (libpq URI). Default: the local one, database ragstream.")
+    cdc_mapping_file: Path | None = Field(
+        None, description="Table-to-document mapping of the normalize stage (TOML); see docs/cdc.md.")
+
     # --- Milvus ----------------------------------------------------------------------
     milvus_uri: str | None = Field(
         None,
@@ -181,6 +191,14 @@ class Settings(BaseSettings):
     def blob_dir(self) -> Path:
         """Claim-check store for large payloads (content-addressed files)."""
         return self.home / "blobs"
+
+    @property
+    def resolved_connect_url(self) -> str:
+        return (self.connect_url or f"http://127.0.0.1:{self.connect_port}").rstrip("/")
+
+    @property
+    def resolved_cdc_dsn(self) -> str:
+        return self.cdc_dsn or f"postgresql://ragstream@127.0.0.1:{self.postgres_port}/ragstream"
 
     @property
     def resolved_milvus_uri(self) -> str:
