@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     )
     broker_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="JVM heap for the local broker.")
     start_timeout_s: float = Field(90, gt=0, description="How long `stack up` waits for a service to answer.")
+    restart_backoff_s: float = Field(1.0, gt=0, description="First delay before a supervisor restarts a worker "
+                                                            "or the API that exited; doubles on each restart.")
+    restart_backoff_max_s: float = Field(30.0, gt=0, description="Longest delay between two restarts.")
+    restart_reset_after_s: float = Field(60.0, gt=0, description="A run at least this long counts as stable and "
+                                                                 "resets the restart delay.")
 
     # --- Database CDC (PostgreSQL -> Debezium on Kafka Connect -> normalize) -----------
     postgres_port: Port = Field(5433, description="Port of the local PostgreSQL (`stack up -s postgres`).")
@@ -114,6 +119,12 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(24, ge=0, description="Tokens of the previous chunk repeated at a chunk's start.")
     inline_max_bytes: int = Field(1_000_000, ge=1024,
                                   description="Larger documents travel by reference (claim check) through Kafka.")
+    max_document_bytes: int = Field(64 * 2**20, ge=1,
+                                    description="Source files larger than this are skipped (reason too_large), "
+                                                "not read.")
+    max_text_bytes: int = Field(16 * 2**20, ge=1,
+                                description="Documents whose extracted text is larger than this (UTF-8) are "
+                                            "skipped (reason text_too_large).")
     collection: str = Field("ragstream_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
                             description="Milvus alias that search reads; reindexing swaps what it points at.")
     metrics_port_base: Port = Field(9300, description="Stage metrics ports: base + offset per worker.")
@@ -163,6 +174,12 @@ class Settings(BaseSettings):
             raise ValueError("embed_backend=openai needs RAGSTREAM_EMBED_URL and RAGSTREAM_EMBED_MODEL")
         if self.chunk_overlap_tokens * 2 >= self.chunk_max_tokens:
             raise ValueError("chunk_overlap_tokens must be under half of chunk_max_tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _restart_delays_are_ordered(self) -> "Settings":
+        if self.restart_backoff_max_s < self.restart_backoff_s:
+            raise ValueError("restart_backoff_max_s must be at least restart_backoff_s")
         return self
 
     @model_validator(mode="after")
