@@ -84,12 +84,13 @@ def find_java(settings: Settings) -> str:
     return java
 
 
-def jars(settings: Settings, profile: str = "broker", progress: Callable[[str], None] = lambda _m: None) -> Path:
-    """Return a folder holding every jar of ``profile`` (see infra/kafka/pom.xml), resolving once.
+def jars(settings: Settings, profile: str = "broker", progress: Callable[[str], None] = lambda _m: None,
+         pom: Path = POM) -> Path:
+    """Return a folder holding every jar of ``profile`` of ``pom`` (default infra/kafka/pom.xml), resolving once.
 
     The folder name carries a hash of the POM, so editing the POM resolves afresh.
     """
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
     target = settings.cache_dir / "jars" / f"{profile}-{digest}"
     if (target / ".complete").exists():
         return target
@@ -104,7 +105,7 @@ def jars(settings: Settings, profile: str = "broker", progress: Callable[[str], 
     shutil.rmtree(staging, ignore_errors=True)
     # Full plugin coordinates: with a prefix, an unreachable repository shows up as
     # "No plugin found for prefix" instead of the network error it is.
-    cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM), f"-P{profile}",
+    cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom), f"-P{profile}",
            f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy-dependencies",
            f"-DoutputDirectory={staging}"]
     if settings.maven_repo_url:
@@ -232,12 +233,37 @@ class ServiceStatus:
     address: str
     log: Path
     rss: int | None
+    #: Supervised services: restarts so far, the child's pid, and ``running``/``backoff``.
+    restarts: int | None = None
+    child_pid: int | None = None
+    phase: str | None = None
+    #: What the service's /healthz says: ``ok``, ``degraded`` (with ``reason``) or None (no answer).
+    health: str | None = None
+    reason: str | None = None
+    health_body: dict | None = None
+
+    @property
+    def state(self) -> str:
+        """One word for people: ready, degraded, restarting, starting/unhealthy or stopped."""
+        if not self.running:
+            return "stopped"
+        if self.phase == "backoff":
+            return "restarting"
+        if self.health == "degraded":
+            return "degraded"
+        return "ready" if self.ready else "starting/unhealthy"
 
 
 class Service:
-    """A long-running local process: its command, its readiness check, its files."""
+    """A long-running local process: its command, its readiness check, its files.
+
+    A ``supervised`` service runs under :mod:`infra.supervise`, which restarts it with
+    backoff when it exits; the pid file then holds the supervisor's pid, and ``stop``
+    stops both (they share a process group).
+    """
 
     name: str = ""
+    supervised: bool = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -270,6 +296,35 @@ class Service:
     def logfile(self) -> Path:
         return self.home / "logs" / f"{self.name}.log"
 
+    @property
+    def supervisor_state_path(self) -> Path:
+        return self.home / "run" / f"{self.name}.supervisor.json"
+
+    def supervisor_state(self) -> dict | None:
+        """The supervisor's state file while it runs (None for unsupervised or stopped services)."""
+        from infra.supervise import read_state
+
+        if not self.supervised or self.pid() is None:
+            return None
+        return read_state(self.supervisor_state_path)
+
+    def child_pid(self) -> int | None:
+        """The pid of the supervised process itself (the one a crash test kills), if it runs."""
+        state = self.supervisor_state() or {}
+        pid = state.get("child_pid")
+        return pid if pid and pid_alive(pid) else None
+
+    def health(self) -> dict | None:
+        """The service's own account of its health (a dict with ``status``), or None."""
+        return None
+
+    def supervise(self, cmd: list[str]) -> list[str]:
+        s = self.settings
+        return [sys.executable, "-m", "infra.supervise", "--name", self.name,
+                "--state", str(self.supervisor_state_path), "--backoff", str(s.restart_backoff_s),
+                "--backoff-max", str(s.restart_backoff_max_s), "--reset-after", str(s.restart_reset_after_s),
+                "--", *cmd]
+
     def pid(self) -> int | None:
         """The pid of *our* running process, or None (stale pid files are ignored)."""
         try:
@@ -286,8 +341,21 @@ class Service:
 
     def status(self) -> ServiceStatus:
         pid = self.pid()
-        return ServiceStatus(self.name, pid, pid is not None, pid is not None and self.ready(),
-                             self.address, self.logfile, rss_bytes(pid) if pid else None)
+        st = ServiceStatus(self.name, pid, pid is not None, pid is not None and self.ready(),
+                           self.address, self.logfile, rss_bytes(pid) if pid else None)
+        sup = self.supervisor_state() if pid else None
+        if sup is not None:
+            st.restarts, st.phase = sup.get("restarts", 0), sup.get("phase")
+            st.child_pid = self.child_pid()
+            if st.child_pid:  # the memory that matters is the worker's, not the supervisor's
+                st.rss = rss_bytes(st.child_pid)
+        body = self.health() if pid else None
+        if body is not None:
+            st.health_body = body
+            st.health = "ok" if body.get("status") == "ok" else "degraded"
+            if st.health == "degraded":
+                st.reason = _health_reason(body)
+        return st
 
     def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
         """Start unless already running; wait until it answers. True if it was started now."""
@@ -309,6 +377,9 @@ class Service:
                     "(RAGSTREAM_KAFKA_PORT, RAGSTREAM_KAFKA_CONTROLLER_PORT, RAGSTREAM_MILVUS_PORT).",
                 )
         cmd = self.command(progress)
+        if self.supervised:
+            cmd = self.supervise(cmd)
+            self.supervisor_state_path.unlink(missing_ok=True)
         for d in (self.pidfile.parent, self.logfile.parent):
             d.mkdir(parents=True, exist_ok=True)
         progress(f"starting {self.name} on {self.address} (log: {self.logfile})")
@@ -329,6 +400,12 @@ class Service:
                                  f"Read the full log at {self.logfile}.")
             if self.ready():
                 return
+            if self.supervised and (self.supervisor_state() or {}).get("restarts", 0) > 0:
+                # It never came up once: restarting would only repeat the failure. Say why now.
+                tail = self.log_tail()
+                self.stop()
+                raise StackError(f"{self.name} exited during start-up:\n{tail}",
+                                 f"Read the full log at {self.logfile}.")
             time.sleep(0.25)
         raise StackError(
             f"{self.name} did not answer on {self.address} within {self.settings.start_timeout_s:.0f}s:\n{self.log_tail()}",
@@ -483,9 +560,10 @@ class MilvusLite(Service):
 
 
 class StageWorker(Service):
-    """One pipeline stage (``ragstream worker <stage>``) as a background process."""
+    """One pipeline stage (``ragstream worker <stage>``) as a supervised background process."""
 
     stage = ""
+    supervised = True
 
     @property
     def ports(self) -> tuple[int, ...]:
@@ -509,13 +587,11 @@ class StageWorker(Service):
         return {**settings_env(self.settings), "RAGSTREAM_LOG_FORMAT": "json"}
 
     def ready(self) -> bool:
-        import urllib.request
+        """It answers /healthz: 200, or a 503 that says why it is degraded (still up)."""
+        return self.health() is not None
 
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+    def health(self) -> dict | None:
+        return fetch_health(f"http://127.0.0.1:{self.port}/healthz")
 
 
 class ApiServer(StageWorker):
@@ -533,6 +609,42 @@ class ApiServer(StageWorker):
 
     def command(self, progress: Callable[[str], None]) -> list[str]:
         return [sys.executable, "-m", "ragstream.cli", "--home", str(self.home), "api", "--port", str(self.port)]
+
+
+def fetch_health(url: str, timeout: float = 2) -> dict | None:
+    """GET a /healthz: the JSON body of a 200 (``status`` ok unless it says otherwise) or of a
+    503 (``status`` degraded, ``reason``, ``doc_id``...); None when nothing sensible answers."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            return None
+        status, raw = exc.code, exc.read()
+    except (OSError, ValueError):
+        return None
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if status == 200:
+        return {**body, "status": body.get("status", "ok")}
+    return {**body, "status": "degraded" if body.get("status", "ok") == "ok" else body["status"],
+            "reason": body.get("reason") or "/healthz answered 503"}
+
+
+def _health_reason(body: dict) -> str:
+    reason = str(body.get("reason") or body.get("status"))
+    if body.get("doc_id"):
+        reason += f" (doc_id {body['doc_id']}"
+        reason += f", partition {body['partition']})" if body.get("partition") is not None else ")"
+    return reason
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -599,3 +711,9 @@ def running_pipeline(settings: Settings) -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+
+
+# Database CDC (PostgreSQL, Kafka Connect with Debezium, the normalize worker): infra/cdc.py.
+from infra.cdc import CDC_SERVICES  # noqa: E402 - it builds on the classes above
+
+SERVICES.update(CDC_SERVICES)

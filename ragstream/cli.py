@@ -250,18 +250,28 @@ def stack_down(services: tuple[str, ...]) -> None:
 @SERVICE_OPTION
 @friendly
 def stack_status(services: tuple[str, ...]) -> None:
-    """Show each service: pid, address, readiness, resident memory and log file."""
-    from infra.stack import Stack
+    """Show each service: state, pid, address, restarts, resident memory and log file.
 
-    from infra.stack import APPS, INFRA, WORKERS
+    \b
+    States: ready; degraded (its /healthz answered non-200: the reason and the document
+    follow on the next line); restarting (it exited, its supervisor waits to restart it);
+    starting/unhealthy (no answer yet); stopped.
+    Exit status: 3 if Kafka or Milvus is not ready, 4 if a worker or the API is degraded.
+    """
+    from infra.stack import APPS, INFRA, WORKERS, Stack
 
     rows = Stack(settings(), services or (INFRA + WORKERS + APPS)).status()
     for st in rows:
-        state = "ready" if st.ready else ("starting/unhealthy" if st.running else "stopped")
         rss = f"{st.rss / 2**20:.0f} MiB" if st.rss else "-"
-        click.echo(f"{st.name:<18} {state:<19} pid={st.pid or '-':<8} {st.address:<36} rss={rss:<9} log={st.log}")
+        restarts = "-" if st.restarts is None else str(st.restarts)
+        click.echo(f"{st.name:<18} {st.state:<19} pid={st.child_pid or st.pid or '-':<8} {st.address:<36} "
+                   f"restarts={restarts:<3} rss={rss:<9} log={st.log}")
+        if st.state == "degraded":
+            click.echo(f"{'':<18} ↳ {st.reason}")
     if not all(st.ready for st in rows if st.name in INFRA):
         sys.exit(3)
+    if any(st.state == "degraded" for st in rows):
+        sys.exit(4)
 
 
 # ------------------------------------------------------------------------------ topics

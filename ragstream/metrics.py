@@ -65,3 +65,54 @@ DSR_DURATION = Histogram("ragstream_dsr_duration_seconds", "Time to carry out on
 RETENTION_DELETED = Counter("ragstream_retention_deleted_total", "Documents removed because their retention ended.")
 RETENTION_HELD = Gauge("ragstream_retention_held_documents",
                        "Documents past their retention kept because of a legal hold (last sweep).")
+
+
+# --- supervision ------------------------------------------------------------------------------
+class _SupervisorRestarts:
+    """``ragstream_worker_restarts_total{stage}`` in a supervised worker: read at scrape time
+    from its supervisor's state file (infra/supervise.py names it in the environment), so
+    the count survives the worker's own restarts."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> list:
+        return []  # collected lazily: the file may not exist at registration time
+
+    def collect(self):  # noqa: ANN201 - a prometheus_client collector
+        import json
+
+        from prometheus_client.core import CounterMetricFamily
+
+        try:
+            state = json.loads(open(self.path, encoding="utf-8").read())
+        except (OSError, ValueError):
+            return
+        family = CounterMetricFamily("ragstream_worker_restarts",
+                                     "Times the supervisor restarted this worker after it exited.", labels=["stage"])
+        family.add_metric([str(state.get("stage", ""))], float(state.get("restarts", 0)))
+        yield family
+
+
+def _register_supervisor_restarts() -> None:
+    import os
+
+    from prometheus_client import REGISTRY
+
+    path = os.environ.get("RAGSTREAM_SUPERVISOR_STATE")
+    if path:
+        REGISTRY.register(_SupervisorRestarts(path))
+
+
+_register_supervisor_restarts()
+
+# --- progress and convergence -------------------------------------------------------------------
+INDEX_DOCS_APPLIED = Counter(
+    "ragstream_index_documents_applied_total",
+    "Document versions the index stage finished applying (upserts and deletes; stale ones not counted).", ["op"])
+VERIFY_DRIFT = Gauge(
+    "ragstream_verify_drift_documents",
+    "Documents whose index state differs from the source at the last `ragstream verify`, by kind "
+    "(missing, stale, orphan).", ["source", "kind"])
+VERIFY_LAST_RUN = Gauge("ragstream_verify_last_run_timestamp_seconds",
+                        "When `ragstream verify` last compared this source with the index.", ["source"])
