@@ -10,6 +10,11 @@ Two kinds of failure, on purpose:
   ``.txt``): the producer skips it with the reason logged and counted;
 * :class:`ExtractionError` — a document we should index but cannot read (a corrupt PDF):
   the producer dead-letters it so it can be replayed once fixed.
+
+Real files are messy, and none of that is a reason to stop: text that is not UTF-8 is
+decoded in the encoding charset-normalizer finds (or UTF-8 with U+FFFD replacements), and
+HTML nested too deeply for BeautifulSoup/markdownify (a RecursionError) falls back to the
+plain text of the page, collected by the standard library's streaming parser.
 """
 
 from __future__ import annotations
@@ -55,23 +60,90 @@ def extract(data: bytes, content_type: str) -> str:
                              f"(supported: {', '.join(sorted(set(CONTENT_TYPES.values())))})")
 
 
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+_LEGACY = ["cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "iso8859_15",
+           "iso8859_2", "koi8_r", "shift_jis", "euc_jp", "gb18030", "big5", "euc_kr"]
+
+
 def _text(data: bytes) -> str:
+    for bom, encoding in _BOMS:  # a BOM says what the bytes are (UTF-16 text has NUL bytes)
+        if data.startswith(bom):
+            return data.decode(encoding, errors="replace")
     if b"\x00" in data[:8192]:
         raise UnsupportedContent("binary content (NUL bytes) in a file named as text")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UnsupportedContent(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    # Only the legacy encodings documents are really written in: on short samples the
+    # detector otherwise prefers exotic code pages that decode anything.
+    best = from_bytes(data[:1_000_000], cp_isolation=_LEGACY).best()  # a sample: cost grows with size
+    if best is not None and best.encoding not in ("utf_8", "utf_8_sig"):
+        try:
+            return data.decode(best.encoding)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    return data.decode("utf-8", errors="replace")  # mostly UTF-8 with a few bad bytes
+
+
+#: Tags whose text is not the document's.
+_HIDDEN = ("script", "style", "noscript", "template", "head")
 
 
 def _html(html: str) -> str:
     from bs4 import BeautifulSoup
     from markdownify import MarkdownConverter
 
-    soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "head"]):
-        tag.decompose()  # their text is not the document's
-    return MarkdownConverter(heading_style="ATX").convert_soup(soup).strip()
+    try:
+        soup = BeautifulSoup(html, "html.parser")
+        for tag in soup(list(_HIDDEN)):
+            tag.decompose()
+        return MarkdownConverter(heading_style="ATX").convert_soup(soup).strip()
+    except RecursionError:
+        # markdownify (and parts of bs4) recurse once per nesting level; a page nested
+        # thousands deep loses its Markdown structure but not its text.
+        return _html_plain_text(html)
+
+
+def _html_plain_text(html: str) -> str:
+    """The visible text of an HTML page, without recursion: one paragraph per block element."""
+    from html.parser import HTMLParser
+
+    blocks = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
+              "table", "ul", "ol", "pre", "blockquote", "hr"}
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.hidden = 0
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            if tag in _HIDDEN:
+                self.hidden += 1
+            elif tag in blocks:
+                self.parts.append("\n\n")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in _HIDDEN:
+                self.hidden = max(self.hidden - 1, 0)
+            elif tag in blocks:
+                self.parts.append("\n\n")
+
+        def handle_data(self, data: str) -> None:
+            if not self.hidden:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.feed(html)
+    parser.close()
+    paragraphs = (" ".join(p.split()) for p in "".join(parser.parts).split("\n\n"))
+    return "\n\n".join(p for p in paragraphs if p)
 
 
 def _pdf(data: bytes) -> str:

@@ -12,9 +12,17 @@ The state is saved only after the broker acknowledged the events it records, so 
 can repeat an event (harmless downstream) but never lose one. A rename is a delete of the
 old ``doc_id`` and an upsert of the new one.
 
-Unsupported or unreadable files are skipped with a logged, counted reason; a supported
-file that cannot be read (a corrupt PDF) is dead-lettered to ``rag.dlq.ingest`` so that
-``ragstream dlq replay ingest`` retries it once fixed. Neither stops the watcher.
+Unsupported or unreadable files are skipped with a logged, counted reason, and so are
+files above ``RAGSTREAM_MAX_DOCUMENT_BYTES`` (not even read) and texts above
+``RAGSTREAM_MAX_TEXT_BYTES``; a supported file that cannot be read (a corrupt PDF) is
+dead-lettered to ``rag.dlq.ingest`` so that ``ragstream dlq replay ingest`` retries it once
+fixed. Neither stops the watcher. The reasons stay in the scan state (``skipped``), where
+``ragstream verify`` reads them. A file that was indexed and is now skipped is deleted from
+the index: what is searchable is never older than what the source holds.
+
+``doc_id`` is ``<source_id>:<relative path>``. A path with control characters (a newline
+in a file name) cannot be an id as it is; it becomes ``<source_id>:/<percent-encoded
+path>`` — a relative path never starts with ``/``, so the two forms cannot collide.
 
 ACLs come from ownership and mode bits: ``user:<owner>`` if the owner may read,
 ``group:<group>`` if the group may; "others may read" maps to ``public`` only when
@@ -54,6 +62,9 @@ DEFAULT_EXCLUDE = ("**/.*", ".*", "**/~$*", "**/*.tmp", "**/*.swp", "**/*~", "**
 _TITLE = re.compile(r"^#\s+(.+)$", re.MULTILINE)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 @dataclass
 class SyncStats:
     upserts: int = 0
@@ -62,10 +73,13 @@ class SyncStats:
     skipped: int = 0
     dead_lettered: int = 0
     acl_changes: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        why = ", ".join(f"{n} {r}" for r, n in sorted(self.skipped_by_reason.items()))
         return (f"{self.upserts} upserted, {self.acl_changes} permission-only, {self.deletes} deleted, "
-                f"{self.unchanged} unchanged, {self.skipped} skipped, {self.dead_lettered} dead-lettered")
+                f"{self.unchanged} unchanged, {self.skipped} skipped{f' ({why})' if why else ''}, "
+                f"{self.dead_lettered} dead-lettered")
 
 
 @dataclass
@@ -121,7 +135,25 @@ class FilesystemSource:
 
     # -- selection ------------------------------------------------------------------------
     def doc_id(self, rel: str) -> str:
+        if _CONTROL.search(rel):
+            from urllib.parse import quote
+
+            return f"{self.source_id}:/{quote(rel, safe='/')}"
         return f"{self.source_id}:{rel}"
+
+    def rel_of(self, doc_id: str) -> str:
+        """The relative path a doc_id of this source names (inverse of :meth:`doc_id`)."""
+        native = doc_id.removeprefix(f"{self.source_id}:")
+        if native.startswith("/"):
+            from urllib.parse import unquote
+
+            return unquote(native[1:])
+        return native
+
+    @property
+    def skipped_files(self) -> dict[str, dict]:
+        """rel → {reason, detail, ...} of the files the last syncs skipped or dead-lettered."""
+        return self._state["skipped"]
 
     def rel(self, path: str | Path) -> str | None:
         try:
@@ -185,10 +217,17 @@ class FilesystemSource:
                         stats.upserts += 1
                 elif result == "unchanged":
                     stats.unchanged += 1
-                elif result == "dead-lettered":
-                    stats.dead_lettered += 1
                 else:
-                    stats.skipped += 1
+                    if result == "dead-lettered":
+                        stats.dead_lettered += 1
+                    else:
+                        stats.skipped += 1
+                        reason = self._state["skipped"].get(rel, {}).get("reason", "unreadable")
+                        stats.skipped_by_reason[reason] = stats.skipped_by_reason.get(reason, 0) + 1
+                    if rel in self.files:  # its indexed version is no longer what the source holds
+                        self._publish_delete(rel, on_delivery(rel))
+                        pending.append(_Pending(rel, None))
+                        stats.deletes += 1
             if progress:
                 progress(1)
         assert self.publisher is not None
@@ -212,6 +251,15 @@ class FilesystemSource:
             prev = self.files.get(rel)
             if not force and prev and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns:
                 return self._acl_only(rel, prev, st, cb)
+            if st.st_size > self.settings.max_document_bytes:
+                was = self._state["skipped"].get(rel, {})
+                if not force and (was.get("reason"), was.get("size"), was.get("mtime_ns")) == (
+                        "too_large", st.st_size, st.st_mtime_ns):
+                    return "skipped"  # logged when first seen
+                return self._skip(rel, None, "too_large",
+                                  f"{_mib(st.st_size)} is above RAGSTREAM_MAX_DOCUMENT_BYTES "
+                                  f"({_mib(self.settings.max_document_bytes)}); raise it to index this file",
+                                  size=st.st_size, mtime_ns=st.st_mtime_ns)
             data = path.read_bytes()
         except OSError as exc:
             return self._skip(rel, None, "unreadable", f"cannot read: {exc.strerror}")
@@ -229,6 +277,8 @@ class FilesystemSource:
             text = extract(data, ctype)
         except UnsupportedContent as exc:
             return self._skip(rel, sha, "unsupported", str(exc))
+        except RecursionError:
+            return self._skip(rel, sha, "unsupported", "the document is nested too deeply to extract its text")
         except ExtractionError as exc:
             self._skip(rel, sha, "extraction_failed", str(exc))
             assert self.publisher is not None
@@ -236,9 +286,14 @@ class FilesystemSource:
                                        key=self.doc_id(rel), value=data if len(data) <= self.settings.inline_max_bytes else b"",
                                        error=exc)
             return "dead-lettered"
+        text_bytes = len(text.encode("utf-8", errors="replace"))
+        if text_bytes > self.settings.max_text_bytes:
+            return self._skip(rel, sha, "text_too_large",
+                              f"its text is {_mib(text_bytes)}, above RAGSTREAM_MAX_TEXT_BYTES "
+                              f"({_mib(self.settings.max_text_bytes)}); raise it to index this file")
         self._state["skipped"].pop(rel, None)
         version = max(time.time_ns(), (prev or {}).get("version", 0) + 1)
-        content = (InlineContent.of(text) if len(text.encode()) <= self.settings.inline_max_bytes
+        content = (InlineContent.of(text) if text_bytes <= self.settings.inline_max_bytes
                    else self.blobs.put(text))
         title_match = _TITLE.search(text)
         mtime = datetime.fromtimestamp(st.st_mtime, timezone.utc)
@@ -281,11 +336,12 @@ class FilesystemSource:
         SOURCE_EVENTS.labels(self.source_id, "delete").inc()
         log.info("change published", doc_id=event.doc_id, event_id=event.event_id, op="delete")
 
-    def _skip(self, rel: str, sha: str | None, reason: str, detail: str) -> str:
+    def _skip(self, rel: str, sha: str | None, reason: str, detail: str, **seen: int) -> str:
         SOURCE_SKIPPED.labels(self.source_id, reason).inc()
         log.warning("file skipped", doc_id=self.doc_id(rel), reason=reason, detail=detail)
-        if sha is not None:
-            self._state["skipped"][rel] = {"sha256": sha, "reason": reason, "detail": detail}
+        # Kept for `ragstream verify` and the summary; the sha256 (or size and mtime for a
+        # file too large to read) lets the next sync skip the same bytes without a new line.
+        self._state["skipped"][rel] = {"sha256": sha, "reason": reason, "detail": detail, **seen}
         return "skipped"
 
     def acl_for(self, st: os.stat_result) -> Acl:
@@ -349,6 +405,10 @@ class FilesystemSource:
         finally:
             observer.stop()
             observer.join()
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def user_name(uid: int) -> str:

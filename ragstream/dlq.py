@@ -112,5 +112,6 @@ def replay(settings: Settings, stage: str, timeout: float = 30) -> tuple[int, in
 def _reingest(settings: Settings, doc_id: str) -> None:
     from producers.filesystem import load_source
 
-    source_id, _, rel = doc_id.partition(":")
-    load_source(settings, source_id).sync([rel], force=True)
+    source_id = doc_id.partition(":")[0]
+    source = load_source(settings, source_id)
+    source.sync([source.rel_of(doc_id)], force=True)

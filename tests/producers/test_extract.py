@@ -15,8 +15,28 @@ def test_text_and_binary_named_as_text():
     assert extract("héllo\n".encode(), "text/plain") == "héllo\n"
     with pytest.raises(UnsupportedContent, match="NUL bytes"):
         extract(b"\x00\x01binary", "text/plain")
-    with pytest.raises(UnsupportedContent, match="not UTF-8"):
-        extract(b"\xff\xfe\xfa latin", "text/plain")
+    assert extract(b"", "text/plain") == ""
+
+
+def test_text_that_is_not_utf8_is_decoded_not_skipped():
+    german = "Grüße aus Köln: Übermäßige Größe, ça va?"
+    assert extract(german.encode("cp1252"), "text/plain") == german
+    assert extract("Привет мир, как дела у тебя сегодня".encode("cp1251"), "text/plain") == (
+        "Привет мир, как дела у тебя сегодня")
+    assert extract("Größe und Maß".encode("utf-16"), "text/plain") == "Größe und Maß"  # BOM, NUL bytes
+    # Mostly UTF-8 with a stray byte: still text, nothing raised.
+    assert "caf" in extract("a café ".encode() + b"\xff" + " end".encode(), "text/plain")
+
+
+def test_html_nested_too_deeply_for_markdownify_falls_back_to_plain_text():
+    import sys
+
+    depth = sys.getrecursionlimit() * 2
+    html = ("<html><head><style>p {}</style></head><body><h1>Deep</h1>" + "<div><span>" * depth
+            + "the innermost sentence" + "</span></div>" * depth + "<p>after it</p></body></html>")
+    text = extract(html.encode(), "text/html")
+    assert text.split("\n\n") == ["Deep", "the innermost sentence", "after it"]
+    assert "p {}" not in text
 
 
 def test_html_keeps_structure_as_markdown():
