@@ -713,7 +713,6 @@ def running_pipeline(settings: Settings) -> Iterator[Stack]:
         stack.down()
 
 
-# Database CDC (PostgreSQL, Kafka Connect with Debezium, the normalize worker): infra/cdc.py.
-from infra.cdc import CDC_SERVICES  # noqa: E402 - it builds on the classes above
-
-SERVICES.update(CDC_SERVICES)
+# Database CDC (PostgreSQL, Kafka Connect with Debezium, the normalize worker): infra/cdc.py
+# adds its services to SERVICES when imported.
+import infra.cdc  # noqa: E402,F401 - it builds on the classes above

@@ -1,0 +1,315 @@
+"""The database half of the local stack: PostgreSQL and a Kafka Connect worker with Debezium.
+
+* :class:`Postgres` runs the machine's PostgreSQL (Debian's ``postgresql`` package) on a
+  private port and data directory (``RAGSTREAM_HOME/postgres/data``) with logical
+  replication on. Debian's ``initdb`` refuses root, so as root the server runs as the
+  ``postgres`` user (``setpriv``; the data directory is handed to that user). At each start
+  the role ``ragstream`` (LOGIN REPLICATION) and its database ``ragstream`` are ensured:
+  the connector connects as that role, and tables it captures must be owned by it.
+* :class:`KafkaConnect` runs ``ConnectDistributed`` from Maven Central jars
+  (``infra/connect/pom.xml``: Kafka 4.3.1 like the broker) with the Debezium PostgreSQL
+  plugin (3.7.0.Final, resolved once and unpacked into ``plugin.path``); its configuration
+  is ``connect/worker.properties`` rendered with the settings.
+
+Both are :class:`infra.stack.Service` subclasses: pid file, log file, readiness, ``stack
+status``, ``stack down`` as for Kafka and Milvus. ``ragstream connect ...``
+(:mod:`ragstream.cli_connect`) drives the connector through the REST API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import string
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+from infra.stack import LOG4J, SERVICES, Service, StackError, _worker, find_java, jars, pid_alive, port_open
+from ragstream.settings import Settings
+
+CONNECT_POM = Path(__file__).resolve().parent / "connect" / "pom.xml"
+CONNECT_DIR = Path(__file__).resolve().parent.parent / "connect"
+WORKER_TEMPLATE = CONNECT_DIR / "worker.properties"
+POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+PG_ROLE = "ragstream"
+PG_DATABASE = "ragstream"
+
+
+def render(template: Path, values: dict[str, Any]) -> str:
+    """Fill ``${name}`` placeholders; a placeholder without a value is an error, not a blank."""
+    try:
+        return string.Template(template.read_text(encoding="utf-8")).substitute({k: str(v) for k, v in values.items()})
+    except KeyError as exc:
+        raise StackError(f"{template} uses ${{{exc.args[0]}}}, which has no value",
+                         "Fix the template or the code that renders it (infra/cdc.py).") from None
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java-style ``key=value`` lines; ``#`` comments and blank lines skipped (no continuations)."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"line {n}: {line!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------
+
+def postgres_bin() -> Path:
+    """The newest installed server's bin folder (Debian puts them under /usr/lib/postgresql/<major>)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+                   if p.parent.parent.name.isdigit() else 0)
+    if not found:
+        raise StackError("PostgreSQL is not installed (no /usr/lib/postgresql/<version>/bin/postgres).",
+                         "Run ./dev setup, or apt-get install -y postgresql.")
+    return found[-1].parent
+
+
+class Postgres(Service):
+    """PostgreSQL with ``wal_level=logical`` on loopback, trusted local connections only."""
+
+    name = "postgres"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.settings.postgres_port,)
+
+    @property
+    def address(self) -> str:
+        return f"postgresql://127.0.0.1:{self.settings.postgres_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "postgres" / "data"
+
+    def _as_server_user(self) -> list[str]:
+        # initdb and postgres refuse to run as root; setpriv execs (no extra parent
+        # process), so the pid we record is the postmaster's own.
+        if os.geteuid() != 0:
+            return []
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--reset-env", "--"]
+
+    def _prepare_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            self.data_dir.chmod(0o700)
+            return
+        import pwd
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+        self.data_dir.chmod(0o700)
+        reach = subprocess.run([*self._as_server_user(), "test", "-w", str(self.data_dir)], capture_output=True)
+        if reach.returncode != 0:
+            raise StackError(
+                f"the postgres user cannot reach {self.data_dir} (PostgreSQL refuses to run as root, so it runs as "
+                "'postgres', which needs to traverse every parent folder).",
+                f"Allow it (chmod o+x on the parents of {self.home}) or set RAGSTREAM_HOME to a folder it can reach.",
+            )
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        if os.geteuid() == 0 and shutil.which("setpriv") is None:
+            raise StackError("setpriv (util-linux) is missing; it runs PostgreSQL as the postgres user.",
+                             "apt-get install -y util-linux")
+        bindir = postgres_bin()
+        self._prepare_dirs()
+        if not (self.data_dir / "PG_VERSION").exists():
+            progress(f"initialising a PostgreSQL cluster in {self.data_dir} (first start)")
+            init = subprocess.run(
+                [*self._as_server_user(), str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
+                capture_output=True, text=True, timeout=120)
+            if init.returncode != 0:
+                raise StackError(f"initdb failed:\n{init.stdout}{init.stderr}",
+                                 f"Remove {self.data_dir} if it is left over from another setup, then retry.")
+        # Settings on the command line, not in postgresql.conf: a port change in the settings
+        # needs no file edit. No Unix socket: loopback TCP only, like the other services.
+        return [*self._as_server_user(), str(bindir / "postgres"), "-D", str(self.data_dir),
+                "-c", f"port={self.settings.postgres_port}", "-c", "listen_addresses=127.0.0.1",
+                "-c", "unix_socket_directories=", "-c", "wal_level=logical",
+                "-c", "max_replication_slots=8", "-c", "max_wal_senders=8",
+                "-c", "shared_buffers=64MB", "-c", "logging_collector=off",
+                "-c", "log_min_messages=warning"]
+
+    def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.settings.postgres_port}/{dbname}"
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.postgres_port):
+            return False
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn(), connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
+        started = super().start(progress)
+        self.bootstrap()
+        return started
+
+    def bootstrap(self) -> None:
+        """The connector's role and database, idempotently."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PG_ROLE,)).fetchone() is None:
+                conn.execute(f"CREATE ROLE {PG_ROLE} LOGIN REPLICATION")
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone() is None:
+                conn.execute(f"CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        # SIGINT to the postmaster is PostgreSQL's "fast" shutdown: sessions (Debezium's
+        # walsender included) are ended and a checkpoint written. The base class would
+        # signal the whole group, hitting every backend directly.
+        pid = self.pid()
+        if pid is not None and timeout > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return super().stop(timeout=0 if pid is None or not pid_alive(pid) else timeout) or pid is not None
+
+
+def drop_slot(dsn: str, slot: str, publication: str | None = None, timeout: float = 30.0) -> bool:
+    """Drop a logical replication slot (and publication) once no walsender holds it.
+
+    Deleting a connector leaves its slot: PostgreSQL then keeps WAL for it forever.
+    True if the slot existed.
+    """
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if publication:
+            conn.execute(f'DROP PUBLICATION IF EXISTS "{publication}"')
+        while True:
+            row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row is None:
+                return False
+            if row[0] is None:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return True
+            if time.monotonic() > deadline:
+                # The connector is gone but its walsender lingers: end it.
+                conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------------------
+# Kafka Connect
+# --------------------------------------------------------------------------------------
+
+def debezium_plugin(settings: Settings, progress: Callable[[str], None] = lambda _m: None) -> Path:
+    """The folder for ``plugin.path``: the Debezium archive resolved once and unpacked."""
+    archive_dir = jars(settings, "debezium", progress, pom=CONNECT_POM)
+    plugins = archive_dir / "plugins"
+    if (plugins / ".unpacked").exists():
+        return plugins
+    archives = list(archive_dir.glob("debezium-connector-postgres-*-plugin.tar.gz"))
+    if not archives:
+        raise StackError(f"no Debezium plugin archive in {archive_dir}",
+                         f"Remove {archive_dir} and run `ragstream stack up -s connect` again.")
+    shutil.rmtree(plugins, ignore_errors=True)
+    plugins.mkdir()
+    with tarfile.open(archives[0]) as tar:
+        tar.extractall(plugins, filter="data")
+    (plugins / ".unpacked").write_text(archives[0].name)
+    return plugins
+
+
+def connect_request(settings: Settings, method: str, path: str, body: Any = None,
+                    timeout: float = 30) -> tuple[int, Any]:
+    """One call to the Connect REST API: (status, decoded JSON or None)."""
+    url = settings.resolved_connect_url + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else None
+        except ValueError:
+            return exc.code, {"message": raw.decode(errors="replace")}
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StackError(f"Kafka Connect does not answer at {settings.resolved_connect_url}: {reason}",
+                         "Start it with `ragstream stack up -s kafka -s connect` (or set RAGSTREAM_CONNECT_URL); "
+                         "see `ragstream stack status -s connect` and its log.") from None
+
+
+class KafkaConnect(Service):
+    """A Kafka Connect worker (distributed mode, one node) with the Debezium PostgreSQL plugin."""
+
+    name = "connect"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.settings.connect_port,)
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.settings.connect_port}"
+
+    def properties(self, plugin_path: Path) -> str:
+        s = self.settings
+        return render(WORKER_TEMPLATE, {"kafka_bootstrap": s.kafka_bootstrap, "replication_factor": s.replication_factor,
+                                        "connect_port": s.connect_port, "plugin_path": plugin_path})
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        first = self.settings.kafka_bootstrap.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        if not port_open(int(port), host or "127.0.0.1", timeout=2):
+            raise StackError(f"Kafka Connect needs the broker, and {first} does not answer.",
+                             "Start it first: `ragstream stack up -s kafka -s connect`.")
+        java = find_java(self.settings)
+        classpath = f"{jars(self.settings, 'worker', progress, pom=CONNECT_POM)}/*"
+        plugins = debezium_plugin(self.settings, progress)
+        conf = self.home / "connect" / "worker.properties"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(self.properties(plugins))
+        return [java, "-Xms128m", f"-Xmx{self.settings.connect_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=50",
+                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
+                f"-Dragstream.home={self.home}",  # lets `pid()` recognise our process by its cmdline
+                "-cp", classpath, "org.apache.kafka.connect.cli.ConnectDistributed", str(conf)]
+
+    def ready(self) -> bool:
+        if not port_open(self.settings.connect_port):
+            return False
+        req = urllib.request.Request(f"{self.address}/connector-plugins", headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                plugins = json.loads(resp.read())
+        except (OSError, ValueError):
+            return False
+        return any(p.get("class") == POSTGRES_CONNECTOR for p in plugins)
+
+
+NormalizeWorker = _worker("normalize")
+
+CDC_SERVICES: dict[str, type[Service]] = {"postgres": Postgres, "connect": KafkaConnect,
+                                          "worker-normalize": NormalizeWorker}
+SERVICES.update(CDC_SERVICES)
