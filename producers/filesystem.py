@@ -45,9 +45,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from producers.extract import ExtractionError, UnsupportedContent, content_type_for, extract
+from producers.listing import Excluded, ListedDocument
 from producers.publisher import Publisher
 from ragstream.blobs import BlobStore
 from ragstream.logging import get_logger
@@ -354,6 +355,41 @@ class FilesystemSource:
             principals.append("public")
         return Acl(principals=tuple(principals))
 
+    # -- full listing (ragstream verify) ---------------------------------------------------
+    def full_listing(self) -> Iterator[ListedDocument | Excluded]:
+        """What the folder holds now, against what this source last published (see
+        :mod:`producers.listing`). Reads a file only when its size or mtime changed."""
+        for rel in self.listing():
+            path = self.root / rel
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # gone while listing
+            prev = self.files.get(rel)
+            skip = self.skipped_files.get(rel)
+            same_stat = prev is not None and (prev["size"], prev["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+            sha = None
+            if not same_stat and (skip is None or skip.get("sha256") is not None):
+                try:
+                    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                except OSError:
+                    sha = None
+            if skip is not None:
+                current = (skip.get("sha256") == sha if skip.get("sha256") is not None else
+                           (skip.get("size"), skip.get("mtime_ns")) == (st.st_size, st.st_mtime_ns)
+                           or skip["reason"] == "unreadable")
+                if current:
+                    kind = "dead_lettered" if skip["reason"] == "extraction_failed" else "skipped"
+                    yield Excluded(self.doc_id(rel), kind, f"{skip['reason']}: {skip.get('detail', '')}")
+                    continue
+            acl = tuple(self.acl_for(st).principals)
+            if prev is None:
+                yield ListedDocument(self.doc_id(rel), None, acl, changed_since_published=True)
+                continue
+            unchanged = same_stat or prev["sha256"] == sha
+            yield ListedDocument(self.doc_id(rel), prev["version"], tuple(prev.get("acl", acl)),
+                                 changed_since_published=not unchanged or list(acl) != prev.get("acl", list(acl)))
+
     # -- live -----------------------------------------------------------------------------
     def watch(self, stop: threading.Event, on_sync: Callable[[SyncStats], None] | None = None) -> None:
         """Watch until ``stop`` is set; debounce bursts, then sync the touched paths."""
@@ -425,11 +461,16 @@ def group_name(gid: int) -> str:
         return f"gid-{gid}"
 
 
-def load_source(settings: Settings, source_id: str) -> FilesystemSource:
-    """The source a doc_id's prefix names, from its saved state (for dead-letter replay)."""
+def load_source(settings: Settings, source_id: str, publisher: Publisher | None = None) -> FilesystemSource:
+    """The source a doc_id's prefix names, from its saved state (dead-letter replay, verify)."""
     path = settings.home / "sources" / f"{source_id}.json"
     try:
         root = json.loads(path.read_text())["root"]
     except FileNotFoundError:
         raise ValueError(f"no file-system source {source_id!r} is known here ({path} is missing)") from None
-    return FilesystemSource(settings, Path(root), source_id=source_id)
+    return FilesystemSource(settings, Path(root), source_id=source_id, publisher=publisher)
+
+
+def known_sources(settings: Settings) -> list[str]:
+    """The ids of the file-system sources that ever synced into this home."""
+    return sorted(p.stem for p in (settings.home / "sources").glob("*.json"))

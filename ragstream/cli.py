@@ -71,6 +71,7 @@ def cli(home: str | None) -> None:
       ragstream up [FOLDER]       index a folder and keep it in step (default: the bundled samples)
       ragstream search "text"     search what you may see
       ragstream stack status      what is running, where its logs and metrics are
+      ragstream verify [SOURCE]   does the index hold exactly what the source holds?
       ragstream down              stop everything
 
     Configuration comes from RAGSTREAM_* environment variables (or .env); see the README.
@@ -79,10 +80,13 @@ def cli(home: str | None) -> None:
 
     from ragstream.logging import configure_logging
 
+    from ragstream.store import private_home
+
     if home:
         os.environ["RAGSTREAM_HOME"] = home
         get_settings.cache_clear()
     s = settings()
+    private_home(s.home)  # umask 077 for this process and what it starts; the home 0700
     configure_logging(s.log_level, s.log_format)
 
 
@@ -176,15 +180,29 @@ def down() -> None:
 @click.argument("query")
 @click.option("--limit", "-n", default=5, show_default=True, help="How many results.")
 @click.option("--as", "principals", multiple=True, metavar="PRINCIPAL",
-              help="Search as user:<id> / group:<id> / public (repeatable). Default: you and your groups.")
+              help="Search as user:<id> / group:<id> / public (repeatable). Default: you and your groups. "
+                   "Principals that are not yours need --key with an admin key.")
+@click.option("--key", envvar="RAGSTREAM_API_KEY", default=None, metavar="API_KEY",
+              help="An API key whose role grants principals:assume (admin): lets --as name anyone. "
+                   "Read from RAGSTREAM_API_KEY when not given.")
 @friendly
-def search(query: str, limit: int, principals: tuple[str, ...]) -> None:
-    """Search the index; only documents the principals may read are considered."""
+def search(query: str, limit: int, principals: tuple[str, ...], key: str | None) -> None:
+    """Search the index; only documents the principals may read are considered.
+
+    \b
+    Who is trusted with what: you search as yourself (your login and your groups, as the
+    file-system producer names them). --as with any other principal is impersonation: it
+    needs an API key of a role with principals:assume (admin), checked against the key
+    store in RAGSTREAM_HOME. This check is the CLI's; the Kafka broker and milvus-lite of
+    the local stack do not yet authenticate clients (see docs/security.md).
+    """
     from consumers.milvus import MilvusIndex
     from streams.embedding import make_embedder
 
     s = settings()
-    who = list(principals) or _local_principals()
+    own = _local_principals()
+    who = list(principals) or own
+    _may_search_as(s, who, own, key)
     embedder = make_embedder(s)
     index = MilvusIndex(s.resolved_milvus_uri, s.collection, embedder.dim, acl_refresh_s=s.acl_refresh_s)
     hits = index.search(embedder.embed([query])[0], who, limit=limit)
@@ -196,6 +214,26 @@ def search(query: str, limit: int, principals: tuple[str, ...]) -> None:
         click.echo(f"   {h.uri}" + (f"  § {h.heading}" if h.heading else ""))
         snippet = " ".join(h.text.split())[:200]
         click.echo(f"   {snippet}{'…' if len(h.text) > 200 else ''}")
+
+
+def _may_search_as(s: Settings, who: list[str], own: list[str], key: str | None) -> None:
+    """Raise unless ``who`` are the caller's own principals or ``key`` may assume any."""
+    foreign = sorted(set(who) - set(own) - {"public"})
+    if not foreign:
+        return
+    if not key:
+        raise UserError(f"--as {', '.join(foreign)}: not your principal(s) (yours: {', '.join(own)}, public); "
+                        "searching as someone else needs --key with an admin API key (principals:assume)")
+    from ragstream.auth import AuthError, Authenticator, load_auth_config
+
+    auth = Authenticator(load_auth_config(s.auth_file), s.home)
+    try:
+        caller = auth.api_keys.authenticate(key)
+    except AuthError as exc:
+        raise UserError(f"--key: {exc}") from None
+    if not auth.rbac.allows(caller.roles, "principals:assume"):
+        raise UserError(f"--key: {caller.subject} may not search as others (its roles lack principals:assume)")
+    _audit(s, "admin.search.as", ",".join(foreign), {"by": caller.subject})
 
 
 def _local_principals() -> list[str]:
@@ -531,20 +569,21 @@ def audit_export() -> None:
 
 # --------------------------------------------------------------------------------- api
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--host", default=None, help="Interface to listen on (default: RAGSTREAM_API_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: RAGSTREAM_API_PORT, 8800).")
 @friendly
-def api(host: str, port: int | None) -> None:
+def api(host: str | None, port: int | None) -> None:
     """Serve the retrieval API: ACL-filtered search, documents, admin (OpenAPI at /docs).
 
     Authentication and roles come from RAGSTREAM_AUTH_FILE (OIDC issuers, LDAP, sessions,
-    rate limit, RBAC); API keys from `ragstream apikey create`. See docs/api.md.
+    rate limit, RBAC); API keys from `ragstream apikey create`. See docs/api.md and
+    docs/security.md. X-Forwarded-For is believed only from RAGSTREAM_API_TRUSTED_PROXIES.
     """
     from ragstream.api import serve
 
     s = settings()
-    say(f"retrieval API on http://{host}:{port or s.api_port}  (OpenAPI: /openapi.json, docs: /docs)")
-    serve(s, host, port or s.api_port)
+    say(f"retrieval API on http://{host or s.api_host}:{port or s.api_port}  (OpenAPI: /openapi.json, docs: /docs)")
+    serve(s, host or s.api_host, port or s.api_port)
 
 
 @cli.group()
@@ -558,7 +597,12 @@ def apikey() -> None:
 @click.option("--group", "groups", multiple=True, help="Group principal(s) for document ACLs (repeatable).")
 @friendly
 def apikey_create(name: str, roles: tuple[str, ...], groups: tuple[str, ...]) -> None:
-    """Create a key for service account NAME and print it (the only time it is shown)."""
+    """Create a key for service account NAME and print it (the only time it is shown).
+
+    The account is the principal service:NAME — never user:NAME, so `apikey create root`
+    reads nothing of root's — and it reads documents of exactly the groups given with
+    --group (and public ones). Keys live hashed in RAGSTREAM_HOME/keys/auth.db (0600).
+    """
     from ragstream.auth import Authenticator, load_auth_config
 
     s = settings()
@@ -568,9 +612,14 @@ def apikey_create(name: str, roles: tuple[str, ...], groups: tuple[str, ...]) ->
         raise UserError(f"unknown role(s) {unknown}; roles are {', '.join(auth.rbac.roles)}")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise UserError("NAME may hold letters, digits, '.', '_' and '-' (at most 64)")
-    key = auth.api_keys.create(name, roles, groups)
+    try:
+        key = auth.api_keys.create(name, roles, groups)
+    except ValueError as exc:
+        raise UserError(f"ragstream: {exc}") from None
     _audit(s, "admin.apikey.create", f"service:{name}", {"roles": list(roles), "groups": list(groups),
                                                            "key_id": key.split("_")[1]})
+    say(f"service:{name}: roles {', '.join(roles)}; reads documents of "
+        + ", ".join(["public", *(f"group:{g}" for g in groups)]))
     click.echo(key)
 
 
@@ -578,12 +627,11 @@ def apikey_create(name: str, roles: tuple[str, ...], groups: tuple[str, ...]) ->
 @friendly
 def apikey_list() -> None:
     """List keys (id, account, roles, groups); never the secrets."""
-    import json as _json
+    from ragstream.store import AuthStore
 
-    path = settings().home / "keys" / "api_keys.json"
-    keys = _json.loads(path.read_text()) if path.exists() else {}
-    for key_id, e in sorted(keys.items()):
-        click.echo(f"{key_id}  service:{e['name']:<24} roles={','.join(e['roles'])}  groups={','.join(e['groups'])}")
+    keys = AuthStore(settings().home / "keys").keys()
+    for k in keys:
+        click.echo(f"{k.key_id}  service:{k.name:<24} roles={','.join(k.roles)}  groups={','.join(k.groups)}")
     say(f"{len(keys)} key(s)")
 
 
@@ -592,10 +640,10 @@ def apikey_list() -> None:
 @friendly
 def apikey_revoke(key_id: str) -> None:
     """Revoke a key by its id (the part after 'rsk_', before the next '_')."""
-    from ragstream.auth import ApiKeyStore
+    from ragstream.store import AuthStore
 
     s = settings()
-    if not ApiKeyStore(s.home / "keys" / "api_keys.json").revoke(key_id):
+    if not AuthStore(s.home / "keys").revoke_key(key_id):
         raise UserError(f"no key with id {key_id} (see `ragstream apikey list`)")
     _audit(s, "admin.apikey.revoke", key_id, {})
     say(f"revoked {key_id}")
@@ -749,6 +797,67 @@ def dsr_show(request_id: str) -> None:
         raise UserError(f"no receipt for {request_id} yet: it is still open, or the id is wrong "
                         "(see `ragstream dsr list`)")
     click.echo(json.dumps(receipt, indent=2, sort_keys=True))
+
+
+# ------------------------------------------------------------------------------ verify
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--all-findings/--drift-only", default=True, show_default=True,
+              help="Also list the documents skipped, dead-lettered or blocked on purpose (not drift).")
+@friendly
+def verify(source: str | None, as_json: bool, all_findings: bool) -> None:
+    """Compare a source's current state with the index; exit 1 on drift.
+
+    SOURCE is a source id (fs-docs-1a2b3c, as `ragstream up` prints it) or the folder a
+    file-system source indexes; without it, every source known in this home. For each
+    document the source holds, the index must hold the version the source published, the
+    chunk ids its compliant text (rag.documents) chunks into, and the source's ACL.
+
+    \b
+    Reported: missing (in the source, not the index), stale (another version, other
+    chunk ids, another ACL), orphan (in the index, not the source); and, as not drift,
+    skipped and dead-lettered documents with their reasons and documents the compliance
+    policy blocks. Run it when the pipeline is idle: documents in flight show as drift.
+    The counts also go to <home>/metrics/verify.prom (ragstream_verify_drift_documents).
+    """
+    import json
+
+    from producers.filesystem import FilesystemSource, known_sources, load_source
+    from ragstream.verify import chunker_ids, format_report, verify_source, write_textfile, IndexView
+
+    s = settings()
+
+    class _NoPublisher:  # verify reads; it never publishes
+        def flush(self) -> None:
+            pass
+
+    none: Any = _NoPublisher()
+    if source is None:
+        sources = [load_source(s, sid, publisher=none) for sid in known_sources(s)]
+        if not sources:
+            raise UserError(f"no source has synced into {s.home} yet; run `ragstream up FOLDER` first")
+    elif Path(source).is_dir():
+        sources = [FilesystemSource(s, Path(source), publisher=none)]
+    else:
+        try:
+            sources = [load_source(s, source, publisher=none)]
+        except ValueError as exc:
+            known = ", ".join(known_sources(s)) or "none"
+            raise UserError(f"ragstream: {exc}; known sources: {known}. Give a source id or a folder.") from None
+    index, ids = IndexView(s), chunker_ids(s)
+    reports = [verify_source(s, src, index=index, chunk_ids=ids) for src in sources]
+    write_textfile(s)
+    drift = sum(len(r.drift) for r in reports)
+    if as_json:
+        click.echo(json.dumps({"drift": drift, "sources": [r.to_dict() for r in reports]}, indent=2))
+    else:
+        for r in reports:
+            for line in format_report(r, show_excluded=all_findings):
+                click.echo(line)
+        say(f"drift: {drift} document(s)" if drift else "no drift: the index holds what the source holds")
+    if drift:
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------- check
