@@ -7,6 +7,14 @@ people). Every endpoint but ``/healthz`` and ``/readyz`` authenticates
 denials are audited. Search filters by the caller's principals inside Milvus (pre-filter):
 no principals, no results.
 
+What reaches the application is bounded before anything is parsed (:class:`RequestGuard`,
+:func:`serve`): request headers must be complete within ``api_header_timeout_s``, a body
+larger than ``api_max_body_bytes`` is refused with 413 without being read, a body must
+arrive within ``api_body_timeout_s`` (408), and a caller without valid credentials is
+rate-limited per client address before its body is read (so malformed JSON costs it too).
+The client address is the TCP peer; ``X-Forwarded-For`` counts only from the proxies listed
+in ``api_trusted_proxies``.
+
 Errors are JSON ``{"error": ..., "request_id": ...}`` with no stack trace or internal
 detail; every response carries ``X-Request-ID`` and every log line of the request has it.
 """
@@ -14,7 +22,10 @@ detail; every response carries ``X-Request-ID`` and every log line of the reques
 # No `from __future__ import annotations`: FastAPI resolves the endpoint annotations,
 # which refer to names local to create_app().
 
+import asyncio
+import math
 import re
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -24,6 +35,7 @@ from typing import Annotated, Any, AsyncIterator, Callable, Literal
 from fastapi import Depends, FastAPI, Form, Header, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -36,6 +48,76 @@ from ragstream.settings import Settings
 
 log = get_logger(__name__)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+#: A doc_id as the contracts define it (``<source>:<native id>``), without control characters:
+#: they can name no document the API could show, and they break Milvus' expression parser.
+DOC_ID = r"^[a-z0-9][a-z0-9_.-]{0,63}:[^\x00-\x1f\x7f]+$"
+#: How long a readiness answer is reused: probes cost the index one query per this, not per call.
+READY_TTL_S = 5.0
+#: Paths that need no rate limit (cheap, constant answer).
+UNLIMITED = frozenset({"/healthz"})
+
+
+class RequestGuard:
+    """Outermost ASGI layer: refuse a body over ``max_body`` (413, from ``Content-Length``
+    before reading, or as soon as a chunked body passes it) and a body that does not arrive
+    within ``timeout_s`` (408). The refusal is sent at once with ``Connection: close``; the
+    application then sees a disconnect and whatever it sends is dropped."""
+
+    def __init__(self, app: Any, max_body: int, timeout_s: float) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = {"started": False, "refused": False, "read": 0}
+
+        async def refuse(status: int, message: str) -> None:
+            state["refused"] = True
+            if state["started"]:
+                return
+            state["started"] = True
+            rid = uuid.uuid4().hex
+            body = JSONResponse({"error": message, "request_id": rid}).body
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"), (b"x-request-id", rid.encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            log.warning("request refused", path=scope.get("path"), reason="body too large", declared=length[:20])
+            return await refuse(413, f"request body over {self.max_body} bytes")
+        deadline = time.monotonic() + self.timeout_s
+
+        async def guarded_receive() -> dict:
+            if state["refused"]:
+                return {"type": "http.disconnect"}
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                await refuse(408, f"request body not received within {self.timeout_s:g} s")
+                return {"type": "http.disconnect"}
+            if message["type"] == "http.request":
+                state["read"] += len(message.get("body", b""))
+                if state["read"] > self.max_body:
+                    await refuse(413, f"request body over {self.max_body} bytes")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if state["refused"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception:
+            if not state["refused"]:
+                raise
 
 
 # -- models (the published contract) -------------------------------------------------------------
@@ -82,8 +164,22 @@ class SessionResponse(BaseModel):
     token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
+    refresh_token: str = Field(description="good once: POST /v1/auth/refresh trades it for a new token and a new "
+                                           "refresh token; presenting it twice revokes the session")
     subject: str
     roles: list[str]
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=8, max_length=256)
+
+
+class RevokeSessions(BaseModel):
+    subject: str = Field(min_length=3, max_length=300, pattern=r"^[a-z]+:[^\x00-\x1f\x7f|]+$")
+
+
+class Revoked(BaseModel):
+    revoked: int
 
 
 class WhoAmI(BaseModel):
@@ -190,7 +286,10 @@ class Services:
 
     def close(self) -> None:
         if self._publisher is not None:
-            self._publisher.flush(10)
+            try:
+                self._publisher.flush(10)
+            except Exception as exc:  # noqa: BLE001 - shutting down: say what was lost, do not crash
+                log.error("audit events not delivered at shutdown", error=str(exc))
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
@@ -213,6 +312,36 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         return JSONResponse({"error": message, "request_id": request_id(request)}, status_code=status,
                             headers={"X-Request-ID": request_id(request), **(headers or {})})
 
+    def client_of(request: Request) -> str:
+        # The TCP peer, or what a trusted proxy says (uvicorn rewrites the client only for
+        # the proxies in api_trusted_proxies; see serve()).
+        return request.client.host if request.client else "-"
+
+    def limited(key: str) -> None:
+        if not svc.limiter.hit(svc.limit, key):
+            raise HTTPException(429, "rate limit exceeded; retry later", headers={"Retry-After": "60"})
+
+    async def identify(request: Request) -> None:
+        """Authenticate from the headers alone, before any body is read; a caller without
+        valid credentials is limited per client address here, so whatever it sends (malformed
+        JSON included) costs it a hit."""
+        request.state.identity, request.state.auth_error = None, None
+        authorization, api_key = request.headers.get("authorization"), request.headers.get("x-api-key")
+        if authorization or api_key:
+            bearer = None
+            if authorization:
+                scheme, _, value = authorization.partition(" ")
+                if scheme.lower() != "bearer" or not value.strip():
+                    request.state.auth_error = "use 'Authorization: Bearer <token>'"
+                bearer = value.strip()
+            if request.state.auth_error is None:
+                try:
+                    request.state.identity = await run_in_threadpool(svc.auth.authenticate, bearer, api_key)
+                except AuthError as exc:
+                    request.state.auth_error = str(exc)
+        if request.state.identity is None and request.url.path not in UNLIMITED:
+            limited(f"anon:{client_of(request)}")
+
     @app.middleware("http")
     async def with_request_id(request: Request, call_next: Callable) -> Response:
         incoming = request.headers.get("x-request-id", "")
@@ -222,7 +351,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         bind_contextvars(request_id=rid)
         t0 = time.monotonic()
         try:
+            await identify(request)
             response = await call_next(request)
+        except HTTPException as exc:
+            response = error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
         except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a 500
             log.error("request failed", path=request.url.path, error_type=type(exc).__name__)
             response = error(request, 500, "internal error; quote the request id when reporting it")
@@ -230,6 +362,9 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         log.info("request", method=request.method, path=request.url.path, status=response.status_code,
                  ms=round((time.monotonic() - t0) * 1000, 1))
         return response
+
+    # Added last, so outermost: bodies are bounded before any other layer runs.
+    app.add_middleware(RequestGuard, max_body=settings.api_max_body_bytes, timeout_s=settings.api_body_timeout_s)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -240,27 +375,16 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error(request, 422, f"invalid request: {problems}")
 
-    def client_of(request: Request) -> str:
-        return request.client.host if request.client else "-"
-
-    def limited(key: str) -> None:
-        if not svc.limiter.hit(svc.limit, key):
-            raise HTTPException(429, "rate limit exceeded; retry later", headers={"Retry-After": "60"})
-
     def require(permission: str) -> Callable[..., Identity]:
+        # The header parameters only document the credentials in the OpenAPI spec; the
+        # front door (identify) has already checked them.
         def dependency(request: Request, authorization: Annotated[str | None, Header()] = None,
                        x_api_key: Annotated[str | None, Header()] = None) -> Identity:
-            bearer = None
-            if authorization:
-                scheme, _, value = authorization.partition(" ")
-                if scheme.lower() != "bearer" or not value.strip():
-                    raise HTTPException(401, "use 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
-                bearer = value.strip()
-            try:
-                who = svc.auth.authenticate(bearer, x_api_key)
-            except AuthError as exc:
-                limited(f"anon:{client_of(request)}")
-                raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+            who = getattr(request.state, "identity", None)
+            if who is None:
+                message = getattr(request.state, "auth_error", None) or \
+                    "authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key'"
+                raise HTTPException(401, message, {"WWW-Authenticate": "Bearer"})
             bind_contextvars(subject=who.subject)
             limited(who.subject)
             if not svc.auth.rbac.allows(who.roles, permission):
@@ -277,12 +401,23 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["probes"], responses={503: {"model": ErrorBody}})
+    ready = {"at": -math.inf, "ok": False}
+    ready_lock = threading.Lock()
+
+    @app.get("/readyz", tags=["probes"], responses={429: ERRORS[429], 503: {"model": ErrorBody}})
     def readyz(request: Request) -> Any:
-        try:
-            svc.index.rows('chunk_id == ""', ["chunk_id"])
-        except Exception as exc:  # noqa: BLE001 - not ready, whatever the reason
-            log.warning("not ready", error_type=type(exc).__name__)
+        """Readiness: the index answered within the last few seconds (one cheap query per
+        READY_TTL_S at most, whoever asks; rate-limited per client like any anonymous call)."""
+        with ready_lock:
+            if time.monotonic() - ready["at"] > READY_TTL_S:
+                try:
+                    svc.index.first_rows('chunk_id == ""', ["chunk_id"], limit=1)
+                    ready["ok"] = True
+                except Exception as exc:  # noqa: BLE001 - not ready, whatever the reason
+                    log.warning("not ready", error_type=type(exc).__name__)
+                    ready["ok"] = False
+                ready["at"] = time.monotonic()
+        if not ready["ok"]:
             return error(request, 503, "the index is not reachable")
         return {"status": "ready"}
 
@@ -293,6 +428,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     # -- auth ------------------------------------------------------------------------------------
+    def session_response(who: Identity) -> SessionResponse:
+        token, refresh = svc.auth.sessions.open(who)
+        return SessionResponse(token=token, expires_in=svc.auth.sessions.ttl_s, refresh_token=refresh,
+                               subject=who.subject, roles=list(who.roles))
+
     @app.post("/v1/auth/login", tags=["auth"], response_model=SessionResponse,
               responses={401: ERRORS[401], 404: {"model": ErrorBody}, 429: ERRORS[429], 503: {"model": ErrorBody}})
     def login(request: Request, body: LoginRequest) -> SessionResponse:
@@ -308,8 +448,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             raise HTTPException(401, str(exc)) from None
         except ConnectionError as exc:
             raise HTTPException(503, str(exc)) from None
-        return SessionResponse(token=svc.auth.sessions.issue(who), expires_in=svc.auth.sessions.ttl_s,
-                               subject=who.subject, roles=list(who.roles))
+        return session_response(who)
 
     @app.post("/v1/auth/saml/acs", tags=["auth"], response_model=SessionResponse,
               responses={401: ERRORS[401], 404: {"model": ErrorBody}, 429: ERRORS[429]})
@@ -324,8 +463,25 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             svc.audit("anonymous", "auth.login_failed", "/v1/auth/saml/acs",
                       {"provider": "saml", "request_id": request_id(request)})
             raise HTTPException(401, str(exc)) from None
-        return SessionResponse(token=svc.auth.sessions.issue(who), expires_in=svc.auth.sessions.ttl_s,
-                               subject=who.subject, roles=list(who.roles))
+        return session_response(who)
+
+    @app.post("/v1/auth/refresh", tags=["auth"], response_model=SessionResponse,
+              responses={401: ERRORS[401], 429: ERRORS[429]})
+    def refresh(request: Request, body: RefreshRequest) -> SessionResponse:
+        """Trade a refresh token (good once) for a new access token and refresh token."""
+        limited(f"login:{client_of(request)}")
+        try:
+            token, new_refresh, s = svc.auth.sessions.refresh(body.refresh_token)
+        except AuthError as exc:
+            raise HTTPException(401, str(exc)) from None
+        return SessionResponse(token=token, expires_in=svc.auth.sessions.ttl_s, refresh_token=new_refresh,
+                               subject=s.subject, roles=list(s.roles))
+
+    @app.post("/v1/auth/logout", tags=["auth"], response_model=Revoked, responses=ERRORS)
+    def logout(who: Annotated[Identity, Depends(require("self:read"))]) -> Revoked:
+        """End the caller's session (its access and refresh tokens stop working at once)."""
+        sid = who.claims.get("sid") if who.provider.startswith("session:") else None
+        return Revoked(revoked=svc.auth.sessions.revoke(sid=sid) if sid else 0)
 
     @app.get("/v1/auth/whoami", tags=["auth"], response_model=WhoAmI, responses=ERRORS)
     def whoami(who: Annotated[Identity, Depends(require("self:read"))]) -> WhoAmI:
@@ -346,7 +502,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
 
     @app.get("/v1/documents/{doc_id:path}", tags=["documents"], response_model=DocumentInfo,
              responses={**ERRORS, 404: {"model": ErrorBody, "description": "not found, or not visible to you"}})
-    def document(doc_id: Annotated[str, Path(min_length=3, max_length=2048)],
+    def document(doc_id: Annotated[str, Path(min_length=3, max_length=2048, pattern=DOC_ID)],
                  who: Annotated[Identity, Depends(require("documents:read"))]) -> DocumentInfo:
         from consumers.milvus import acl_filter, escape_literal
 
@@ -392,18 +548,47 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
 
     Stage = Literal["ingest", "normalize", "compliance", "chunk", "embed", "index", "graph", "dsr", "audit"]
 
+    def readable(principals: tuple[str, ...], doc_ids: set[str]) -> set[str]:
+        """Those of ``doc_ids`` the principals may read in the index (as GET /v1/documents)."""
+        from consumers.milvus import acl_filter, escape_literal
+
+        ids = sorted(d for d in doc_ids if re.match(DOC_ID, d) and len(d) <= 2048)
+        out: set[str] = set()
+        if not principals:
+            return out
+        for i in range(0, len(ids), 200):
+            literal = ", ".join(f'"{escape_literal(d)}"' for d in ids[i:i + 200])
+            out |= {r["doc_id"] for r in svc.index.first_rows(f"doc_id in [{literal}] and {acl_filter(principals)}",
+                                                               ["doc_id"])}
+        return out
+
     @app.get("/v1/admin/dlq/{stage}", tags=["admin"], response_model=list[DeadLetterInfo], responses=ERRORS)
-    def dlq_list(stage: Stage, _: Annotated[Identity, Depends(require("dlq:read"))]) -> list[DeadLetterInfo]:
+    def dlq_list(stage: Stage, who: Annotated[Identity, Depends(require("dlq:read"))]) -> list[DeadLetterInfo]:
+        """Dead letters of a stage. A letter names a document (its key, often its path in the
+        error): it is listed only to callers who may read that document in the index, unless
+        they hold ``dlq:read_all`` (admins) — so a listing does not reveal that a document exists."""
         from ragstream.dlq import list_letters
 
+        letters = list_letters(settings, stage)
+        if not svc.auth.rbac.allows(who.roles, "dlq:read_all"):
+            visible = readable(who.principals, {item.key for item in letters if item.key})
+            letters = [item for item in letters if item.key in visible]
         out = []
-        for item in list_letters(settings, stage):
+        for item in letters:
             lt = item.letter
             out.append(DeadLetterInfo(partition=item.partition, offset=item.offset, key=item.key,
                                       topic=lt.topic if lt else None, error_type=lt.error_type if lt else None,
                                       error_message=lt.error_message if lt else None,
                                       failed_at=lt.failed_at if lt else None))
         return out
+
+    @app.post("/v1/admin/sessions/revoke", tags=["admin"], response_model=Revoked, responses=ERRORS)
+    def sessions_revoke(request: Request, body: RevokeSessions,
+                        who: Annotated[Identity, Depends(require("sessions:revoke"))]) -> Revoked:
+        """End every session of a subject at once (their tokens stop working on the next call)."""
+        n = svc.auth.sessions.revoke(subject=body.subject)
+        svc.audit(who.subject, "admin.sessions.revoke", body.subject, {"revoked": n, "request_id": request_id(request)})
+        return Revoked(revoked=n)
 
     @app.post("/v1/admin/dlq/{stage}/replay", tags=["admin"], response_model=ReplayResult, responses=ERRORS)
     def dlq_replay(request: Request, stage: Stage,
@@ -418,7 +603,63 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
     return app
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def header_timeout_protocol(timeout_s: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers are not complete
+    ``timeout_s`` after it opened or after its previous response (uvicorn's keep-alive
+    timer stops at the first byte, so a client sending headers slowly would hold the
+    connection for ever)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                log.warning("connection closed", reason="request headers incomplete", timeout_s=timeout_s)
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.conn.their_state is h11.IDLE:
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutH11
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve the API with uvicorn: loopback unless told otherwise, forwarded headers only
+    from the configured proxies (uvicorn would trust 127.0.0.1 by default, so anything on
+    the host could pick its own client address), header and body deadlines, a body limit."""
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    proxies = [p.strip() for p in settings.api_trusted_proxies.split(",") if p.strip()]
+    config = uvicorn.Config(create_app(settings), host=host or settings.api_host, port=port or settings.api_port, log_config=None,
+                            access_log=False, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or [],
+                            http=header_timeout_protocol(settings.api_header_timeout_s),
+                            timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
+                            limit_concurrency=256, server_header=False)
+    uvicorn.Server(config).run()

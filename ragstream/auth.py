@@ -11,8 +11,12 @@ Several providers at once, configured in one TOML file (``RAGSTREAM_AUTH_FILE``)
     groups_claim = "groups"
     roles_claim = "roles"
 
+    allowed_roles = ["user"]            # roles this issuer may grant (others in a token are dropped)
+    names = "issuer"                    # principals user:corp/<name>, group:corp/<g>; "local": bare names
+
     [ldap]                              # LDAP / Active Directory: POST /v1/auth/login
-    url = "ldap://dc.example.com:389"
+    url = "ldaps://dc.example.com:636"  # ldap:// only with start_tls = true (or allow_cleartext, tests)
+    username_attribute = "uid"          # the canonical name is the directory's own (sAMAccountName on AD)
     user_dn_template = "uid={username},ou=people,dc=example,dc=com"
     group_base = "ou=groups,dc=example,dc=com"
     group_filter = "(&(objectClass=groupOfNames)(member={user_dn}))"
@@ -20,7 +24,12 @@ Several providers at once, configured in one TOML file (``RAGSTREAM_AUTH_FILE``)
     default_roles = ["user"]
 
     [session]
-    ttl_s = 900                         # signed session tokens issued after a login
+    ttl_s = 900                         # access tokens issued after a login (refreshable)
+    refresh_ttl_s = 3600                # a refresh token lapses after this long unused
+    max_age_s = 28800                   # a session ends after this long: log in again
+
+    [identity_map]                      # the same person at two providers (optional)
+    "partner/alice@example.com" = "alice"
 
     [rate_limit]
     per_minute = 120                    # per identity
@@ -30,35 +39,41 @@ Several providers at once, configured in one TOML file (``RAGSTREAM_AUTH_FILE``)
 
 Every request resolves to an :class:`Identity`: who (``subject``), how (``provider``),
 its roles and its *principals* (``user:<name>``, ``group:<name>``), the same strings the
-producers write into document ACLs. RBAC (:class:`Rbac`) maps roles to ``resource:action``
+producers write into document ACLs. Names from the local directory (LDAP) are the host's
+names, as the file-system producer writes them; an OIDC issuer's or SAML IdP's names are
+qualified by its alias (``user:corp/alice``) unless it is declared ``names = "local"`` or
+``[identity_map]`` maps a name to a local one, so two providers' users never collide. An
+issuer grants only the roles its ``allowed_roles`` lists. Service accounts (API keys) are
+``service:<name>`` with only the groups the operator gave them. RBAC (:class:`Rbac`) maps roles to ``resource:action``
 permissions with ``resource:*`` and ``*`` wildcards; ACLs then filter the search inside
 Milvus (:func:`consumers.milvus.acl_filter`).
 
 API keys (service accounts) are random 32-byte secrets shown once; only their SHA-256 is
-stored (``<home>/keys/api_keys.json``, mode 0600) — a high-entropy secret needs no slow
-hash — and compared in constant time.
+stored (``<home>/keys/auth.db``, mode 0600, :mod:`ragstream.store`) — a high-entropy secret
+needs no slow hash — and compared in constant time. Sessions live in the same store: an
+access token is good for ``ttl_s`` and names a server-side session that can be refreshed
+(one-time refresh tokens), revoked, and that ends after ``max_age_s``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
+import re
 import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ragstream.store import API_KEY_PREFIX, AuthStore, Session, StoreError
 
 SESSION_ISSUER = "ragstream"
 SESSION_AUDIENCE = "ragstream-session"
-API_KEY_PREFIX = "rsk_"
 ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
@@ -97,6 +112,12 @@ class OidcConfig(BaseModel):
     leeway_s: float = Field(30, ge=0, le=300)
     refresh_cooldown_s: float = Field(30, ge=0, le=3600, description="an unknown kid refetches the JWKS at most "
                                       "this often (rotation arrives within it; random kids cannot flood the IdP)")
+    allowed_roles: tuple[str, ...] = Field(("user", "readonly"), description="roles this issuer may grant; a token's "
+                                           "other roles are dropped (an issuer is trusted with no more than this)")
+    default_roles: tuple[str, ...] = ()
+    names: Literal["issuer", "local"] = Field("issuer", description="'issuer': principals are user:<alias>/<name> "
+                                              "and group:<alias>/<group>; 'local': this issuer's names are the "
+                                              "host's own (the file-system producer's user:<login>)")
 
     @field_validator("algorithms")
     @classmethod
@@ -112,6 +133,15 @@ class LdapConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     url: str = Field(pattern=r"^ldaps?://")
+    start_tls: bool = Field(False, description="upgrade an ldap:// connection with StartTLS before binding")
+    allow_cleartext: bool = Field(False, description="accept ldap:// without StartTLS: passwords cross the network "
+                                  "in clear (only for a test directory on loopback)")
+    ca_file: Path | None = Field(None, description="CA certificates to verify the directory's TLS certificate "
+                                 "(default: the system's)")
+    username_attribute: str = Field("uid", description="the attribute holding the canonical user name "
+                                    "(sAMAccountName on Active Directory)")
+    case_insensitive: bool = Field(True, description="the directory compares names ignoring case (OpenLDAP's uid "
+                                   "and AD's sAMAccountName do): names are case-folded")
     user_dn_template: str = Field(pattern=r"\{username\}")
     group_base: str
     group_filter: str = "(&(objectClass=groupOfNames)(member={user_dn}))"
@@ -119,6 +149,13 @@ class LdapConfig(BaseModel):
     group_roles: dict[str, str] = Field(default_factory=dict)
     default_roles: tuple[str, ...] = ("user",)
     timeout_s: float = Field(5, gt=0)
+
+    @model_validator(mode="after")
+    def _encrypted(self) -> "LdapConfig":
+        if self.url.startswith("ldap://") and not (self.start_tls or self.allow_cleartext):
+            raise ValueError("ldap:// sends passwords in clear: use ldaps://, or start_tls = true "
+                             "(allow_cleartext = true only for a test directory)")
+        return self
 
 
 class SamlConfig(BaseModel):
@@ -131,6 +168,8 @@ class SamlConfig(BaseModel):
     groups_attribute: str = "isMemberOf"
     group_roles: dict[str, str] = Field(default_factory=dict)
     default_roles: tuple[str, ...] = ("user",)
+    names: Literal["issuer", "local"] = Field("issuer", description="'issuer': principals user:saml/<name>, "
+                                              "group:saml/<group>; 'local': the IdP's names are the host's own")
     xmlsec_binary: str = "/usr/bin/xmlsec1"
     accepted_time_diff_s: int = Field(60, ge=0, le=600)
 
@@ -145,7 +184,9 @@ class SamlConfig(BaseModel):
 class SessionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ttl_s: int = Field(900, ge=30, le=86400)
+    ttl_s: int = Field(900, ge=30, le=3600, description="lifetime of an access token (then refresh)")
+    refresh_ttl_s: int = Field(3600, ge=60, le=86400, description="a refresh token lapses after this long unused")
+    max_age_s: int = Field(28800, ge=60, le=86400, description="a session ends this long after its login")
 
 
 class RateLimitConfig(BaseModel):
@@ -179,6 +220,26 @@ class AuthConfig(BaseModel):
     session: SessionConfig = Field(default_factory=SessionConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     rbac: RbacConfig = Field(default_factory=RbacConfig)
+    identity_map: dict[str, str] = Field(default_factory=dict, description="'<provider alias>/<name>' = '<local "
+                                         "name>': the same person at another provider (OIDC alias, or 'saml')")
+
+    @field_validator("oidc")
+    @classmethod
+    def _aliases(cls, v: dict[str, OidcConfig]) -> dict[str, OidcConfig]:
+        for alias in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", alias) or alias == "saml":
+                raise ValueError(f"issuer alias {alias!r}: letters, digits, '.', '_', '-' (not 'saml'); it "
+                                 "qualifies the issuer's user and group names")
+        return v
+
+    @field_validator("identity_map")
+    @classmethod
+    def _mapping(cls, v: dict[str, str]) -> dict[str, str]:
+        for external, local in v.items():
+            alias, _, name = external.partition("/")
+            if not alias or not name or not valid_name(local):
+                raise ValueError(f"{external!r} = {local!r}: keys are '<alias>/<name>', values a local user name")
+        return v
 
 
 def load_auth_config(path: Path | None) -> AuthConfig:
@@ -200,9 +261,27 @@ class Identity:
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def principals_of(username: str, groups: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """ACL principals of an authenticated caller: themselves, their groups, and ``public``."""
-    return tuple(sorted({"public", f"user:{username}", *(f"group:{g}" for g in groups if g)}))
+#: A name inside a principal: no separator of the stored ACL encoding (``|``), no blanks or
+#: control characters (they would make two spellings of one name, or break a filter).
+NAME_FORBIDDEN = frozenset("|") | {chr(c) for c in range(0x21)} | {"\x7f"}
+
+
+def valid_name(name: str) -> bool:
+    return bool(name) and len(name) <= 256 and not (set(name) & NAME_FORBIDDEN)
+
+
+def principals_of(username: str, groups: list[str] | tuple[str, ...], namespace: str = "",
+                  kind: str = "user") -> tuple[str, ...]:
+    """ACL principals of an authenticated caller: themselves, their groups, and ``public``.
+
+    ``namespace`` qualifies names that come from a provider other than the local directory
+    (``user:corp/alice``). A group name that could not be a principal is left out; a user
+    name that could not be one is refused."""
+    prefix = f"{namespace}/" if namespace else ""
+    if not valid_name(username):
+        raise AuthError("the identity provider sent a user name that cannot be a principal")
+    return tuple(sorted({"public", f"{kind}:{prefix}{username}",
+                         *(f"group:{prefix}{g}" for g in groups if valid_name(g))}))
 
 
 class Rbac:
@@ -221,87 +300,99 @@ class Rbac:
 # -- API keys ------------------------------------------------------------------------------------
 
 
-class ApiKeyStore:
-    """Service-account keys: ``rsk_<id>_<secret>``; the file holds id → sha256(secret)."""
+class ApiKeys:
+    """Service-account keys ``rsk_<id>_<secret>`` (:class:`ragstream.store.AuthStore`).
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
+    A service account is ``service:<name>``: it is nobody's user, so ``apikey create root``
+    cannot read root's files; its groups are exactly those the operator gave."""
 
-    def _load(self) -> dict[str, dict[str, Any]]:
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
+    def __init__(self, store: AuthStore) -> None:
+        self.store = store
 
     def create(self, name: str, roles: tuple[str, ...], groups: tuple[str, ...] = ()) -> str:
-        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        with self._lock:
-            keys = self._load()
-            keys[key_id] = {"name": name, "roles": list(roles), "groups": list(groups),
-                            "sha256": hashlib.sha256(secret.encode()).hexdigest(), "created_at": int(time.time())}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(keys, fh, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        return f"{API_KEY_PREFIX}{key_id}_{secret}"
+        if not valid_name(name) or any(not valid_name(g) for g in groups):
+            raise ValueError("names and groups may not hold '|', blanks or control characters")
+        return self.store.create_key(name, tuple(roles), tuple(groups))
 
     def revoke(self, key_id: str) -> bool:
-        with self._lock:
-            keys = self._load()
-            if keys.pop(key_id, None) is None:
-                return False
-            fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(keys, fh, indent=1, sort_keys=True)
-            return True
+        return self.store.revoke_key(key_id)
 
     def authenticate(self, key: str) -> Identity:
         try:
-            key_id, secret = key.removeprefix(API_KEY_PREFIX).split("_", 1)
-        except ValueError:
-            raise AuthError("malformed API key") from None
-        entry = self._load().get(key_id)
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        if entry is None or not hmac.compare_digest(digest, entry["sha256"]):
-            raise AuthError("unknown or revoked API key")
-        name = entry["name"]
-        return Identity(subject=f"service:{name}", provider="api_key", roles=tuple(entry["roles"]),
-                        principals=principals_of(name, entry["groups"]))
+            k = self.store.check_key(key)
+        except StoreError as exc:
+            raise AuthError(str(exc)) from None
+        return Identity(subject=f"service:{k.name}", provider="api_key", roles=k.roles,
+                        principals=principals_of(k.name, k.groups, kind="service"))
 
 
 # -- sessions ------------------------------------------------------------------------------------
 
 
 class Sessions:
-    """Short-lived HS256 tokens this service signs after a login (key in ``<home>/keys``)."""
+    """Sessions after a login: a short-lived HS256 access token this service signs (key in
+    ``<home>/keys``) naming a server-side session, and a one-time refresh token. Every use
+    of an access token checks the session is live, so revocation is immediate; roles and
+    principals come from the session record, fixed at login for at most ``max_age_s``."""
 
-    def __init__(self, key_path: Path, ttl_s: int) -> None:
-        self.ttl_s = ttl_s
+    def __init__(self, key_path: Path, config: SessionConfig, store: AuthStore) -> None:
+        self.config = config
+        self.ttl_s = config.ttl_s
+        self.store = store
         if not key_path.exists():
-            key_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-        self._key = key_path.read_bytes()
+            key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process made it first
+            else:  # written under a temporary name would be better; a reader retries below
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(secrets.token_bytes(32))
+        for _ in range(50):  # another process may have created it and not yet written it
+            self._key = key_path.read_bytes()
+            if len(self._key) == 32:
+                break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError(f"{key_path} does not hold a 32-byte key: remove it and restart")
 
     def issue(self, identity: Identity) -> str:
+        """A new session for ``identity``; returns its access token."""
+        return self.open(identity)[0]
+
+    def open(self, identity: Identity) -> tuple[str, str]:
+        """A new session: (access token, refresh token)."""
+        s, refresh = self.store.open_session(identity.subject, identity.provider, identity.roles,
+                                             identity.principals, self.config.max_age_s, self.config.refresh_ttl_s)
+        return self._access(s), refresh
+
+    def refresh(self, refresh_token: str) -> tuple[str, str, Session]:
+        try:
+            s, refresh = self.store.refresh(refresh_token, self.config.refresh_ttl_s)
+        except StoreError as exc:
+            raise AuthError(str(exc)) from None
+        return self._access(s), refresh, s
+
+    def _access(self, s: Session) -> str:
         now = int(time.time())
-        return jwt.encode({"iss": SESSION_ISSUER, "aud": SESSION_AUDIENCE, "sub": identity.subject,
-                           "via": identity.provider, "roles": list(identity.roles),
-                           "principals": list(identity.principals), "iat": now, "nbf": now,
-                           "exp": now + self.ttl_s, "jti": uuid.uuid4().hex}, self._key, algorithm="HS256")
+        return jwt.encode({"iss": SESSION_ISSUER, "aud": SESSION_AUDIENCE, "sub": s.subject, "sid": s.sid,
+                           "via": s.provider, "iat": now, "nbf": now, "exp": min(now + self.ttl_s, s.expires_at),
+                           "jti": uuid.uuid4().hex}, self._key, algorithm="HS256")
 
     def verify(self, token: str) -> Identity:
         try:
             c = jwt.decode(token, self._key, algorithms=["HS256"], audience=SESSION_AUDIENCE, issuer=SESSION_ISSUER,
-                           options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+                           options={"require": ["exp", "iat", "sub", "aud", "iss", "sid"]})
+            s = self.store.session(str(c["sid"]))
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid session token: {exc}") from None
-        return Identity(subject=c["sub"], provider=f"session:{c.get('via', '?')}", roles=tuple(c.get("roles", ())),
-                        principals=tuple(c.get("principals", ())), claims=c)
+        except StoreError as exc:
+            raise AuthError(str(exc)) from None
+        return Identity(subject=s.subject, provider=f"session:{s.provider}", roles=s.roles,
+                        principals=s.principals, claims=c)
+
+    def revoke(self, *, sid: str | None = None, subject: str | None = None) -> int:
+        return self.store.revoke_sessions(sid=sid, subject=subject)
 
 
 # -- OIDC ----------------------------------------------------------------------------------------
@@ -312,9 +403,10 @@ class OidcProvider:
     ``kid`` refetches the set, at most once per ``refresh_cooldown_s``: that is how key
     rotation arrives, and why random kids cannot make us hammer the provider)."""
 
-    def __init__(self, name: str, config: OidcConfig) -> None:
+    def __init__(self, name: str, config: OidcConfig, identity_map: dict[str, str] | None = None) -> None:
         self.name = name
         self.config = config
+        self.identity_map = identity_map or {}
         self.jwks = jwt.PyJWKClient(config.jwks_url, cache_keys=True, lifespan=300, timeout=5,
                                     cooldown_duration=config.refresh_cooldown_s)
 
@@ -338,18 +430,55 @@ class OidcProvider:
         roles = claims.get(c.roles_claim) or []
         if not isinstance(groups, list) or not isinstance(roles, list):
             raise AuthError(f"claims {c.groups_claim!r} and {c.roles_claim!r} must be lists")
-        return Identity(subject=f"user:{username}", provider=f"oidc:{self.name}", roles=tuple(map(str, roles)),
-                        principals=principals_of(username, [str(g) for g in groups]), claims=claims)
+        # An issuer grants only what it is trusted with; the rest of its claim is ignored.
+        granted = tuple(sorted(({str(r) for r in roles} & set(c.allowed_roles)) | set(c.default_roles)))
+        subject, principals = provider_principals(self.name, c.names, self.identity_map, username,
+                                                  [str(g) for g in groups])
+        return Identity(subject=subject, provider=f"oidc:{self.name}", roles=granted, principals=principals,
+                        claims=claims)
+
+
+def provider_principals(alias: str, names: str, identity_map: dict[str, str], username: str,
+                        groups: list[str]) -> tuple[str, tuple[str, ...]]:
+    """Subject and principals of a user of provider ``alias``: qualified by the alias
+    (``user:corp/alice``, ``group:corp/eng``) unless the provider's names are the host's
+    (``names = "local"``) or ``[identity_map]`` says ``corp/alice`` is local ``alice``."""
+    if not valid_name(username):
+        raise AuthError("the identity provider sent a user name that cannot be a principal")
+    if names == "local":
+        return f"user:{username}", principals_of(username, groups)
+    user = identity_map.get(f"{alias}/{username}", f"{alias}/{username}")
+    ps = set(principals_of(user, [g for g in groups if valid_name(g)], ""))
+    ps = {p for p in ps if not p.startswith("group:")} | {f"group:{alias}/{g}" for g in groups if valid_name(g)}
+    return f"user:{user}", tuple(sorted(ps))
 
 
 # -- LDAP / Active Directory ---------------------------------------------------------------------
 
 
 class LdapProvider:
-    """Simple bind as the user, then the groups whose member is the user's DN."""
+    """Bind as the user over TLS (ldaps:// or StartTLS), read the user's entry for the
+    directory's own name, then the groups whose member is the user's DN.
+
+    The name typed at login only finds the entry: ``ALICE``, ``" alice"`` and ``alice``
+    bind to the same entry in a directory that ignores case and surrounding blanks, so the
+    subject is the entry's ``username_attribute`` (trimmed, and case-folded when the
+    directory ignores case) — one person, one subject, one set of principals."""
 
     def __init__(self, config: LdapConfig) -> None:
         self.config = config
+
+    def _server(self) -> Any:
+        import ssl
+
+        import ldap3
+
+        c = self.config
+        tls = None
+        if c.url.startswith("ldaps://") or c.start_tls:
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
+                            ca_certs_file=str(c.ca_file) if c.ca_file else None)
+        return ldap3.Server(c.url, connect_timeout=c.timeout_s, use_ssl=c.url.startswith("ldaps://"), tls=tls)
 
     def login(self, username: str, password: str) -> Identity:
         import ldap3
@@ -358,26 +487,41 @@ class LdapProvider:
         from ldap3.utils.dn import escape_rdn
 
         c = self.config
-        if not username or not password:
+        if not username.strip() or not password:
             raise AuthError("username and password are required")  # an empty password would be an anonymous bind
         user_dn = c.user_dn_template.format(username=escape_rdn(username))
-        server = ldap3.Server(c.url, connect_timeout=c.timeout_s)
+        bind = ldap3.AUTO_BIND_TLS_BEFORE_BIND if c.start_tls else ldap3.AUTO_BIND_NO_TLS
         try:
-            conn = ldap3.Connection(server, user=user_dn, password=password, auto_bind=True,
+            conn = ldap3.Connection(self._server(), user=user_dn, password=password, auto_bind=bind,
                                     receive_timeout=c.timeout_s, raise_exceptions=True)
         except (LDAPBindError, LDAPInvalidCredentialsResult):
             raise AuthError("invalid username or password") from None
         except LDAPException as exc:
             raise ConnectionError(f"directory unavailable: {type(exc).__name__}") from None
         try:
-            conn.search(c.group_base, c.group_filter.format(user_dn=escape_filter_chars(user_dn)),
+            conn.search(user_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[c.username_attribute])
+            if not conn.entries:
+                raise AuthError("invalid username or password")
+            entry = conn.entries[0]
+            names = [str(v).strip() for v in entry[c.username_attribute].values] if c.username_attribute in entry \
+                else []
+            typed = username.strip().lower() if c.case_insensitive else username.strip()
+            canonical = next((n for n in names if (n.lower() if c.case_insensitive else n) == typed),
+                             names[0] if names else "")
+            if c.case_insensitive:
+                canonical = canonical.lower()
+            if not canonical:
+                raise AuthError(f"the directory entry has no {c.username_attribute}: ask its administrator")
+            conn.search(c.group_base, c.group_filter.format(user_dn=escape_filter_chars(entry.entry_dn)),
                         attributes=[c.group_name_attribute])
             groups = sorted(str(e[c.group_name_attribute].value) for e in conn.entries)
+        except LDAPException as exc:
+            raise ConnectionError(f"directory unavailable: {type(exc).__name__}") from None
         finally:
             conn.unbind()
         roles = tuple(sorted({c.group_roles[g] for g in groups if g in c.group_roles} | set(c.default_roles)))
-        return Identity(subject=f"user:{username}", provider="ldap", roles=roles,
-                        principals=principals_of(username, groups))
+        return Identity(subject=f"user:{canonical}", provider="ldap", roles=roles,
+                        principals=principals_of(canonical, groups))
 
 
 # -- SAML 2.0 ------------------------------------------------------------------------------------
@@ -388,12 +532,13 @@ class SamlProvider:
     response must carry a signed assertion from the configured IdP (its metadata), meant
     for this SP (audience), within its validity window; attributes give name and groups."""
 
-    def __init__(self, config: SamlConfig) -> None:
+    def __init__(self, config: SamlConfig, identity_map: dict[str, str] | None = None) -> None:
         from saml2 import BINDING_HTTP_POST
         from saml2.client import Saml2Client
         from saml2.config import SPConfig
 
         self.config = config
+        self.identity_map = identity_map or {}
         sp = SPConfig()
         sp.load({
             "entityid": config.sp_entity_id,
@@ -434,8 +579,8 @@ class SamlProvider:
         username = str(names[0])
         groups = [str(g) for g in ava.get(c.groups_attribute, [])]
         roles = tuple(sorted({c.group_roles[g] for g in groups if g in c.group_roles} | set(c.default_roles)))
-        return Identity(subject=f"user:{username}", provider="saml", roles=roles,
-                        principals=principals_of(username, groups))
+        subject, principals = provider_principals("saml", c.names, self.identity_map, username, groups)
+        return Identity(subject=subject, provider="saml", roles=roles, principals=principals)
 
 
 # -- putting it together -------------------------------------------------------------------------
@@ -445,11 +590,12 @@ class Authenticator:
     def __init__(self, config: AuthConfig, home: Path) -> None:
         self.config = config
         self.rbac = Rbac(config.rbac)
-        self.api_keys = ApiKeyStore(home / "keys" / "api_keys.json")
-        self.sessions = Sessions(home / "keys" / "session.key", config.session.ttl_s)
-        self.oidc = {c.issuer: OidcProvider(name, c) for name, c in config.oidc.items()}
+        self.store = AuthStore(home / "keys")
+        self.api_keys = ApiKeys(self.store)
+        self.sessions = Sessions(home / "keys" / "session.key", config.session, self.store)
+        self.oidc = {c.issuer: OidcProvider(name, c, config.identity_map) for name, c in config.oidc.items()}
         self.ldap = LdapProvider(config.ldap) if config.ldap else None
-        self.saml = SamlProvider(config.saml) if config.saml else None
+        self.saml = SamlProvider(config.saml, config.identity_map) if config.saml else None
 
     def authenticate(self, bearer: str | None, api_key: str | None) -> Identity:
         if api_key:

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -113,7 +113,8 @@ class Settings(BaseSettings):
                                            "(any OpenAI-compatible /v1/embeddings).")
     embed_url: str | None = Field(None, description="Base URL of an OpenAI-compatible endpoint, e.g. http://tei:8080/v1")
     embed_model: str | None = Field(None, description="Model name sent to the remote endpoint.")
-    embed_api_key: str | None = Field(None, description="Bearer token for the remote endpoint.")
+    embed_api_key: SecretStr | None = Field(None, description="Bearer token for the remote endpoint (a secret: "
+                                                               "never logged or shown; .get_secret_value()).")
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Chunks per model call (across documents).")
     chunk_max_tokens: int = Field(200, ge=32, le=8192, description="Upper bound of a chunk, in model tokens.")
     chunk_overlap_tokens: int = Field(24, ge=0, description="Tokens of the previous chunk repeated at a chunk's start.")
@@ -136,6 +137,16 @@ class Settings(BaseSettings):
     auth_file: Path | None = Field(
         None, description="API authentication and RBAC, TOML: OIDC issuers, LDAP, sessions, rate limit, roles.")
     api_port: Port = Field(8800, description="Port of the retrieval API (`ragstream api`, `ragstream up`).")
+    api_host: str = Field("127.0.0.1", description="Interface the API listens on (loopback unless you mean it).")
+    api_trusted_proxies: str = Field(
+        "", description="Comma-separated addresses/networks of reverse proxies whose X-Forwarded-For the API "
+                        "believes; empty: forwarded headers are ignored and the peer address is the client.")
+    api_max_body_bytes: int = Field(1_048_576, ge=1024, le=100 * 2**20,
+                                    description="Largest request body the API reads (413 beyond, before parsing).")
+    api_header_timeout_s: float = Field(10, gt=0, le=300,
+                                        description="A connection must send complete request headers within this.")
+    api_body_timeout_s: float = Field(30, gt=0, le=3600,
+                                      description="A request body must arrive within this (408 otherwise).")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("console", description="'json' for machines, 'console' for people.")
 
@@ -146,6 +157,18 @@ class Settings(BaseSettings):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port (example: 127.0.0.1:9092)")
+        return v
+
+    @field_validator("api_trusted_proxies")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        import ipaddress
+
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (example: 10.0.0.5,10.1.0.0/16)") from None
         return v
 
     @field_validator("home", "cache_dir")
@@ -229,12 +252,18 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = ["ragstream: invalid configuration:"]
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            lines.append(
-                f"  RAGSTREAM_{field.upper()}={err.get('input')!r}: {err['msg']}"
-            )
+            if not err["loc"]:  # a rule across fields: its message names the variables; the input is everything
+                lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
+                continue
+            field = str(err["loc"][0])
+            shown = "<hidden>" if field in SECRET_FIELDS else repr(err.get("input"))[:200]
+            lines.append(f"  RAGSTREAM_{field.upper()}={shown}: {err['msg']}")
         lines.append("Fix the environment variable (or .env entry) and run the command again.")
         raise SettingsError("\n".join(lines)) from None
+
+
+#: Fields whose values are never printed (their type is SecretStr).
+SECRET_FIELDS = frozenset(n for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation))
 
 
 @functools.cache

@@ -113,12 +113,14 @@ def auth_file(tmp_path, jwks: Jwks, per_minute: int = 10_000, directory=None, id
 sp_entity_id = "{SP_ID}"
 acs_url = "{ACS}"
 idp_metadata_file = "{idp.metadata}"
+names = "local"
 group_roles = {{ {", ".join(f'{g} = "{r}"' for g, r in LDAP_ROLES.items())} }}
 default_roles = []
 """
     ldap = "" if directory is None else f"""
 [ldap]
 url = "{directory.url}"
+allow_cleartext = true
 user_dn_template = "uid={{username}},ou=people,{directory.suffix}"
 group_base = "ou=groups,{directory.suffix}"
 group_roles = {{ {", ".join(f'{g} = "{r}"' for g, r in LDAP_ROLES.items())} }}
@@ -131,6 +133,8 @@ audience = "{AUDIENCE}"
 jwks_url = "{jwks.url}"
 algorithms = ["RS256"]
 refresh_cooldown_s = 1
+allowed_roles = ["admin", "power_user", "user", "readonly"]
+names = "local"
 
 [rate_limit]
 per_minute = {per_minute}
@@ -191,6 +195,7 @@ ENDPOINTS = [
     ("GET", f"/v1/admin/dsr/{'0' * 32}", None, "dsr:read", 404),
     ("GET", "/v1/admin/dlq/graph", None, "dlq:read", 200),
     ("POST", "/v1/admin/dlq/graph/replay", None, "dlq:replay", 200),
+    ("POST", "/v1/admin/sessions/revoke", {"subject": "user:nobody"}, "sessions:revoke", 200),
     ("GET", "/metrics", None, "system:monitor", 200),
 ]
 

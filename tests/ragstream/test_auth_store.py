@@ -1,0 +1,186 @@
+"""The credential store (API keys, sessions) and the identities it gives, without services.
+
+Concurrency is tried the way two admins and a running API would: separate processes
+creating and revoking keys while this process authenticates requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ragstream.api import create_app
+from ragstream.auth import AuthConfig, AuthConfigError, AuthError, Authenticator, Identity, load_auth_config
+from ragstream.settings import load_settings
+from ragstream.store import AuthStore
+
+CHURN = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from ragstream.store import AuthStore
+    keys_dir, out, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    revoked, kept = [], []
+    for i in range(n):
+        store = AuthStore(keys_dir)                       # a fresh `ragstream apikey` each time
+        key = store.create_key(f"churn-{i}", ("user",), ())
+        if i % 2:
+            kept.append(key)
+        else:
+            assert store.revoke_key(key.split("_")[1])
+            revoked.append(key)
+    out.write_text(json.dumps({"revoked": revoked, "kept": kept}))
+""")
+
+
+def test_two_processes_creating_and_revoking_while_requests_run(tmp_path):
+    auth = Authenticator(AuthConfig(), tmp_path)
+    steady = auth.api_keys.create("steady", ("user",))
+    procs = [subprocess.Popen([sys.executable, "-c", CHURN, str(tmp_path / "keys"), str(tmp_path / f"out{i}.json"),
+                               "40"], cwd=Path(__file__).resolve().parents[2]) for i in range(2)]
+    checked = failures = 0
+    while any(p.poll() is None for p in procs):
+        try:
+            assert auth.authenticate(None, steady).subject == "service:steady"
+        except Exception as exc:  # noqa: BLE001 - any failure of a valid key counts
+            failures += 1
+            print("failed:", type(exc).__name__, exc)
+        checked += 1
+    assert [p.returncode for p in procs] == [0, 0]
+    assert failures == 0 and checked > 10
+    for i in range(2):
+        out = json.loads((tmp_path / f"out{i}.json").read_text())
+        for key in out["revoked"]:
+            with pytest.raises(AuthError):
+                auth.authenticate(None, key)
+        for key in out["kept"]:
+            assert auth.authenticate(None, key).subject.startswith("service:churn-")
+    assert len(AuthStore(tmp_path / "keys").keys()) == 1 + 2 * 20
+
+
+def test_store_files_are_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Authenticator(AuthConfig(), tmp_path).api_keys.create("x", ("user",))
+    finally:
+        os.umask(old)
+    keys = tmp_path / "keys"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    for f in keys.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_legacy_json_is_migrated_once(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    secret = "legacy-secret-value"
+    legacy = {"abc123": {"name": "old-bot", "roles": ["user"], "groups": ["eng"],
+                         "sha256": hashlib.sha256(secret.encode()).hexdigest(), "created_at": 1}}
+    (keys / "api_keys.json").write_text(json.dumps(legacy))
+    auth = Authenticator(AuthConfig(), tmp_path)
+    who = auth.authenticate(None, f"rsk_abc123_{secret}")
+    assert who.subject == "service:old-bot" and "group:eng" in who.principals
+    assert not (keys / "api_keys.json").exists() and (keys / "api_keys.json.migrated").exists()
+    assert auth.api_keys.revoke("abc123")
+    (keys / "api_keys.json").write_text(json.dumps(legacy))  # an old copy put back: not imported again
+    again = Authenticator(AuthConfig(), tmp_path)
+    with pytest.raises(AuthError):
+        again.authenticate(None, f"rsk_abc123_{secret}")
+
+
+def test_service_accounts_are_their_own_kind(tmp_path):
+    auth = Authenticator(AuthConfig(), tmp_path)
+    who = auth.authenticate(None, auth.api_keys.create("root", ("user",)))
+    assert who.subject == "service:root" and who.principals == ("public", "service:root")
+    assert "user:root" not in who.principals
+    grouped = auth.authenticate(None, auth.api_keys.create("bot", ("user",), ("eng",)))
+    assert grouped.principals == ("group:eng", "public", "service:bot")
+    with pytest.raises(ValueError):
+        auth.api_keys.create("bot", ("user",), ("eng|public",))
+
+
+@pytest.fixture
+def app(tmp_path):
+    path = tmp_path / "auth.toml"
+    path.write_text("[session]\nttl_s = 60\nrefresh_ttl_s = 600\nmax_age_s = 3600\n")
+    return create_app(load_settings(home=tmp_path / "home", auth_file=path))
+
+
+def test_sessions_refresh_and_revoke_server_side(app):
+    svc = app.state.services
+    alice = Identity("user:alice", "ldap", ("user",), ("group:eng", "public", "user:alice"))
+    with TestClient(app) as client:
+        token, refresh = svc.auth.sessions.open(alice)
+        hdr = {"Authorization": f"Bearer {token}"}
+        assert client.get("/v1/auth/whoami", headers=hdr).json()["principals"] == list(alice.principals)
+        r = client.post("/v1/auth/refresh", json={"refresh_token": refresh})
+        assert r.status_code == 200, r.text
+        new = r.json()
+        assert new["subject"] == "user:alice" and new["refresh_token"] != refresh
+        assert client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {new['token']}"}).status_code == 200
+        # The used refresh token again: someone holds a copy, so the whole session ends.
+        assert client.post("/v1/auth/refresh", json={"refresh_token": refresh}).status_code == 401
+        assert client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {new['token']}"}).status_code == 401
+        assert client.post("/v1/auth/refresh", json={"refresh_token": new["refresh_token"]}).status_code == 401
+
+        # An administrator ends every session of a subject; logout ends one's own.
+        token2, _ = svc.auth.sessions.open(alice)
+        token3, _ = svc.auth.sessions.open(alice)
+        admin = {"X-API-Key": svc.auth.api_keys.create("ops", ("admin",))}
+        assert client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {token2}"}).status_code == 200
+        r = client.post("/v1/admin/sessions/revoke", json={"subject": "user:alice"}, headers=admin)
+        assert r.status_code == 200 and r.json()["revoked"] == 2
+        for t in (token2, token3):
+            assert client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {t}"}).status_code == 401
+        token4, _ = svc.auth.sessions.open(alice)
+        h4 = {"Authorization": f"Bearer {token4}"}
+        assert client.post("/v1/auth/logout", headers=h4).json() == {"revoked": 1}
+        assert client.get("/v1/auth/whoami", headers=h4).status_code == 401
+
+
+def test_sessions_end_at_their_max_age(tmp_path):
+    path = tmp_path / "auth.toml"
+    path.write_text("[session]\nttl_s = 60\nrefresh_ttl_s = 60\nmax_age_s = 60\n")
+    auth = Authenticator(load_auth_config(path), tmp_path)
+    token, refresh = auth.sessions.open(Identity("user:bob", "ldap", ("user",), ("public", "user:bob")))
+    assert auth.authenticate(token, None).subject == "user:bob"
+    import sqlite3
+
+    db = sqlite3.connect(auth.store.path)
+    db.execute("UPDATE sessions SET expires_at = ?", (int(time.time()) - 1,))  # as if 60 s had passed
+    db.commit()
+    with pytest.raises(AuthError, match="log in again"):
+        auth.authenticate(token, None)
+    with pytest.raises(AuthError):
+        auth.sessions.refresh(refresh)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[ldap]\nurl = "ldap://dc:389"\nuser_dn_template = "uid={username}"\ngroup_base = "ou=g"\n', "clear"),
+    ('[session]\nttl_s = 86400\n', "session.ttl_s"),
+    ('[oidc."a|b"]\nissuer = "i"\naudience = "a"\njwks_url = "https://i/jwks"\n', "issuer alias"),
+    ('[identity_map]\n"alice" = "alice"\n', "identity_map"),
+])
+def test_unsafe_auth_settings_are_refused(tmp_path, text, expected):
+    path = tmp_path / "auth.toml"
+    path.write_text(text)
+    with pytest.raises(AuthConfigError, match=expected):
+        load_auth_config(path)
+
+
+def test_ldap_over_tls_or_declared_cleartext_is_accepted(tmp_path):
+    base = 'user_dn_template = "uid={username}"\ngroup_base = "ou=g"\n'
+    for extra in ('url = "ldaps://dc:636"\n', 'url = "ldap://dc:389"\nstart_tls = true\n',
+                  'url = "ldap://127.0.0.1:389"\nallow_cleartext = true\n'):
+        path = tmp_path / "auth.toml"
+        path.write_text("[ldap]\n" + extra + base)
+        assert load_auth_config(path).ldap is not None
