@@ -57,6 +57,11 @@ READY_TTL_S = 5.0
 UNLIMITED = frozenset({"/healthz"})
 
 
+def printable(text: str) -> str:
+    """``text`` for a log line: control characters escaped, so a path cannot forge lines."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")[:2048]
+
+
 class RequestGuard:
     """Outermost ASGI layer: refuse a body over ``max_body`` (413, from ``Content-Length``
     before reading, or as soon as a chunked body passes it) and a body that does not arrive
@@ -87,7 +92,8 @@ class RequestGuard:
 
         length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            log.warning("request refused", path=scope.get("path"), reason="body too large", declared=length[:20])
+            log.warning("request refused", path=printable(scope.get("path", "")), reason="body too large",
+                        declared=length[:20].decode("latin-1"))
             return await refuse(413, f"request body over {self.max_body} bytes")
         deadline = time.monotonic() + self.timeout_s
 
@@ -356,10 +362,10 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         except HTTPException as exc:
             response = error(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
         except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a 500
-            log.error("request failed", path=request.url.path, error_type=type(exc).__name__)
+            log.error("request failed", path=printable(request.url.path), error_type=type(exc).__name__)
             response = error(request, 500, "internal error; quote the request id when reporting it")
         response.headers["X-Request-ID"] = rid
-        log.info("request", method=request.method, path=request.url.path, status=response.status_code,
+        log.info("request", method=request.method, path=printable(request.url.path), status=response.status_code,
                  ms=round((time.monotonic() - t0) * 1000, 1))
         return response
 
