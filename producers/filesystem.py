@@ -181,9 +181,13 @@ class FilesystemSource:
 
     # -- the one code path ------------------------------------------------------------------
     def sync(self, rels: Iterable[str] | None = None, *, progress: Callable[[int], None] | None = None,
-             force: bool = False) -> SyncStats:
-        """Publish what changed among ``rels`` (None: the whole folder, deletions included)."""
+             force: bool = False, on_publish: Callable[[str, int], None] | None = None) -> SyncStats:
+        """Publish what changed among ``rels`` (None: the whole folder, deletions included).
+
+        ``progress(1)`` is called per file considered, ``on_publish(doc_id, version)`` per
+        event handed to the publisher (``ragstream up``'s progress display uses both)."""
         stats = SyncStats()
+        self._on_publish = on_publish
         if rels is None:
             on_disk = self.listing()
             candidates = sorted(set(on_disk) | set(self.files) | set(self._state["skipped"]))
@@ -308,6 +312,7 @@ class FilesystemSource:
         )
         assert self.publisher is not None
         self.publisher.publish(topics.CHANGES, event, on_delivery=cb)
+        self._published(event.doc_id, version)
         SOURCE_EVENTS.labels(self.source_id, "upsert").inc()
         log.info("change published", doc_id=event.doc_id, event_id=event.event_id, op="upsert", version=version)
         return {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": version,
@@ -323,6 +328,7 @@ class FilesystemSource:
         change = AclChange(source=self.source_id, doc_id=self.doc_id(rel), version=version, acl=acl)
         assert self.publisher is not None
         self.publisher.publish(topics.ACL, change, on_delivery=cb)
+        self._published(change.doc_id, version)
         SOURCE_EVENTS.labels(self.source_id, "acl").inc()
         log.info("permission change published", doc_id=change.doc_id, event_id=change.event_id, version=version)
         return {**prev, "version": version, "acl": list(acl.principals), "acl_only": True}
@@ -334,8 +340,14 @@ class FilesystemSource:
                             changed_at=datetime.now(timezone.utc))
         assert self.publisher is not None
         self.publisher.publish(topics.CHANGES, event, on_delivery=cb)
+        self._published(event.doc_id, event.version)
         SOURCE_EVENTS.labels(self.source_id, "delete").inc()
         log.info("change published", doc_id=event.doc_id, event_id=event.event_id, op="delete")
+
+    def _published(self, doc_id: str, version: int) -> None:
+        hook = getattr(self, "_on_publish", None)
+        if hook is not None:
+            hook(doc_id, version)
 
     def _skip(self, rel: str, sha: str | None, reason: str, detail: str, **seen: int) -> str:
         SOURCE_SKIPPED.labels(self.source_id, reason).inc()

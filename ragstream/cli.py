@@ -102,24 +102,32 @@ SAMPLES = PROJECT_ROOT / "samples"
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable; default: all).")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Skip files matching (repeatable; hidden, temporary and editor files are always skipped).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also print the per-file log lines (always written to <home>/logs/up.log).")
+@click.option("--progress-interval", default=10.0, show_default=True, metavar="SECONDS",
+              help="When the output is not a terminal: seconds between two progress lines.")
 @friendly
-def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+       verbose: bool, progress_interval: float) -> None:
     """Run the whole pipeline on FOLDER: stack, topics, stage workers, file watcher.
 
     Starts what is not running yet (Kafka, milvus-lite, the compliance, chunk, embed and
-    index workers), publishes the folder's documents, shows progress until they are
-    searchable, then keeps the index in step with the folder. Without FOLDER it indexes
-    the bundled samples.
+    index workers, the API; each worker restarted by its supervisor if it exits),
+    publishes the folder's documents, shows progress until they are searchable — files
+    published, documents indexed, chunks embedded, dead letters, ETA; live on a terminal,
+    a plain line every --progress-interval seconds otherwise — checks the result with
+    `ragstream verify`, then keeps the index in step with the folder. Without FOLDER it
+    indexes the bundled samples.
     """
     import threading
-
-    from tqdm import tqdm
 
     from infra.stack import APPS, INFRA, WORKERS, Stack
     from producers.filesystem import FilesystemSource
     from ragstream.admin import ensure_topics, wait_drained
+    from ragstream.progress import Progress, route_logs
 
     s = settings()
+    log_path = route_logs(s, verbose)
     root = Path(folder) if folder else SAMPLES
     t0 = time.monotonic()
     for name, new in Stack(s, INFRA).up(progress=say).items():
@@ -139,16 +147,18 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
 
     source = FilesystemSource(s, root, include=include or ("**",), exclude=DEFAULT_EXCLUDE + exclude)
     listing = source.listing()
-    say(f"{source.source_id}: {len(listing)} file(s) under {source.root}")
-    with tqdm(total=len(set(listing) | set(source.files)), desc="publish", unit="file", disable=None) as bar:
-        stats = source.sync(progress=bar.update)
+    say(f"{source.source_id}: {len(listing)} file(s) under {source.root}  (per-file log: {log_path})")
+    progress = Progress(s, source.source_id or "", len(set(listing) | set(source.files) | set(source.skipped_files)),
+                        interval=progress_interval)
+    stats = source.sync(progress=progress.file_done, on_publish=progress.published)
+    caught_up = wait_drained(s, timeout=1800, on_tick=progress.tick)
+    snap = progress.close()
     say(f"published: {stats}")
-    with tqdm(desc="indexing (messages in flight)", unit="msg", disable=None) as bar:
-        def tick(lag: dict[str, int]) -> None:
-            bar.set_postfix(lag)
-        if not wait_drained(s, timeout=1800, on_tick=tick):
-            raise UserError("the pipeline did not catch up within 30 minutes; see `ragstream stack status` and the worker logs")
-    say(f"indexed in {time.monotonic() - t0:.1f}s")
+    if not caught_up:
+        raise UserError("the pipeline did not catch up within 30 minutes; see `ragstream stack status` and the worker logs")
+    say(f"indexed {snap.indexed} of {snap.published} document(s) ({snap.chunks:,} chunks embedded, "
+        f"{snap.dead_letters} dead letter(s)) in {time.monotonic() - t0:.1f}s")
+    _report_verify(s, source)
     say("")
     say('Search:   ragstream search "your question"        (as you; --as user:<id> / group:<id> to choose)')
     say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
@@ -163,6 +173,21 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
         source.watch(stop, on_sync=lambda st: say(f"synced: {st}"))
     except KeyboardInterrupt:
         stop.set()
+
+
+def _report_verify(s: Settings, source: Any) -> None:
+    """One line from the reconciler after a load (its gauge goes on this process's metrics page)."""
+    from ragstream.verify import verify_source
+
+    report = verify_source(s, source)
+    counts = report.counts()
+    excluded = (f"{counts['skipped']} skipped, {counts['dead_lettered']} dead-lettered, {counts['blocked']} blocked "
+                f"(reasons: ragstream verify {source.source_id})")
+    if report.drift:
+        say(f"verify: DRIFT in {len(report.drift)} document(s): " + ", ".join(
+            f"{counts[k]} {k}" for k in ("missing", "stale", "orphan") if counts[k]) + f"; {excluded}")
+    else:
+        say(f"verify: the index holds the source's {report.listed} document(s), no drift; {excluded}")
 
 
 @cli.command()

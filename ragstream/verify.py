@@ -96,10 +96,13 @@ class IndexView:
 
         self.client = milvus_client(settings.resolved_milvus_uri, 30)
         self.alias = settings.collection
-        if self.alias in self.client.list_aliases().get("aliases", []):
-            self.collection: str | None = self.client.describe_alias(self.alias)["collection_name"]
-        else:
-            self.collection = None  # nothing was ever indexed
+        self.collection: str | None = None
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """The collection behind the alias; None while nothing was ever indexed."""
+        if self.collection is None and self.alias in self.client.list_aliases().get("aliases", []):
+            self.collection = self.client.describe_alias(self.alias)["collection_name"]
 
     def _query(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -110,15 +113,23 @@ class IndexView:
         it.close()
         return out
 
-    def documents(self, source_id: str) -> dict[str, IndexedDocument]:
-        from consumers.milvus import escape_like, escape_literal
+    def registry(self, source_id: str) -> dict[str, IndexedDocument]:
+        """doc_id → what the index stage applied last (no chunk rows): one registry query."""
+        from consumers.milvus import escape_like
 
+        self._resolve()  # the first document may have created it since
         if self.collection is None:
             return {}
-        docs: dict[str, IndexedDocument] = {}
-        for r in self._query(f"{self.collection}_docs", f'doc_id like "{escape_like(source_id)}:%"',
-                             ["doc_id", "version", "acl_version", "deleted"]):
-            docs[r["doc_id"]] = IndexedDocument(r["version"], r["acl_version"], r["deleted"])
+        return {r["doc_id"]: IndexedDocument(r["version"], r["acl_version"], r["deleted"])
+                for r in self._query(f"{self.collection}_docs", f'doc_id like "{escape_like(source_id)}:%"',
+                                     ["doc_id", "version", "acl_version", "deleted"])}
+
+    def documents(self, source_id: str) -> dict[str, IndexedDocument]:
+        from consumers.milvus import escape_literal
+
+        docs = self.registry(source_id)
+        if self.collection is None:
+            return docs
         for r in self._query(self.collection, f'source == "{escape_literal(source_id)}"',
                              ["chunk_id", "doc_id", "version", "acl"]):
             docs.setdefault(r["doc_id"], IndexedDocument(-1, -1, True)).rows.append(r)
