@@ -695,7 +695,7 @@ def isolated_settings(home: Path, **overrides: object) -> Settings:
     kafka_port = free_port()
     return load_settings(home=home, kafka_port=kafka_port, kafka_bootstrap=f"127.0.0.1:{kafka_port}",
                          kafka_controller_port=free_port(), milvus_port=free_port(),
-                         metrics_port_base=free_port_block(7), api_port=free_port(), **overrides)
+                         metrics_port_base=free_port_block(8), api_port=free_port(), **overrides)
 
 
 @contextlib.contextmanager
