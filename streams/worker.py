@@ -49,6 +49,8 @@ from streams.stages import TRANSIENT, ChunkStage, ComplianceStage, EmbedStage, I
 log = get_logger(__name__)
 
 STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
+#: Run only where configured (database CDC: RAGSTREAM_CDC_MAPPING); not part of every pipeline.
+OPTIONAL_STAGES = ("normalize",)
 BATCHED = {"chunk", "embed"}
 
 
@@ -59,10 +61,15 @@ def permanent(exc: BaseException) -> Permanent:
 
 
 def metrics_port(settings: Settings, stage: str) -> int:
-    return settings.metrics_port_base + STAGES.index(stage)
+    # base + 6 is the producer's (`ragstream up`), so normalize, added later, takes base + 7.
+    return settings.metrics_port_base + (7 if stage == "normalize" else STAGES.index(stage))
 
 
 def make_stage(stage: str, settings: Settings, publish: Callable[[list[Output]], None] | None = None) -> Any:
+    if stage == "normalize":  # Debezium's cdc.* topics → rag.changes / rag.acl (streams/normalize.py)
+        from streams.normalize import NormalizeStage
+
+        return NormalizeStage.from_settings(settings)
     blobs = BlobStore(settings.blob_dir)
     if stage == "compliance":
         from streams.dsr import ErasedSubjects
@@ -109,8 +116,8 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
               web_port: int | None = None) -> faust.App:
     """The Faust app of one stage worker. ``web_port`` (metrics, /healthz) defaults to the
     stage's port; a second worker of the same stage on this host needs another one."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    if stage not in STAGES + OPTIONAL_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES + OPTIONAL_STAGES)}")
     web_port = web_port or metrics_port(settings, stage)
     datadir = settings.home / "faust" / (stage if web_port == metrics_port(settings, stage) else f"{stage}-{web_port}")
     datadir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +151,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
 
     logic = make_stage(stage, settings, publish)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
-    source = app.topic(logic.input_topic, key_type=bytes, value_type=bytes)
+    source = app.topic(*getattr(logic, "input_topics", (logic.input_topic,)), key_type=bytes, value_type=bytes)
     seen_versions: dict[bytes, int] = {}  # compliance's in-memory guard
 
     @app.page("/healthz")
@@ -234,14 +241,15 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     continue
                 with PROCESSING.labels(stage).time():
                     try:
-                        item = decode(logic.contract, event.value)
+                        item = (logic.decode(event.value) if stage == "normalize"  # Debezium JSON, not a contract
+                                else decode(logic.contract, event.value))
                     except SerdeError as exc:
                         await dead_letter(event, exc)
                         continue
                     with bound_contextvars(doc_id=getattr(item, "doc_id", None), stage=stage,
                                            event_id=getattr(item, "event_id", getattr(item, "request_id", None))):
                         try:
-                            if stage in ("audit", "dsr"):
+                            if stage in ("audit", "dsr", "normalize"):
                                 outputs = await off_loop(lambda: logic.process(item))
                                 await off_loop(lambda: publish(outputs))
                                 if stage == "audit":
