@@ -313,3 +313,120 @@ NormalizeWorker = _worker("normalize")
 CDC_SERVICES: dict[str, type[Service]] = {"postgres": Postgres, "connect": KafkaConnect,
                                           "worker-normalize": NormalizeWorker}
 SERVICES.update(CDC_SERVICES)
+
+
+# --------------------------------------------------------------------------------------
+# The Debezium connector (driven by `ragstream connect ...`)
+# --------------------------------------------------------------------------------------
+
+CONNECTOR_TEMPLATE = CONNECT_DIR / "debezium-postgres.properties"
+CONNECTOR_NAME = "ragstream-postgres"
+
+
+def _regex(table: str) -> str:
+    return table.replace(".", r"\.")  # Debezium's include lists are regular expressions
+
+
+def connector_config(settings: Settings, mapping: Any) -> dict[str, str]:
+    """connect/debezium-postgres.properties rendered for these settings and this mapping."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from schemas.topics import DAY_MS
+
+    try:
+        db = conninfo_to_dict(settings.resolved_cdc_dsn)
+    except Exception as exc:  # noqa: BLE001 - psycopg raises ProgrammingError for a bad URI
+        raise StackError(f"RAGSTREAM_CDC_DSN is not a PostgreSQL URI: {exc}",
+                         "Write it as postgresql://user[:password]@host:port/dbname.") from None
+    tables = mapping.captured()
+    values = {
+        "db_host": db.get("host", "127.0.0.1"), "db_port": db.get("port", 5432), "db_user": db.get("user", PG_ROLE),
+        "db_password": db.get("password", ""), "db_name": db.get("dbname", PG_DATABASE),
+        "tables": ",".join(_regex(t) for t in tables),
+        "replica_identity": ",".join(f"{_regex(t)}:FULL" for t in tables),
+        "partitions": settings.partitions, "replication_factor": settings.replication_factor,
+        "raw_retention_ms": int(settings.raw_retention_days * DAY_MS),
+    }
+    config = parse_properties(render(CONNECTOR_TEMPLATE, values))
+    if config.get("topic.prefix") != mapping.topic_prefix:
+        raise StackError(f"the mapping's topic_prefix {mapping.topic_prefix!r} differs from the connector's "
+                         f"topic.prefix {config.get('topic.prefix')!r}",
+                         "Make them the same (the normalize stage reads <topic_prefix>.<schema>.<table>).")
+    return {k: v for k, v in config.items() if v != ""}
+
+
+def _check(status: int, body: Any, what: str) -> Any:
+    if status >= 300:
+        message = body.get("message") if isinstance(body, dict) else body
+        raise StackError(f"Kafka Connect refused to {what} (HTTP {status}): {message}",
+                         "Read the message above and the worker log (`ragstream stack status -s connect`).")
+    return body
+
+
+def apply_connector(settings: Settings, mapping: Any) -> str:
+    """Create or update the connector so its config is exactly ours: 'created', 'updated' or 'unchanged'."""
+    wanted = connector_config(settings, mapping)
+    status, current = connect_request(settings, "GET", f"/connectors/{CONNECTOR_NAME}/config")
+    if status == 200 and {k: v for k, v in current.items() if k != "name"} == wanted:
+        return "unchanged"
+    if status not in (200, 404):
+        _check(status, current, "read the connector's config")
+    _check(*connect_request(settings, "PUT", f"/connectors/{CONNECTOR_NAME}/config", wanted), "apply the config")
+    return "updated" if status == 200 else "created"
+
+
+def connector_status(settings: Settings) -> dict[str, Any] | None:
+    status, body = connect_request(settings, "GET", f"/connectors/{CONNECTOR_NAME}/status")
+    if status == 404:
+        return None
+    return _check(status, body, "report the connector's status")
+
+
+def running(status: dict[str, Any] | None) -> bool:
+    return bool(status) and status["connector"]["state"] == "RUNNING" and bool(status["tasks"]) and all(
+        t["state"] == "RUNNING" for t in status["tasks"])
+
+
+def wait_running(settings: Settings, timeout: float = 60) -> dict[str, Any] | None:
+    """Poll until the connector and every task run (or a task FAILED, or time is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = connector_status(settings)
+        if running(st) or (st and any(t["state"] == "FAILED" for t in st["tasks"])) or time.monotonic() > deadline:
+            return st
+        time.sleep(0.5)
+
+
+def restart_connector(settings: Settings) -> None:
+    status, body = connect_request(settings, "POST", f"/connectors/{CONNECTOR_NAME}/restart?includeTasks=true")
+    if status == 404:
+        raise StackError(f"there is no connector {CONNECTOR_NAME} to restart", "Create it with `ragstream connect apply`.")
+    _check(status, body, "restart the connector")
+
+
+def delete_connector(settings: Settings, drop: bool = True) -> tuple[bool, bool]:
+    """Delete the connector, then (``drop``) its replication slot and publication.
+
+    Returns (connector existed, slot existed)."""
+    status, body = connect_request(settings, "DELETE", f"/connectors/{CONNECTOR_NAME}")
+    if status not in (204, 404):
+        _check(status, body, "delete the connector")
+    if not drop:
+        return status == 204, False
+    config = parse_properties(CONNECTOR_TEMPLATE.read_text(encoding="utf-8").replace("${", "{"))
+    return status == 204, drop_slot(settings.resolved_cdc_dsn, config["slot.name"], config["publication.name"])
+
+
+def slot_lag(settings: Settings) -> dict[str, Any] | None:
+    """The connector's replication slot: active or not, and how much WAL it holds back."""
+    import psycopg
+
+    slot = parse_properties(CONNECTOR_TEMPLATE.read_text(encoding="utf-8").replace("${", "{"))["slot.name"]
+    try:
+        with psycopg.connect(settings.resolved_cdc_dsn, connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                "FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    except psycopg.Error:
+        return None
+    return None if row is None else {"slot": slot, "active": row[0], "retained_wal_bytes": row[1]}

@@ -280,7 +280,7 @@ def stack() -> None:
 SERVICE_OPTION = click.option(
     "--service", "-s", "services", multiple=True,
     type=click.Choice(["kafka", "milvus", "worker-compliance", "worker-chunk", "worker-embed", "worker-index",
-                       "worker-audit", "worker-dsr", "api"]),
+                       "worker-audit", "worker-dsr", "api", "postgres", "connect", "worker-normalize"]),
     help="Only this service (repeatable). Default: all.",
 )
 
@@ -397,7 +397,7 @@ def schemas_export(check: bool) -> None:
 
 # ------------------------------------------------------------------------------ worker
 @cli.command()
-@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index", "audit", "dsr"]))
+@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index", "audit", "dsr", "normalize"]))
 @click.option("--metrics-port", type=int, default=None,
               help="Serve metrics and /healthz here instead (a second worker of a stage on one host).")
 @friendly
@@ -903,6 +903,11 @@ def _run_check(s: Settings, n: int) -> None:
         f"lost={result.lost} duplicated={result.duplicated} out_of_order={result.out_of_order}")
     if not result.ok:
         raise UserError("round trip FAILED: " + "; ".join(result.problems))
+
+
+from ragstream.cli_connect import connect as _connect  # noqa: E402 - database CDC (ragstream/cli_connect.py)
+
+cli.add_command(_connect)
 
 
 def main() -> None:

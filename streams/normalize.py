@@ -227,18 +227,21 @@ class DebeziumChange(BaseModel):
 
 
 def decode_change(value: bytes) -> DebeziumChange:
-    """The record's value → :class:`DebeziumChange`; a value that is not one is Permanent."""
+    """The record's value → :class:`DebeziumChange`; a value that is not one raises SerdeError."""
+    from schemas.serde import SerdeError
+
+    hint = "Is the connector's value.converter JSON (connect/worker.properties)?"
     try:
         obj = json.loads(value.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Permanent(f"not a Debezium JSON record: {exc}") from None
+        raise SerdeError("DebeziumChange", f"not a Debezium JSON record: {exc}", hint) from None
     if isinstance(obj, dict) and "payload" in obj and "schema" in obj:
         obj = obj["payload"]  # a worker with value.converter.schemas.enable=true
     try:
         return DebeziumChange.model_validate(obj)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
-        raise Permanent(f"not a Debezium change record ({problems}); is value.converter JSON?") from None
+        raise SerdeError("DebeziumChange", f"not a Debezium change record ({problems})", hint) from None
 
 
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""``ragstream connect ...``: the Debezium PostgreSQL connector on Kafka Connect, by its REST API.
+
+Every command is idempotent: ``apply`` twice changes nothing the second time, ``delete``
+of a connector that is gone only makes sure its replication slot is gone too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.group()
+def connect() -> None:
+    """The Debezium PostgreSQL connector (database CDC): apply, status, restart, delete.
+
+    \b
+    The connector config is connect/debezium-postgres.properties, filled from the settings
+    (RAGSTREAM_CDC_DSN, RAGSTREAM_PARTITIONS, ...) and the tables of the normalize mapping
+    (RAGSTREAM_CDC_MAPPING). Kafka Connect: RAGSTREAM_CONNECT_URL or the local worker
+    (`ragstream stack up -s kafka -s postgres -s connect`).
+    """
+
+
+def _mapping():  # -> Mapping
+    from ragstream.cli import UserError, settings
+    from streams.normalize import MappingError, load_mapping
+
+    try:
+        return load_mapping(settings().cdc_mapping_file)
+    except MappingError as exc:
+        raise UserError(f"ragstream: {exc}") from None
+
+
+@connect.command("apply")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the connector and its task run.")
+def connect_apply(wait: bool) -> None:
+    """Create the connector, or update it to match the files; unchanged when it already does."""
+    from infra.cdc import CONNECTOR_NAME, apply_connector, running, wait_running
+    from ragstream.cli import UserError, friendly, say, settings
+
+    @friendly
+    def run() -> None:
+        s = settings()
+        mapping = _mapping()
+        say(f"{CONNECTOR_NAME}: {apply_connector(s, mapping)} (tables: {', '.join(mapping.captured())})")
+        if wait:
+            st = wait_running(s)
+            if not running(st):
+                raise UserError(f"ragstream: {CONNECTOR_NAME} is not running:\n{_describe(st)}\n"
+                                "  → see `ragstream connect status` and the Connect log")
+            say(f"{CONNECTOR_NAME}: running")
+
+    run()
+
+
+@connect.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print Connect's status document and the slot as JSON.")
+def connect_status(as_json: bool) -> None:
+    """The connector's and its task's state (with the error of a failed task) and its replication
+    slot's retained WAL. Exit 3 unless everything runs."""
+    from infra.cdc import CONNECTOR_NAME, connector_status, running, slot_lag
+    from ragstream.cli import friendly, settings
+
+    @friendly
+    def run() -> None:
+        s = settings()
+        st = connector_status(s)
+        slot = slot_lag(s)
+        if as_json:
+            click.echo(json.dumps({"connector": st, "slot": slot}, indent=2))
+        elif st is None:
+            click.echo(f"{CONNECTOR_NAME}: not created (run `ragstream connect apply`)")
+        else:
+            click.echo(_describe(st))
+        if slot and not as_json:
+            click.echo(f"slot {slot['slot']}: {'active' if slot['active'] else 'INACTIVE'}, "
+                       f"retained WAL {slot['retained_wal_bytes'] or 0:,} bytes")
+        if not running(st):
+            sys.exit(3)
+
+    run()
+
+
+@connect.command("restart")
+def connect_restart() -> None:
+    """Restart the connector and its task (e.g. after a FAILED task's cause is fixed)."""
+    from infra.cdc import CONNECTOR_NAME, restart_connector, running, wait_running
+    from ragstream.cli import UserError, friendly, say, settings
+
+    @friendly
+    def run() -> None:
+        s = settings()
+        restart_connector(s)
+        st = wait_running(s)
+        if not running(st):
+            raise UserError(f"ragstream: {CONNECTOR_NAME} did not come back:\n{_describe(st)}")
+        say(f"{CONNECTOR_NAME}: restarted, running")
+
+    run()
+
+
+@connect.command("delete")
+@click.option("--keep-slot", is_flag=True,
+              help="Keep the replication slot and publication (PostgreSQL then keeps WAL for them).")
+def connect_delete(keep_slot: bool) -> None:
+    """Delete the connector and drop its replication slot and publication.
+
+    A re-created connector then snapshots the tables again (same documents, same ids)."""
+    from infra.cdc import CONNECTOR_NAME, delete_connector
+    from ragstream.cli import friendly, say, settings
+
+    @friendly
+    def run() -> None:
+        existed, slot = delete_connector(settings(), drop=not keep_slot)
+        say(f"{CONNECTOR_NAME}: {'deleted' if existed else 'not there'}"
+            + ("" if keep_slot else f"; replication slot {'dropped' if slot else 'not there'}"))
+
+    run()
+
+
+def _describe(st: dict | None) -> str:
+    if st is None:
+        return "  (no connector)"
+    lines = [f"{st['name']}: {st['connector']['state']} on {st['connector'].get('worker_id', '?')}"]
+    for t in st.get("tasks", []):
+        lines.append(f"  task {t['id']}: {t['state']}")
+        if t.get("trace"):
+            lines.append("    " + t["trace"].strip().splitlines()[0][:400])
+    return "\n".join(lines)
