@@ -53,9 +53,16 @@ from typing import Any, Callable, Iterable
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
+from ragstream.failures import Kind, Permanent, Transient, classify
 from schemas.events import Acl, VectorSet
 
 MAX_TEXT = 65535
+#: VARCHAR limits of the chunk collection, in bytes (Milvus counts UTF-8 bytes).
+MAX_HEADING = 1024
+MAX_TITLE = 1024
+MAX_URI = 2048
+MAX_ACL = 16384
+MAX_SUBJECTS = 16384
 
 
 #: gRPC channel options for every client: pymilvus pings every 10 s even when idle, which
@@ -70,8 +77,12 @@ def milvus_client(uri: str, timeout: float | None = None) -> MilvusClient:
     return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS))
 
 
-class TransientIndexError(RuntimeError):
-    """Milvus is unreachable or busy: retry with backoff, never dead-letter."""
+class TransientIndexError(Transient):
+    """Milvus is unreachable or busy: retry with backoff (within the budget)."""
+
+
+class IndexInputError(Permanent):
+    """Milvus rejected this document's data (invalid for the collection's schema)."""
 
 
 class IndexSchemaError(RuntimeError):
@@ -285,9 +296,13 @@ class MilvusIndex:
         self.collection = name
         return name
 
-    def _transient(self, message: str) -> TransientIndexError:
-        """A failed call: before the caller retries, make sure the collections are there and
-        loaded again (a restarted Milvus lists them as released)."""
+    def _transient(self, message: str, exc: BaseException | None = None) -> Exception:
+        """A failed call, classified (:mod:`ragstream.failures`). Invalid input becomes an
+        :class:`IndexInputError` (dead-lettered at once); anything else is transient, and
+        before the caller retries the collections are made sure of and loaded again (a
+        restarted Milvus lists them as released)."""
+        if exc is not None and classify(exc) is Kind.permanent:
+            return IndexInputError(message)
         try:
             self.ensure()
         except TransientIndexError:
@@ -374,7 +389,7 @@ class MilvusIndex:
                                      filter=f'doc_id == "{escape_literal(doc_id)}"',
                                      output_fields=["version", "deleted", "meta", "acl", "acl_version"])
         except MilvusException as exc:
-            raise self._transient(f"Milvus registry read failed: {exc}") from exc
+            raise self._transient(f"Milvus registry read failed: {exc}", exc) from exc
         return dict(rows[0]) if rows else None
 
     def set_doc_state(self, doc_id: str, version: int, deleted: bool, meta: str, acl: str = "",
@@ -384,25 +399,29 @@ class MilvusIndex:
                 {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": meta, "acl": acl,
                  "acl_version": acl_version, "unused": [0.0, 0.0]}])
         except MilvusException as exc:
-            raise self._transient(f"Milvus registry write failed: {exc}") from exc
+            raise self._transient(f"Milvus registry write failed: {exc}", exc) from exc
 
     def set_acl(self, doc_id: str, acl: str) -> int:
         """Rewrite the ACL of every row of a document (vectors and text as stored); return
         the rows rewritten. No model is involved."""
-        rows = self.rows(f'doc_id == "{escape_literal(doc_id)}"', list(REQUIRED_FIELDS))
-        for r in rows:
-            r["acl"] = acl
-            r["acl_key"] = acl_key(acl)
+        check_acl(acl)
         try:
+            rows = self.rows(f'doc_id == "{escape_literal(doc_id)}"', list(REQUIRED_FIELDS))
+            for r in rows:
+                r["acl"] = acl
+                r["acl_key"] = acl_key(acl)
             if rows:
                 self.register_acls([acl])
                 self.client.upsert(collection_name=self.alias, data=rows)
         except MilvusException as exc:
-            raise self._transient(f"Milvus ACL update failed for {doc_id}: {exc}") from exc
+            raise self._transient(f"Milvus ACL update failed for {doc_id}: {exc}", exc) from exc
         return len(rows)
 
     def chunk_ids_of(self, doc_id: str) -> set[str]:
-        return {r["chunk_id"] for r in self.rows(f'doc_id == "{escape_literal(doc_id)}"', ["chunk_id"])}
+        try:
+            return {r["chunk_id"] for r in self.rows(f'doc_id == "{escape_literal(doc_id)}"', ["chunk_id"])}
+        except MilvusException as exc:
+            raise self._transient(f"Milvus read of {doc_id}'s chunks failed: {exc}", exc) from exc
 
     def create(self, name: str) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -450,35 +469,35 @@ class MilvusIndex:
             self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}" and chunk_id not in [{keep}]')
             return len(rows)
         except MilvusException as exc:
-            raise self._transient(f"Milvus write failed for {vs.doc_id}: {exc}") from exc
+            raise self._transient(f"Milvus write failed for {vs.doc_id}: {exc}", exc) from exc
 
     def _row(self, vs: VectorSet, chunk: Any) -> dict[str, Any]:
         md = vs.metadata
-        acl = stored_acl(vs.acl)
+        acl = check_acl(stored_acl(vs.acl))
         return {
             "chunk_id": chunk.chunk_id,
             "doc_id": vs.doc_id,
             "source": vs.source,
             "source_kind": vs.source_kind.value,
             "version": vs.version,
-            "heading": (chunk.heading or "")[:1024],
-            "title": (md.title or "")[:1024],
-            "uri": (md.uri or "")[:2048],
+            "heading": _clip_utf8(chunk.heading or "", MAX_HEADING),
+            "title": _clip_utf8(md.title or "", MAX_TITLE),
+            "uri": _clip_utf8(md.uri or "", MAX_URI),
             "text": _clip_utf8(chunk.text, MAX_TEXT),
             "acl": acl,
             "acl_key": acl_key(acl),
             "classification": vs.classification.value,
-            "subjects": encode_acl(vs.subject_refs)[:16384],
+            "subjects": _clip_list(vs.subject_refs, MAX_SUBJECTS),
             "retain_until": int(vs.retain_until.timestamp()) if vs.retain_until else 0,
             "model": vs.model,
-            "vector": list(chunk.vector),
+            "vector": chunk.floats(),
         }
 
     def flush(self) -> None:
         try:
             self.client.flush(self.alias)
         except MilvusException as exc:
-            raise self._transient(f"Milvus flush failed: {exc}") from exc
+            raise self._transient(f"Milvus flush failed: {exc}", exc) from exc
 
     # -- reads ----------------------------------------------------------------------------
     def search(self, vector: list[float], principals: Iterable[str], limit: int = 10) -> list[Hit]:
@@ -492,7 +511,7 @@ class MilvusIndex:
             if len(hits) < limit and ef < EF_MAX:  # the filtered walk starved: widen the beam
                 hits = self._ann(vector, expr, limit, EF_MAX)
         except MilvusException as exc:
-            raise self._transient(f"Milvus search failed: {exc}") from exc
+            raise self._transient(f"Milvus search failed: {exc}", exc) from exc
         return hits
 
     def search_plan(self, principals: Iterable[str], limit: int = 10) -> tuple[str, int] | None:
@@ -528,7 +547,7 @@ class MilvusIndex:
                     if row["model"] == model:
                         out[row["chunk_id"]] = [float(x) for x in row["vector"]]
         except MilvusException as exc:
-            raise self._transient(f"Milvus query failed: {exc}") from exc
+            raise self._transient(f"Milvus query failed: {exc}", exc) from exc
         return out
 
     def first_rows(self, expr: str, fields: list[str], limit: int = 16384) -> list[dict[str, Any]]:
@@ -537,20 +556,46 @@ class MilvusIndex:
             return [dict(r) for r in self.client.query(collection_name=self.alias, filter=expr, output_fields=fields,
                                                        limit=limit, consistency_level="Strong")]
         except MilvusException as exc:
-            raise self._transient(f"Milvus query failed: {exc}") from exc
+            raise self._transient(f"Milvus query failed: {exc}", exc) from exc
 
     def rows(self, expr: str = 'chunk_id != ""', fields: list[str] | None = None) -> list[dict[str, Any]]:
         """Every row matching ``expr`` (Strong consistency): for tests, audits and erasure proofs."""
         out: list[dict[str, Any]] = []
-        it = self.client.query_iterator(collection_name=self.alias, filter=expr, batch_size=1000,
-                                        output_fields=fields or ["chunk_id", "doc_id", "version", "text"],
-                                        consistency_level="Strong")
-        while True:
-            batch = it.next()
-            if not batch:
-                it.close()
-                return out
-            out += batch
+        try:
+            it = self.client.query_iterator(collection_name=self.alias, filter=expr, batch_size=1000,
+                                            output_fields=fields or ["chunk_id", "doc_id", "version", "text"],
+                                            consistency_level="Strong")
+            while True:
+                batch = it.next()
+                if not batch:
+                    it.close()
+                    return out
+                out += batch
+        except MilvusException as exc:
+            raise self._transient(f"Milvus query failed: {exc}", exc) from exc
+
+
+def check_acl(encoded: str) -> str:
+    """An ACL is never clipped (that would change who may read): one too long for the
+    field is this document's permanent failure, with what to do."""
+    size = len(encoded.encode("utf-8"))
+    if size > MAX_ACL:
+        raise IndexInputError(
+            f"the document's ACL is {size} bytes ({encoded.count('|') - 1} principals), over the index's "
+            f"{MAX_ACL}-byte field: grant access through groups instead of listing so many users")
+    return encoded
+
+
+def _clip_list(values: Iterable[str], limit: int) -> str:
+    """``|a|b|`` within ``limit`` bytes, dropping whole values (never half a reference)."""
+    kept: list[str] = []
+    size = 1
+    for v in sorted(set(values)):
+        size += len(v.encode("utf-8")) + 1
+        if size > limit:
+            break
+        kept.append(v)
+    return encode_acl(kept)
 
 
 def _clip_utf8(text: str, limit: int) -> str:

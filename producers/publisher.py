@@ -19,13 +19,15 @@ from typing import Any, Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from ragstream.blobs import BlobStore
+from ragstream.failures import Transient
 from ragstream.kafka import client_config
 from ragstream.logging import get_logger
 from ragstream.metrics import DEAD_LETTERS, PUBLISH_ERRORS, PUBLISH_LATENCY, PUBLISHED
 from ragstream.settings import Settings
 from schemas.events import Contract, DeadLetter
-from schemas.serde import dead_letter_headers, encode
-from schemas.topics import dlq_topic
+from schemas.serde import claim_envelope, dead_letter_headers, encode
+from schemas.topics import MESSAGE_HEADROOM, dlq_topic
 
 log = get_logger(__name__)
 
@@ -33,8 +35,18 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 Headers = list[tuple[str, bytes]]
 
 
-class PublishError(RuntimeError):
-    """Events were not acknowledged by the broker."""
+#: Header set on a claim-check message (its value is ``{"claim_check": <BlobRef>}``).
+CLAIM_HEADER = "ragstream.claim-check"
+
+
+class PublishError(Transient):
+    """Events were not acknowledged by the broker. ``kafka_error`` (the first failure's
+    KafkaError, if any) lets :func:`ragstream.failures.classify` tell a broker outage
+    (transient) from a message the broker will never take (permanent)."""
+
+    def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error
 
 
 class Publisher:
@@ -47,6 +59,8 @@ class Publisher:
         config: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
+        self._max_bytes = settings.max_message_bytes
+        self._claims = BlobStore(settings.blob_dir)
         conf = client_config(settings, **{
             "client.id": client_id,
             "enable.idempotence": True,
@@ -56,11 +70,13 @@ class Publisher:
             # How long librdkafka keeps retrying one event (broker restarts included)
             # before reporting it failed. Idempotence keeps retries free of duplicates.
             "delivery.timeout.ms": delivery_timeout_ms,
+            "message.max.bytes": settings.max_message_bytes + MESSAGE_HEADROOM,
             "error_cb": self._on_error,
             **(config or {}),
         })
+        self._conf = conf
         self._producer = Producer(conf)
-        self._failures: list[tuple[str, str, str]] = []
+        self._failures: list[tuple[str, str, KafkaError]] = []
         self._fatal: KafkaError | None = None
         self._broker_down = False  # log an outage once, not once per reconnect attempt
 
@@ -92,9 +108,18 @@ class Publisher:
         partition: int | None = None,
     ) -> None:
         """Queue bytes as they are: tombstones (``value=None``), replays, dead letters.
-        ``partition`` overrides the key's partition (only for control records)."""
+        ``partition`` overrides the key's partition (only for control records).
+
+        A value larger than ``RAGSTREAM_MAX_MESSAGE_BYTES`` is stored in the blob store and
+        travels as a claim check (``{"claim_check": <BlobRef>}``, header
+        ``ragstream.claim-check``), so no input a producer accepts makes a message the broker
+        refuses; :func:`schemas.serde.decode` with ``claims=`` reads either form."""
         if self._fatal is not None:
-            raise PublishError(f"the producer hit a fatal error and must be recreated: {self._fatal.str()}")
+            self._recreate()
+        if value is not None and len(value) + len(key or b"") > self._max_bytes:
+            ref = self._claims.put_bytes(value, namespace="claims")
+            value = claim_envelope(ref.model_dump(mode="json"))
+            headers = [*(headers or []), (CLAIM_HEADER, b"1")]
         started = time.monotonic()
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
@@ -106,7 +131,7 @@ class Publisher:
                 PUBLISH_LATENCY.labels(topic).observe(time.monotonic() - started)
             else:
                 PUBLISH_ERRORS.labels(topic, err.name()).inc()
-                self._failures.append((topic, _key_text(msg.key()), err.str()))
+                self._failures.append((topic, _key_text(msg.key()), err))
                 log.error("publish failed", topic=topic, error=err.str())
             if on_delivery is not None:
                 on_delivery(err, msg)
@@ -120,7 +145,7 @@ class Publisher:
                 # The local queue is full: serve delivery reports until there is room.
                 self._producer.poll(0.1)
             except KafkaException as exc:
-                raise PublishError(f"cannot publish to {topic}: {exc.args[0].str()}") from None
+                raise PublishError(f"cannot publish to {topic}: {exc.args[0].str()}", exc.args[0]) from None
         self._producer.poll(0)
 
     def dead_letter(
@@ -160,8 +185,21 @@ class Publisher:
         if failures:
             topic, key, err = failures[0]
             raise PublishError(
-                f"{len(failures)} event(s) were not acknowledged; first: topic={topic} key={key}: {err}"
+                f"{len(failures)} event(s) were not acknowledged; first: topic={topic} key={key}: {err.str()}", err
             )
+
+    def _recreate(self) -> None:
+        """After a fatal error (e.g. the idempotent producer's sequence was lost) the client
+        is unusable: replace it. Whatever it still held was never acknowledged, so the
+        callers' retries (which resend only unacknowledged outputs) lose nothing."""
+        fatal, self._fatal = self._fatal, None
+        log.warning("recreating the producer after a fatal error", error=fatal.str() if fatal else "")
+        try:
+            self._producer.purge()
+        except KafkaException:
+            pass
+        self._failures = []
+        self._producer = Producer(self._conf)
 
     def __len__(self) -> int:
         return len(self._producer)

@@ -30,9 +30,13 @@ class BlobStore:
         self.root = root
 
     def put(self, text: str) -> BlobRef:
-        data = text.encode("utf-8")
+        return self.put_bytes(text.encode("utf-8"))
+
+    def put_bytes(self, data: bytes, namespace: str = "") -> BlobRef:
+        """Store ``data`` (once: content-addressed) under an optional namespace folder
+        (``claims`` for whole messages too large for their topic)."""
         sha = hashlib.sha256(data).hexdigest()
-        path = self.root / sha[:2] / sha
+        path = (self.root / namespace if namespace else self.root) / sha[:2] / sha
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent)
@@ -42,6 +46,13 @@ class BlobStore:
         return BlobRef(uri=path.as_uri(), sha256=sha, size=len(data))
 
     def get(self, ref: BlobRef) -> str:
+        data = self.get_bytes(ref)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BlobError(f"blob {ref.uri} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+    def get_bytes(self, ref: BlobRef) -> bytes:
         parsed = urlparse(ref.uri)
         if parsed.scheme != "file":
             raise BlobError(f"unsupported blob URI scheme {parsed.scheme!r} in {ref.uri}")
@@ -51,11 +62,13 @@ class BlobStore:
             raise BlobError(f"blob {ref.uri} cannot be read: {exc.strerror}") from None
         if hashlib.sha256(data).hexdigest() != ref.sha256:
             raise BlobError(f"blob {ref.uri} does not match its sha256: it was altered")
-        return data.decode("utf-8")
+        return data
 
     def expire(self, older_than_s: float) -> int:
         cutoff, removed = time.time() - older_than_s, 0
-        for path in self.root.glob("*/*"):
+        for path in [*self.root.glob("*/*"), *self.root.glob("claims/*/*")]:
+            if not path.is_file():
+                continue
             if path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 removed += 1

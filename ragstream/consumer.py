@@ -16,6 +16,8 @@ from typing import Any, Callable, Iterator, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from producers.publisher import Publisher
+from ragstream.blobs import BlobStore
+from ragstream.failures import Permanent
 from ragstream.kafka import client_config
 from ragstream.logging import get_logger
 from ragstream.metrics import CONSUMED
@@ -27,8 +29,8 @@ log = get_logger(__name__)
 T = TypeVar("T", bound=Contract)
 
 
-class PermanentError(Exception):
-    """This message will never succeed as it is: dead-letter it, with this message as the reason."""
+#: This message will never succeed as it is: dead-letter it, with this message as the reason.
+PermanentError = Permanent
 
 
 @dataclass
@@ -63,6 +65,7 @@ def consume(
 ) -> ConsumeStats:
     """Run until ``stop()`` is true or nothing arrived for ``idle_timeout`` seconds."""
     stats = ConsumeStats()
+    claims = blob_claims(settings)
     consumer = make_consumer(settings, group_id)
     consumer.subscribe(topics)
     last_message = time.monotonic()
@@ -81,7 +84,7 @@ def consume(
                 continue
             last_message = time.monotonic()
             try:
-                handle(decode(contract, msg.value()), msg)
+                handle(decode(contract, msg.value(), claims=claims), msg)
                 stats.handled += 1
                 CONSUMED.labels(stage, msg.topic()).inc()
             except (SerdeError, PermanentError) as exc:
@@ -93,6 +96,22 @@ def consume(
     finally:
         consumer.close()  # commits the stored offsets
     return stats
+
+
+def blob_claims(settings: Settings) -> Callable[[dict[str, Any]], bytes]:
+    """The resolver of claim checks (messages whose payload sits in the blob store)."""
+    from ragstream.blobs import BlobError
+    from schemas.events import BlobRef
+
+    blobs = BlobStore(settings.blob_dir)
+
+    def resolve(ref: dict[str, Any]) -> bytes:
+        try:
+            return blobs.get_bytes(BlobRef.model_validate(ref))
+        except (BlobError, ValueError) as exc:
+            raise Permanent(f"claim check cannot be resolved: {exc}") from None
+
+    return resolve
 
 
 def scan_topic(settings: Settings, topic: str, timeout: float = 30) -> Iterator[Message]:

@@ -37,6 +37,12 @@ PROCESSING = Histogram(
 BATCH_SIZE = Histogram("ragstream_stage_batch_size", "Messages per processed batch.", ["stage"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 CONSUMER_LAG = Gauge("ragstream_consumer_lag_messages", "Messages behind the partition's end.", ["stage", "partition"])
+STAGE_RETRIES = Counter("ragstream_stage_retries_total",
+                        "Transient failures retried (within RAGSTREAM_RETRY_BUDGET_S).", ["stage"])
+SECONDS_SINCE_PROGRESS = Gauge(
+    "ragstream_stage_seconds_since_progress",
+    "Seconds a partition has had input waiting without progress (0 when idle or moving).",
+    ["stage", "topic", "partition"])
 STALE_DROPPED = Counter("ragstream_stale_events_dropped_total",
                         "Events older than the version already applied for their document.", ["stage"])
 CHUNKS_EMBEDDED = Counter("ragstream_chunks_embedded_total", "Chunks sent to the embedding model.", ["model"])

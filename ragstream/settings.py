@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(16 * 2**20, ge=1,
                                 description="Documents whose extracted text is larger than this (UTF-8) are "
                                             "skipped (reason text_too_large).")
+    max_message_bytes: int = Field(
+        1_000_000, ge=65_536, le=100_000_000,
+        description="Largest message ragstream writes to a topic (the topics' max.message.bytes allows it, plus "
+                    "64 KiB for headers); a larger payload goes to the blob store and travels as a claim check.")
+    retry_budget_s: float = Field(
+        600, gt=0, description="How long one input may keep failing transiently (broker, Milvus, model server "
+                               "unavailable) before it is dead-lettered with the reason; replayable.")
+    stall_after_s: float = Field(
+        300, gt=0, description="A partition with input waiting and no progress for this long makes the worker's "
+                               "/healthz answer 503 (and `ragstream stack status` say degraded).")
     collection: str = Field("ragstream_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
                             description="Milvus alias that search reads; reindexing swaps what it points at.")
     metrics_port_base: Port = Field(9300, description="Stage metrics ports: base + offset per worker.")

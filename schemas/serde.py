@@ -9,7 +9,7 @@ wrong and what to do; a consumer catches it and dead-letters the message instead
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, Callable, TypeVar
 
 from pydantic import ValidationError
 
@@ -36,7 +36,19 @@ def encode_key(doc_id: str) -> bytes:
     return doc_id.encode("utf-8")
 
 
-def decode(model: type[T], data: bytes | str | None) -> T:
+#: A message too large for its topic travels as ``{"claim_check": <BlobRef>}``: the payload
+#: sits in the blob store (see :class:`producers.publisher.Publisher`).
+CLAIM_CHECK = "claim_check"
+#: Resolves a claim check's BlobRef (as a dict) to the payload bytes.
+Claims = Callable[[dict[str, Any]], bytes]
+
+
+def claim_envelope(ref: dict[str, Any]) -> bytes:
+    return json.dumps({CLAIM_CHECK: ref}, separators=(",", ":")).encode("utf-8")
+
+
+def decode(model: type[T], data: bytes | str | None, *, claims: Claims | None = None) -> T:
+    """Decode ``data`` into ``model``; a claim check is resolved through ``claims``."""
     name = model.__name__
     schema_hint = f"Publish JSON matching schemas/json/{name}.schema.json."
     if data is None or len(data) == 0:
@@ -52,8 +64,21 @@ def decode(model: type[T], data: bytes | str | None) -> T:
         raise SerdeError(name, f"the value is not UTF-8 ({exc.reason} at byte {exc.start})", schema_hint) from None
     except json.JSONDecodeError as exc:
         raise SerdeError(name, f"the value is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", schema_hint) from None
+    except RecursionError:
+        raise SerdeError(name, "the value is JSON nested too deeply to read", schema_hint) from None
     if not isinstance(obj, dict):
         raise SerdeError(name, f"the value is a JSON {type(obj).__name__}, not an object", schema_hint)
+    if CLAIM_CHECK in obj:
+        if claims is None:
+            raise SerdeError(name, "the message is a claim check (its payload is in the blob store)",
+                             "Read it with a blob store: pass claims= (ragstream's consumers do).")
+        ref = obj[CLAIM_CHECK]
+        if not isinstance(ref, dict):
+            raise SerdeError(name, "field 'claim_check' is not an object", schema_hint)
+        payload = claims(ref)
+        if CLAIM_CHECK.encode() in payload[:64]:
+            raise SerdeError(name, "a claim check points at another claim check", schema_hint)
+        return decode(model, payload)
     version = obj.get("schema_version")
     if version is None:
         raise SerdeError(name, "field 'schema_version' is missing", schema_hint)
@@ -65,6 +90,8 @@ def decode(model: type[T], data: bytes | str | None) -> T:
         )
     try:
         return model.model_validate(obj)
+    except RecursionError:
+        raise SerdeError(name, "the value is nested too deeply to validate", schema_hint) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(p) for p in e['loc']) or '<root>'}': {e['msg']}"

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from ragstream.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
+#: Bytes a topic accepts beyond RAGSTREAM_MAX_MESSAGE_BYTES: key, headers, batch overhead.
+MESSAGE_HEADROOM = 65_536
 
 CHANGES = "rag.changes"
 DOCUMENTS = "rag.documents"
@@ -113,5 +115,9 @@ def catalog(settings: "Settings") -> tuple[TopicSpec, ...]:
         retention = raw_ms if stage in RAW_STAGES else str(30 * DAY_MS)
         specs.append(TopicSpec(dlq_topic(stage), p, {"cleanup.policy": "delete", "retention.ms": retention},
                                None, f"dead letters of the {stage} stage: original payload, reason in headers"))
-    return tuple(replace(s, replication_factor=rf) for s in specs)
+    # Every message ragstream writes fits (larger payloads go by claim check); the headroom
+    # covers key, headers and the record batch's own overhead.
+    max_bytes = str(settings.max_message_bytes + MESSAGE_HEADROOM)
+    return tuple(replace(s, replication_factor=rf, config={**s.config, "max.message.bytes": max_bytes})
+                 for s in specs)
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ragstream.failures import Transient
 from ragstream.settings import Settings
 
 
@@ -25,8 +26,8 @@ class Embedder(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
-class TransientEmbeddingError(RuntimeError):
-    """The model server is unreachable or overloaded: retry later, do not dead-letter."""
+class TransientEmbeddingError(Transient):
+    """The model server is unreachable or overloaded: retry later (within the budget)."""
 
 
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"

@@ -4,21 +4,26 @@ Each stage turns one decoded input into zero or more :class:`Output` messages; t
 runtime (:mod:`streams.worker`) does the reading, batching, publishing, version state
 and retries around it. Exceptions mean:
 
-* :class:`Permanent` (and :class:`schemas.serde.SerdeError`) — this message will never
-  succeed: dead-letter it and go on;
-* anything in ``TRANSIENT`` — a dependency is down: retry with backoff, never skip.
+* whatever :func:`ragstream.failures.classify` calls permanent (:class:`Permanent`,
+  :class:`schemas.serde.SerdeError`, invalid data for Milvus, a bug on this input) — this
+  message will never succeed: dead-letter it and go on;
+* whatever it calls transient (Milvus, the model server or the broker unavailable) — retry
+  with backoff within the budget, then dead-letter (replayable).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+
+import numpy as np
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
-from consumers.milvus import MilvusIndex, TransientIndexError
+from consumers.milvus import MilvusIndex
 from ragstream.blobs import BlobError, BlobStore
+from ragstream.failures import Permanent
 from ragstream.metrics import (
     ACL_ROWS_UPDATED,
     CHUNKS_EMBEDDED,
@@ -45,17 +50,13 @@ from schemas.events import (
 )
 from schemas.serde import encode
 from streams.chunking import CHUNKER_ID, Chunker
-from streams.embedding import Embedder, TransientEmbeddingError
+from streams.embedding import Embedder
 
 if TYPE_CHECKING:
     from streams.pii import Detector
     from streams.policy import KeyRing, PolicyConfig, SourcePolicy
 
-TRANSIENT: tuple[type[BaseException], ...] = (TransientIndexError, TransientEmbeddingError, ConnectionError, TimeoutError)
-
-
-class Permanent(Exception):
-    """This input cannot be processed as it is; dead-letter it with this reason."""
+__all__ = ["Permanent", "Output", "ComplianceStage", "ChunkStage", "EmbedStage", "IndexStage"]
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ class EmbedStage:
         CHUNKS_REUSED.labels(model).inc(len(wanted) - len(todo))
         out = []
         for s in sets:
-            chunks = tuple(EmbeddedChunk(**c.model_dump(), vector=tuple(known[c.chunk_id])) for c in s.chunks)
+            chunks = tuple(EmbeddedChunk(**c.model_dump(), vector=np.asarray(known[c.chunk_id], dtype="<f4").tobytes())
+                           for c in s.chunks)
             vs = VectorSet(**s.model_dump(exclude={"chunks", "schema_version"}), model=model,
                            dim=self.embedder.dim, chunks=chunks)
             out.append(Output.of(topics.VECTORS, vs))

@@ -14,24 +14,42 @@ guards in memory, which catches reordering while it runs; the index guard is the
 decides what is searchable. Compliance and index handle one event at a time; chunk and
 embed batch.
 
-Failures: a message that cannot be decoded, or that the logic rejects (:class:`Permanent`),
-is dead-lettered with its reason. A transient failure (Milvus, the model server, the
-broker) is retried with exponential backoff while the stream waits — consumption pauses,
-nothing is skipped.
+Failures follow the one classification (:mod:`ragstream.failures`). A message that cannot
+be decoded, or that fails permanently, is dead-lettered with its reason at once. A transient
+failure (Milvus, the model server, the broker) is retried with exponential backoff while the
+partition waits, within ``RAGSTREAM_RETRY_BUDGET_S``; when the budget is spent the message is
+dead-lettered (replayable). Every retry and dead-letter line carries doc_id, event_id, stage.
+
+Acknowledgement: agents read with ``noack`` streams (``noack_take`` for the batched stages)
+and acknowledge an event only once its outputs — or its dead letter — were acknowledged by
+the broker. No exception escapes an agent (Faust's ``take_events`` would acknowledge the
+batch in a ``finally``). If even the dead letter cannot be written within the budget, the
+worker exits at once without acknowledging (its supervisor restarts it; the input is read
+again).
+
+Health: :class:`PartitionHealth` knows, per assigned partition, what is in hand and when it
+last moved. ``/healthz`` answers 503 with the reason and the document when a partition has
+had input waiting and no progress for ``RAGSTREAM_STALL_AFTER_S``, or when the fetcher or an
+agent crashed; ``ragstream_stage_seconds_since_progress`` exports the same per partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Callable
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from structlog.contextvars import bound_contextvars
 
-from producers.publisher import PublishError, Publisher
+from producers.publisher import Publisher
 from ragstream.blobs import BlobStore
+from ragstream.consumer import blob_claims
+from ragstream.failures import Kind, Permanent, RetryBudget, as_permanent, classify, reason
 from ragstream.logging import get_logger
 from ragstream.metrics import (
     BATCH_SIZE,
@@ -39,25 +57,93 @@ from ragstream.metrics import (
     EVENTS_IN,
     EVENTS_OUT,
     PROCESSING,
+    SECONDS_SINCE_PROGRESS,
     STAGE_ERRORS,
+    STAGE_RETRIES,
     STALE_DROPPED,
 )
 from ragstream.settings import Settings
-from schemas.serde import SerdeError, decode
-from streams.stages import TRANSIENT, ChunkStage, ComplianceStage, EmbedStage, IndexStage, Output, Permanent
+from schemas.serde import decode
+from streams.stages import ChunkStage, ComplianceStage, EmbedStage, IndexStage, Output
 
 log = get_logger(__name__)
 
 STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
-#: Run only where configured (database CDC: RAGSTREAM_CDC_MAPPING); not part of every pipeline.
+#: Run only where configured (database CDC: RAGSTREAM_CDC_MAPPING_FILE); not part of every pipeline.
 OPTIONAL_STAGES = ("normalize",)
 BATCHED = {"chunk", "embed"}
 
 
-def permanent(exc: BaseException) -> Permanent:
-    """What a dead letter records: a Permanent as it is, anything else (transients were
-    retried inside off_loop, so this failed for good) wrapped with its type."""
-    return exc if isinstance(exc, Permanent) else Permanent(f"{type(exc).__name__}: {exc}")
+#: Exit code of a worker that could not even dead-letter within the budget (EX_TEMPFAIL).
+EXIT_UNACKNOWLEDGED = 75
+
+
+@dataclass
+class _Partition:
+    since: float  # last progress (or assignment) time, monotonic
+    done_offset: int = -1
+    inflight: dict[int, str | None] = field(default_factory=dict)  # offset -> doc_id
+    problem: str | None = None
+
+
+class PartitionHealth:
+    """Per partition: what is in hand, when it last moved, the last transient problem."""
+
+    def __init__(self, stage: str, stall_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stage = stage
+        self.stall_after_s = stall_after_s
+        self.clock = clock
+        self.parts: dict[tuple[str, int], _Partition] = {}
+
+    def _part(self, tp: Any) -> _Partition:
+        key = (tp.topic, tp.partition)
+        if key not in self.parts:
+            self.parts[key] = _Partition(since=self.clock())
+        return self.parts[key]
+
+    def begin(self, events: Iterable[Any], doc_ids: Iterable[str | None]) -> None:
+        for event, doc_id in zip(events, doc_ids):
+            self._part(event.message.tp).inflight[event.message.offset] = doc_id
+
+    def retrying(self, events: Iterable[Any], problem: str) -> None:
+        for event in events:
+            self._part(event.message.tp).problem = problem
+
+    def end(self, event: Any) -> None:
+        part = self._part(event.message.tp)
+        part.inflight.pop(event.message.offset, None)
+        part.done_offset = max(part.done_offset, event.message.offset)
+        part.since = self.clock()
+        part.problem = None
+
+    def snapshot(self, highwater: Callable[[Any], int | None], assigned: Iterable[Any]) -> list[dict[str, Any]]:
+        """One entry per assigned partition: whether input waits, seconds since progress."""
+        now = self.clock()
+        out = []
+        for tp in assigned:
+            part = self._part(tp)
+            hw = highwater(tp)
+            waiting = bool(part.inflight) or (hw is not None and part.done_offset >= 0 and hw - 1 > part.done_offset)
+            if not waiting:
+                part.since = now  # idle is not stalled: the clock starts when input arrives
+            stalled_s = now - part.since if waiting else 0.0
+            doc_id = next(iter(part.inflight.values()), None)
+            out.append({"topic": tp.topic, "partition": tp.partition, "waiting": waiting,
+                        "seconds_since_progress": round(stalled_s, 1), "doc_id": doc_id, "problem": part.problem})
+            SECONDS_SINCE_PROGRESS.labels(self.stage, tp.topic, str(tp.partition)).set(stalled_s)
+        return out
+
+    def verdict(self, parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The worst stalled partition, or None when every partition moves."""
+        stalled = [p for p in parts if p["waiting"] and p["seconds_since_progress"] > self.stall_after_s]
+        if not stalled:
+            return None
+        worst = max(stalled, key=lambda p: p["seconds_since_progress"])
+        why = worst["problem"] or "processing has not finished"
+        return {"reason": f"partition {worst['topic']}[{worst['partition']}] has made no progress for "
+                          f"{worst['seconds_since_progress']:.0f} s while input waits: {why}",
+                "doc_id": worst["doc_id"], "partition": worst["partition"],
+                "stalled_s": worst["seconds_since_progress"]}
 
 
 def metrics_port(settings: Settings, stage: str) -> int:
@@ -129,6 +215,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=settings.max_message_bytes + 65_536,
         producer_acks=-1,
         broker_commit_interval=0.5,  # commit soon after acks: lag (and `up`'s progress) stays current
         web_host="127.0.0.1",
@@ -142,164 +229,281 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
     )
     setup_prometheus_sensors(app, name_prefix=f"ragstream_faust_{stage}")
     publisher = Publisher(settings, client_id=f"ragstream-{stage}", config={"linger.ms": 0})
+    health = PartitionHealth(stage, settings.stall_after_s)
+    claims = blob_claims(settings)
 
     def publish(outputs: list[Output]) -> None:
-        for o in outputs:
-            publisher.publish_raw(o.topic, o.key, o.value, partition=o.partition)
-            EVENTS_OUT.labels(stage, o.topic).inc()
-        publisher.flush()  # acknowledged before the input is
+        """Publish and wait for every acknowledgement (raises PublishError otherwise)."""
+        Outbox(outputs).send()
+
+    class Outbox:
+        """The outputs of one input. A retried send resends only what the broker has not
+        acknowledged yet, so a retry never duplicates an acknowledged output."""
+
+        def __init__(self, outputs: list[Output]) -> None:
+            self.pending = list(outputs)
+
+        def send(self) -> None:
+            acked: set[int] = set()
+            for i, o in enumerate(self.pending):
+                def delivered(err: Any, _msg: Any, i: int = i) -> None:
+                    if err is None:
+                        acked.add(i)
+                publisher.publish_raw(o.topic, o.key, o.value, partition=o.partition, on_delivery=delivered)
+            try:
+                publisher.flush()
+            finally:
+                for i in acked:
+                    EVENTS_OUT.labels(stage, self.pending[i].topic).inc()
+                self.pending = [o for i, o in enumerate(self.pending) if i not in acked]
 
     logic = make_stage(stage, settings, publish)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
     source = app.topic(*getattr(logic, "input_topics", (logic.input_topic,)), key_type=bytes, value_type=bytes)
     seen_versions: dict[bytes, int] = {}  # compliance's in-memory guard
 
+    def assigned() -> list[Any]:
+        try:
+            return sorted(app.consumer.assignment()) if app.consumer else []
+        except Exception:  # noqa: BLE001 - not started yet, or mid-rebalance
+            return []
+
+    def highwater(tp: Any) -> int | None:
+        try:
+            return app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - unknown until the first fetch
+            return None
+
+    def crashed() -> str | None:
+        """A fetcher or agent that died makes the worker useless: say so."""
+        if app._fetcher.crashed:
+            return f"the Kafka fetcher crashed: {app._fetcher.crash_reason!r}"
+        for agent in app.agents.values():
+            for actor in getattr(agent, "_actors", ()):
+                if actor.crashed:
+                    return f"agent {agent.name} crashed: {actor.crash_reason!r}"
+        return None
+
     @app.page("/healthz")
     async def healthz(self: Any, request: Any) -> Any:
-        return self.json({"stage": stage, "status": "ok"})
+        parts = health.snapshot(highwater, assigned())
+        body: dict[str, Any] = {"stage": stage, "status": "ok", "partitions": parts}
+        dead = crashed()
+        if dead:
+            body.update(status="failed", reason=dead)
+            return self.json(body, status=503)
+        stalled = health.verdict(parts)
+        if stalled:
+            body.update(status="degraded", **stalled)
+            return self.json(body, status=503)
+        return self.json(body)
 
-    async def off_loop(fn: Callable[[], Any]) -> Any:
-        """Run blocking work on the stage's thread; retry transient failures forever."""
-        delay = 0.5
+    @app.timer(interval=1.0)
+    async def watch_progress() -> None:
+        health.snapshot(highwater, assigned())  # keeps ragstream_stage_seconds_since_progress current
+
+    async def attempt(fn: Callable[[], Any], events: list[Any], ids: dict[str, Any]) -> Any:
+        """Run blocking work on the stage's thread. Transient failures are retried with
+        backoff within the budget; the error that ends it is returned as a Permanent."""
+        budget = RetryBudget(settings.retry_budget_s)
         while True:
             try:
                 return await asyncio.get_running_loop().run_in_executor(executor, fn)
-            except (*TRANSIENT, PublishError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the one classification decides
                 STAGE_ERRORS.labels(stage, type(exc).__name__).inc()
-                log.warning("transient failure; will retry", stage=stage, error=str(exc), retry_in_s=delay)
+                if classify(exc) is Kind.permanent or not budget.spend():
+                    raise as_permanent(exc, budget) from exc
+                delay = budget.next_delay()
+                STAGE_RETRIES.labels(stage).inc()
+                health.retrying(events, reason(exc))
+                log.warning("transient failure; will retry", **ids, stage=stage, error=reason(exc),
+                            attempt=budget.attempts, retry_in_s=delay,
+                            budget_left_s=round(max(0.0, settings.retry_budget_s - budget.elapsed_s), 1))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
 
-    async def dead_letter(event: Any, exc: BaseException) -> None:
+    def ids_of(item: Any, event: Any) -> dict[str, Any]:
+        return {"doc_id": getattr(item, "doc_id", None) if item is not None else _key(event),
+                "event_id": getattr(item, "event_id", getattr(item, "request_id", None)) if item is not None else None}
+
+    async def dead_letter(event: Any, exc: BaseException, ids: dict[str, Any]) -> None:
+        """Write the dead letter (within the budget) — or exit without acknowledging."""
         STAGE_ERRORS.labels(stage, type(exc).__name__).inc()
         msg = event.message
 
         def send() -> None:
-            publisher.dead_letter(stage, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                                  key=msg.key, value=msg.value, error=exc)
+            with bound_contextvars(**ids, stage=stage):
+                publisher.dead_letter(stage, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                      key=msg.key, value=msg.value, error=exc)
             publisher.flush()
 
-        await off_loop(send)
+        try:
+            await attempt(send, [event], ids)
+        except Permanent as failed:
+            log.critical("cannot write a dead letter; exiting without acknowledging the input (it is read again "
+                         "after the restart)", **ids, stage=stage, error=str(failed))
+            os._exit(EXIT_UNACKNOWLEDGED)
+
+    async def finish(stream: Any, event: Any) -> None:
+        health.end(event)
+        await stream.ack(event)
+
+    async def handle_one(stream: Any, event: Any, work: Callable[[Any], Callable[[], Any]],
+                         contract: Any = None) -> None:
+        """Decode, process, publish; dead-letter what fails; acknowledge when done."""
+        item = None
+        try:
+            track(event)
+            if event.value is None:
+                return  # a tombstone after a delete record: nothing to do
+            item = (logic.decode(event.value) if stage == "normalize"  # Debezium JSON, not a contract
+                    else decode(contract or logic.contract, event.value, claims=claims))
+            ids = ids_of(item, event)
+            health.begin([event], [ids["doc_id"]])
+            with bound_contextvars(**ids, stage=stage), PROCESSING.labels(stage).time():
+                await work(item)(ids)
+        except Exception as exc:  # noqa: BLE001 - nothing escapes an agent (see the module docstring)
+            ids = ids_of(item, event)
+            with bound_contextvars(**ids, stage=stage):
+                await dead_letter(event, as_permanent(exc), ids)
+        finally:
+            await finish(stream, event)
 
     def track(event: Any) -> None:
         EVENTS_IN.labels(stage).inc()
         msg = event.message
-        hw = app.consumer.highwater(msg.tp) if app.consumer else None
+        hw = highwater(msg.tp)
         if hw is not None:
             CONSUMER_LAG.labels(stage, str(msg.partition)).set(max(hw - msg.offset - 1, 0))
+
+    def process_and_publish(item: Any) -> Callable[[dict[str, Any]], Any]:
+        async def run(ids: dict[str, Any]) -> None:
+            if stage == "compliance":
+                key = item.doc_id
+                if item.version <= seen_versions.get(key, -1):
+                    STALE_DROPPED.labels(stage).inc()
+                    return
+            outputs = await attempt(lambda: logic.process(item), [], ids)
+            if stage == "index":
+                if not outputs:
+                    STALE_DROPPED.labels(stage).inc()
+                return
+            box = Outbox(outputs)
+            await attempt(box.send, [], ids)
+            if stage == "compliance":
+                seen_versions[item.doc_id] = item.version
+            if stage == "audit":
+                logic.committed()
+        return run
 
     if stage in BATCHED:
         @app.agent(source, name=f"{stage}-agent")
         async def batched(stream: Any) -> None:
-            async for events in stream.take_events(settings.embed_batch_size if stage == "embed" else 64,
-                                                   within=0.05):
-                with PROCESSING.labels(stage).time():
-                    BATCH_SIZE.labels(stage).observe(len(events))
-                    good = []
-                    for event in events:
-                        track(event)
-                        if event.value is None:
-                            continue  # a tombstone after a delete record: nothing to do
-                        try:
-                            good.append((event, decode(logic.contract, event.value)))
-                        except SerdeError as exc:
-                            await dead_letter(event, exc)
-                    if stage == "embed":
-                        await _embed(good)
-                    else:
-                        for event, item in good:
-                            await _single(event, item)
+            size = settings.embed_batch_size if stage == "embed" else 64
+            async for events in stream.noack_take(size, within=0.05):
+                try:
+                    await handle_batch(stream, events)
+                except Exception as exc:  # noqa: BLE001 - a bug here must not acknowledge the batch
+                    log.critical("batch handling failed; exiting without acknowledging", stage=stage,
+                                 error=reason(exc))
+                    os._exit(EXIT_UNACKNOWLEDGED)
 
-        async def _embed(good: list[tuple[Any, Any]]) -> None:
+        async def handle_batch(stream: Any, events: list[Any]) -> None:
+            BATCH_SIZE.labels(stage).observe(len(events))
+            good: list[tuple[Any, Any]] = []
+            for event in events:
+                track(event)
+                if event.value is None:
+                    await finish(stream, event)
+                    continue
+                try:
+                    good.append((event, decode(logic.contract, event.value, claims=claims)))
+                except Exception as exc:  # noqa: BLE001 - undecodable: dead-letter it
+                    await dead_letter(event, as_permanent(exc), ids_of(None, event))
+                    await finish(stream, event)
             if not good:
                 return
-            try:
-                outputs = await off_loop(lambda: logic.process_batch([item for _, item in good]))
-            except Exception:  # noqa: BLE001 - isolate the document that breaks the batch
-                for event, item in good:
-                    await _single(event, item, batch=True)
-                return
-            await off_loop(lambda: publish(outputs))
-
-        async def _single(event: Any, item: Any, batch: bool = False) -> None:
-            with bound_contextvars(doc_id=item.doc_id, event_id=item.event_id, stage=stage):
+            health.begin([e for e, _ in good], [i.doc_id for _, i in good])
+            if stage == "embed" and len(good) > 1:
+                ids = {"doc_id": [i.doc_id for _, i in good], "event_id": [i.event_id for _, i in good]}
                 try:
-                    if batch:
-                        outputs = await off_loop(lambda: logic.process_batch([item]))
-                    else:
-                        outputs = await off_loop(lambda: logic.process(item))
-                except Exception as exc:  # noqa: BLE001 - permanent by elimination: transients retry inside off_loop
-                    await dead_letter(event, permanent(exc))
+                    with PROCESSING.labels(stage).time():
+                        outputs = await attempt(lambda: logic.process_batch([i for _, i in good]),
+                                                [e for e, _ in good], ids)
+                except Permanent:
+                    outputs = None  # isolate the document that breaks the batch: one by one below
+                if outputs is not None:
+                    for (event, item), output in zip(good, outputs):
+                        await publish_then_ack(stream, event, item, [output])
                     return
-                await off_loop(lambda: publish(outputs))
+            for event, item in good:
+                await handle_one(stream, event, lambda it: single_batch(it))
+
+        def single_batch(item: Any) -> Callable[[dict[str, Any]], Any]:
+            async def run(ids: dict[str, Any]) -> None:
+                fn = (lambda: logic.process_batch([item])) if stage == "embed" else (lambda: logic.process(item))
+                outputs = await attempt(fn, [], ids)
+                await attempt(Outbox(outputs).send, [], ids)
+            return run
+
+        async def publish_then_ack(stream: Any, event: Any, item: Any, outputs: list[Output]) -> None:
+            ids = ids_of(item, event)
+            try:
+                with bound_contextvars(**ids, stage=stage):
+                    await attempt(Outbox(outputs).send, [event], ids)
+            except Exception as exc:  # noqa: BLE001 - e.g. the budget spent: dead-letter the input
+                await dead_letter(event, as_permanent(exc), ids)
+            await finish(stream, event)
     else:
         @app.agent(source, name=f"{stage}-agent")
         async def one_by_one(stream: Any) -> None:
-            async for event in stream.events():
-                track(event)
-                if event.value is None:
-                    continue
-                with PROCESSING.labels(stage).time():
-                    try:
-                        item = (logic.decode(event.value) if stage == "normalize"  # Debezium JSON, not a contract
-                                else decode(logic.contract, event.value))
-                    except SerdeError as exc:
-                        await dead_letter(event, exc)
-                        continue
-                    with bound_contextvars(doc_id=getattr(item, "doc_id", None), stage=stage,
-                                           event_id=getattr(item, "event_id", getattr(item, "request_id", None))):
-                        try:
-                            if stage in ("audit", "dsr", "normalize"):
-                                outputs = await off_loop(lambda: logic.process(item))
-                                await off_loop(lambda: publish(outputs))
-                                if stage == "audit":
-                                    logic.committed()
-                            elif stage == "compliance":
-                                if item.version <= seen_versions.get(event.key, -1):
-                                    STALE_DROPPED.labels(stage).inc()
-                                    continue
-                                outputs = await off_loop(lambda: logic.process(item))
-                                await off_loop(lambda: publish(outputs))
-                                seen_versions[event.key] = item.version
-                            elif not await off_loop(lambda: logic.process(item)):
-                                STALE_DROPPED.labels(stage).inc()
-                        except Exception as exc:  # noqa: BLE001 - transients were retried inside off_loop
-                            await dead_letter(event, permanent(exc))
+            acks = stream.noack()
+            async for event in acks.events():
+                try:
+                    await handle_one(acks, event, process_and_publish)
+                except Exception as exc:  # noqa: BLE001 - handle_one catches all; this is a bug
+                    log.critical("event handling failed; exiting without acknowledging", stage=stage,
+                                 error=reason(exc))
+                    os._exit(EXIT_UNACKNOWLEDGED)
 
     if stage == "index":
         from schemas import topics as _topics
         from schemas.events import AclChange
 
+        def apply_acl(change: Any) -> Callable[[dict[str, Any]], Any]:
+            async def run(ids: dict[str, Any]) -> None:
+                if not await attempt(lambda: logic.apply_acl(change), [], ids):
+                    STALE_DROPPED.labels(stage).inc()
+            return run
+
         @app.agent(app.topic(_topics.ACL, key_type=bytes, value_type=bytes), name="index-acl-agent")
         async def permissions(stream: Any) -> None:
             """Permission-only changes: same consumer group, applied on the stage's thread."""
-            async for event in stream.events():
-                EVENTS_IN.labels("index").inc()
-                if event.value is None:
-                    continue
+            acks = stream.noack()
+            async for event in acks.events():
                 try:
-                    change = decode(AclChange, event.value)
-                except SerdeError as exc:
-                    await dead_letter(event, exc)
-                    continue
-                with bound_contextvars(doc_id=change.doc_id, event_id=change.event_id, stage=stage):
-                    try:
-                        if not await off_loop(lambda: logic.apply_acl(change)):
-                            STALE_DROPPED.labels(stage).inc()
-                    except Exception as exc:  # noqa: BLE001 - transients were retried inside off_loop
-                        await dead_letter(event, permanent(exc))
+                    await handle_one(acks, event, apply_acl, contract=AclChange)
+                except Exception as exc:  # noqa: BLE001
+                    log.critical("permission change handling failed; exiting without acknowledging",
+                                 stage=stage, error=reason(exc))
+                    os._exit(EXIT_UNACKNOWLEDGED)
 
     if stage == "audit":
         @app.timer(interval=5.0)
         async def checkpoint() -> None:
-            await off_loop(logic.checkpoint)  # only records already acknowledged are vouched for
+            try:
+                await attempt(logic.checkpoint, [], {})  # only records already acknowledged are vouched for
+            except Permanent as exc:
+                log.error("audit checkpoint failed; the next one retries", stage=stage, error=str(exc))
 
     if stage == "dsr":
         @app.timer(interval=settings.retention_sweep_s)
         async def retention() -> None:
-            outputs = await off_loop(logic.sweep_retention)
-            if outputs:
-                await off_loop(lambda: publish(outputs))
+            try:
+                outputs = await attempt(logic.sweep_retention, [], {})
+                if outputs:
+                    await attempt(Outbox(outputs).send, [], {})
+            except Permanent as exc:
+                log.error("retention sweep failed; the next sweep retries", stage=stage, error=str(exc))
 
     if stage == "index":
         @app.timer(interval=1.0)
@@ -308,9 +512,18 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
             # within a second, but only when there were any.
             if logic.dirty:
                 logic.dirty = False
-                await off_loop(logic.index.flush)
+                try:
+                    await attempt(logic.index.flush, [], {})
+                except Permanent as exc:
+                    logic.dirty = True
+                    log.warning("Milvus flush failed; retried in a second", stage=stage, error=str(exc))
 
     return app
+
+
+def _key(event: Any) -> str | None:
+    key = event.message.key
+    return key.decode("utf-8", errors="replace") if isinstance(key, bytes) else key
 
 
 def run_worker(stage: str, settings: Settings, handler: Any = None, web_port: int | None = None) -> None:
