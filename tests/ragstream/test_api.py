@@ -372,3 +372,96 @@ def test_request_id_is_echoed_and_failures_reveal_nothing(api, jwks):
         svc._embedder = saved
     assert r.status_code == 500
     assert "secret" not in r.text and "Traceback" not in r.text and r.json()["request_id"] == "trace-12345678"
+
+
+def test_ldap_subject_is_the_directory_s_own_name(api):
+    client, _, _ = api
+    seen = set()
+    for typed in ("ldap-user", "LDAP-USER", " ldap-user", "ldap-user ", "Ldap-User"):
+        r = client.post("/v1/auth/login", json={"username": typed, "password": PASSWORD})
+        assert r.status_code == 200, (typed, r.text)
+        me = client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {r.json()['token']}"}).json()
+        seen.add((r.json()["subject"], me["subject"], tuple(me["principals"])))
+    assert seen == {("user:ldap-user", "user:ldap-user", ("group:matrix", "group:users", "public", "user:ldap-user"))}
+
+
+def test_a_second_issuer_gets_only_the_trust_it_is_given(api, jwks, tmp_path):
+    client, svc, settings = api
+    partner = Jwks()
+    partner.add_key()
+    path = auth_file(tmp_path, jwks)
+    path.write_text(path.read_text() + f"""
+[oidc.partner]
+issuer = "{partner.issuer}"
+audience = "{AUDIENCE}"
+jwks_url = "{partner.url}"
+algorithms = ["RS256"]
+
+[identity_map]
+"partner/alice.smith" = "alice"
+""")
+    app = create_app(settings.model_copy(update={"auth_file": path}))
+    app.state.services._embedder = svc.embedder  # the model once per process is enough
+    try:
+        with TestClient(app) as other:
+            # The partner's "alice" with "admin" is not our alice and not an admin.
+            hdr = {"Authorization": f"Bearer {partner.token(preferred_username='alice', roles=['admin', 'user'])}"}
+            me = other.get("/v1/auth/whoami", headers=hdr).json()
+            assert me["subject"] == "user:partner/alice" and me["roles"] == ["user"]
+            assert me["principals"] == ["group:partner/matrix", "public", "user:partner/alice"]
+            assert other.post("/v1/admin/dlq/graph/replay", headers=hdr).status_code == 403
+            assert other.get("/v1/documents/apitest:alice-notes", headers=hdr).status_code == 404
+            assert other.get("/v1/documents/apitest:matrix-plan", headers=hdr).status_code == 404
+            assert other.get("/v1/documents/apitest:public-handbook", headers=hdr).status_code == 200
+            # The same person at both providers, because the mapping says so.
+            mapped = {"Authorization": f"Bearer {partner.token(preferred_username='alice.smith', groups=[])}"}
+            assert other.get("/v1/auth/whoami", headers=mapped).json()["subject"] == "user:alice"
+            assert other.get("/v1/documents/apitest:alice-notes", headers=mapped).status_code == 200
+            # Our own issuer is unchanged: its alice is the host's alice.
+            ours = {"Authorization": f"Bearer {jwks.token(preferred_username='alice', roles=['admin'])}"}
+            assert other.get("/v1/auth/whoami", headers=ours).json()["subject"] == "user:alice"
+    finally:
+        partner.server.shutdown()
+
+
+def test_dead_letter_listing_shows_only_documents_the_caller_may_read(api, jwks):
+    from producers.publisher import Publisher
+
+    client, _, settings = api
+    docs = ("apitest:alice-notes", "apitest:finance-only", "apitest:never-indexed")
+    with Publisher(settings, client_id="test-dlq") as pub:
+        for doc in docs:
+            pub.dead_letter("normalize", topic="rag.changes", partition=0, offset=1, key=doc, value=b"{}",
+                            error=ValueError(f"cannot read /srv/share/{doc.split(':')[1]}.pdf"))
+        pub.flush()
+
+    def listed(**claims: object) -> set[str]:
+        r = client.get("/v1/admin/dlq/normalize", headers={"Authorization": f"Bearer {jwks.token(**claims)}"})
+        assert r.status_code == 200, r.text
+        return {item["key"] for item in r.json() if (item["key"] or "").startswith("apitest:")}
+
+    assert listed(preferred_username="bob", groups=["finance"], roles=["power_user"]) == {"apitest:finance-only"}
+    assert listed(preferred_username="alice", groups=["matrix"], roles=["power_user"]) == {"apitest:alice-notes"}
+    assert listed(preferred_username="eve", groups=[], roles=["power_user"]) == set()
+    assert listed(preferred_username="ops", groups=[], roles=["admin"]) == set(docs)  # dlq:read_all
+
+
+def test_odd_bytes_in_path_parameters_are_client_errors(api, jwks):
+    from urllib.parse import quote
+
+    from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+    client, _, _ = api
+    hdr = {"Authorization": f"Bearer {jwks.token()}"}
+    for path in ("abc%0Ddef", "apitest:x%0Dy", "apitest:%00", "apitest:%0A", "apitest:%22%20or%20true",
+                 "apitest:%5C", "apitest:%E2%80%A8", "apitest:%FF%FE", "x" * 3000, "%7F"):
+        r = client.get(f"/v1/documents/{path}", headers=hdr)
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+
+    @hsettings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.text(min_size=1, max_size=60), st.sampled_from(["apitest:", "", "a:"]))
+    def no_5xx(text: str, prefix: str) -> None:
+        r = client.get("/v1/documents/" + quote(prefix + text, safe=""), headers=hdr)
+        assert r.status_code < 500, (prefix + text, r.status_code, r.text)
+
+    no_5xx()
