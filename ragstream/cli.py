@@ -169,10 +169,34 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
         return
     say(f"watching {source.root} (Ctrl-C to stop watching; the workers keep running)")
     stop = threading.Event()
+    if s.verify_interval_s > 0:
+        threading.Thread(target=_verify_periodically, args=(s, source, stop), daemon=True,
+                         name="verify").start()
     try:
         source.watch(stop, on_sync=lambda st: say(f"synced: {st}"))
     except KeyboardInterrupt:
         stop.set()
+
+
+def _verify_periodically(s: Settings, source: Any, stop: Any) -> None:
+    """Keep ragstream_verify_drift_documents current on this process's metrics page while
+    watching; only when nothing is in flight (documents on their way are not drift)."""
+    from ragstream.admin import stage_lag
+    from ragstream.logging import get_logger
+    from ragstream.verify import IndexView, chunker_ids, verify_source
+
+    log = get_logger("ragstream.up")
+    index = ids = None
+    while not stop.wait(s.verify_interval_s):
+        try:
+            if any(stage_lag(s, ("compliance", "chunk", "embed", "index")).values()):
+                continue
+            index, ids = index or IndexView(s), ids or chunker_ids(s)
+            report = verify_source(s, source, index=index, chunk_ids=ids)
+            (log.warning if report.drift else log.info)("verified", source=report.source, drift=len(report.drift),
+                                                        **report.counts())
+        except Exception as exc:  # noqa: BLE001 - a check that failed now is tried again next interval
+            log.warning("verify failed; trying again next interval", error=f"{type(exc).__name__}: {exc}")
 
 
 def _report_verify(s: Settings, source: Any) -> None:

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     max_text_bytes: int = Field(16 * 2**20, ge=1,
                                 description="Documents whose extracted text is larger than this (UTF-8) are "
                                             "skipped (reason text_too_large).")
+    verify_interval_s: float = Field(300, ge=0, description="While `ragstream up` watches, how often it compares "
+                                                            "the folder with the index when the pipeline is idle "
+                                                            "(ragstream_verify_drift_documents); 0: never.")
     max_message_bytes: int = Field(
         1_000_000, ge=65_536, le=100_000_000,
         description="Largest message ragstream writes to a topic (the topics' max.message.bytes allows it, plus "
