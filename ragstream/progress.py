@@ -126,9 +126,12 @@ class Progress:
         if self.tty:
             from tqdm import tqdm
 
+            # Counts are set, not incremented, so tqdm's own rate and ETA would be wrong: ours are in the postfix.
+            fmt = "{desc} {percentage:3.0f}%|{bar:30}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
             self._bars = [
-                tqdm(total=files_total, desc="published", unit="file", file=self.out, position=0, leave=True),
-                tqdm(total=0, desc="indexed  ", unit="doc", file=self.out, position=1, leave=True),
+                tqdm(total=files_total, desc="files read", unit="file", file=self.out, position=0, leave=True,
+                     bar_format=fmt),
+                tqdm(total=0, desc="indexed   ", unit="doc", file=self.out, position=1, leave=True, bar_format=fmt),
             ]
 
     # -- feeding ---------------------------------------------------------------------------
