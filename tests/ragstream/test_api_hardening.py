@@ -152,3 +152,27 @@ def test_the_api_listens_on_loopback_by_default(serve):
             if state == "0A" and int(port, 16) == api.port:  # LISTEN
                 listening.add(host)
     assert listening == {"0100007F"}, listening  # 127.0.0.1 only
+
+
+def test_readyz_is_cached_and_rate_limited(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from ragstream.api import create_app
+    from ragstream.settings import load_settings
+
+    auth = tmp_path / "auth.toml"
+    auth.write_text("[rate_limit]\nper_minute = 5\n")
+    app = create_app(load_settings(home=tmp_path / "home", auth_file=auth))
+
+    class Index:
+        queries = 0
+
+        def first_rows(self, *args: object, **kw: object) -> list:
+            Index.queries += 1
+            return []
+
+    app.state.services._index = Index()
+    with TestClient(app) as client:
+        codes = [client.get("/readyz").status_code for _ in range(8)]
+    assert codes == [200] * 5 + [429] * 3
+    assert Index.queries == 1  # one index query answers every probe within READY_TTL_S
