@@ -171,6 +171,8 @@ def test_readyz_is_cached_and_rate_limited(tmp_path):
             Index.queries += 1
             return []
 
+        rows = first_rows  # whichever query readiness uses
+
     app.state.services._index = Index()
     with TestClient(app) as client:
         codes = [client.get("/readyz").status_code for _ in range(8)]
