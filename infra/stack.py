@@ -361,7 +361,7 @@ class Service:
         """Start unless already running; wait until it answers. True if it was started now."""
         pid = self.pid()
         if pid is not None:
-            self._wait_ready(pid)
+            self._wait_ready(pid, fresh=False)  # a supervised one may be between two restarts
             return False
         for port in self.ports:
             # A port can stay busy for a moment after its previous owner crashed.
@@ -392,7 +392,7 @@ class Service:
         self._wait_ready(proc.pid)
         return True
 
-    def _wait_ready(self, pid: int) -> None:
+    def _wait_ready(self, pid: int, fresh: bool = True) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_s
         while time.monotonic() < deadline:
             if not pid_alive(pid):
@@ -400,7 +400,7 @@ class Service:
                                  f"Read the full log at {self.logfile}.")
             if self.ready():
                 return
-            if self.supervised and (self.supervisor_state() or {}).get("restarts", 0) > 0:
+            if fresh and self.supervised and (self.supervisor_state() or {}).get("restarts", 0) > 0:
                 # It never came up once: restarting would only repeat the failure. Say why now.
                 tail = self.log_tail()
                 self.stop()

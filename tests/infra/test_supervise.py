@@ -248,3 +248,24 @@ def test_stack_status_shows_a_worker_whose_healthz_is_503_as_degraded_with_the_r
         get_settings.cache_clear()
         proc.kill()
         proc.wait()
+
+
+class DummyUpWhileChildRuns(Dummy):
+    def ready(self) -> bool:
+        return self.child_pid() is not None
+
+
+def test_stack_up_while_a_worker_waits_to_be_restarted_waits_for_it_and_does_not_stop_it(tmp_path):
+    s = settings_for(tmp_path, restart_backoff_s=2, restart_backoff_max_s=2, restart_reset_after_s=30)
+    (s.home / "mode").write_text("sleep")
+    svc = DummyUpWhileChildRuns(s)
+    try:
+        assert svc.start() is True
+        first, supervisor = svc.child_pid(), svc.pid()
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: (svc.supervisor_state() or {}).get("phase") == "backoff", what="the backoff")
+        assert svc.status().state == "restarting"
+        assert svc.start() is False  # `stack up` again: waits for the restart, raises nothing
+        assert svc.pid() == supervisor and svc.child_pid() not in (None, first)
+    finally:
+        svc.stop()
