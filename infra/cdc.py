@@ -355,6 +355,22 @@ def connector_config(settings: Settings, mapping: Any) -> dict[str, str]:
     return {k: v for k, v in config.items() if v != ""}
 
 
+def ensure_change_topics(settings: Settings, mapping: Any, config: dict[str, str]) -> None:
+    """Create the cdc.* topics before the connector and the normalize worker use them, with
+    the connector's topic.creation settings: a join table with no rows yet has no topic
+    otherwise, and the normalize worker would subscribe to nothing there."""
+    from ragstream.admin import ensure_topics
+    from schemas.topics import TopicSpec
+
+    specs = tuple(TopicSpec(t, int(config["topic.creation.default.partitions"]),
+                            {"cleanup.policy": config["topic.creation.default.cleanup.policy"],
+                             "retention.ms": config["topic.creation.default.retention.ms"]},
+                            None, "Debezium change records (raw source rows)", key="primary key",
+                            replication_factor=int(config["topic.creation.default.replication.factor"]))
+                  for t in mapping.topics())
+    ensure_topics(settings, specs)
+
+
 def _check(status: int, body: Any, what: str) -> Any:
     if status >= 300:
         message = body.get("message") if isinstance(body, dict) else body
@@ -366,6 +382,7 @@ def _check(status: int, body: Any, what: str) -> Any:
 def apply_connector(settings: Settings, mapping: Any) -> str:
     """Create or update the connector so its config is exactly ours: 'created', 'updated' or 'unchanged'."""
     wanted = connector_config(settings, mapping)
+    ensure_change_topics(settings, mapping, wanted)
     status, current = connect_request(settings, "GET", f"/connectors/{CONNECTOR_NAME}/config")
     if status == 200 and {k: v for k, v in current.items() if k != "name"} == wanted:
         return "unchanged"
