@@ -1,0 +1,438 @@
+"""Database CDC end to end: real PostgreSQL → Debezium 3.7 on Kafka Connect 4.3.1 → normalize
+→ the session's pipeline → Milvus, everything started by the project's own scripts.
+
+The oracle compares the tables with the index after each step: every row is one document
+whose chunks hold the row's current text (a unique token per revision), deleted rows are
+gone, and no document has more chunks than its text makes (nothing duplicated).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from consumers.milvus import MilvusIndex
+from infra.stack import Stack, free_port
+from ragstream.admin import wait_drained
+from ragstream.settings import Settings
+from schemas import topics
+from streams.embedding import make_embedder, model_dim
+from tests.test_pipeline import metric
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+SOURCE = "cdc-test"
+ROWS = 1000
+MAPPING = f"""
+source = "{SOURCE}"
+
+[[tables]]
+table = "public.articles"
+text = ["title", "body", "summary"]   # summary is added by ALTER TABLE mid-stream
+title = "title"
+uri = "https://intranet.example/articles/{{id}}"
+extra = ["category"]
+acl = {{ column = "readers", kind = "group" }}
+
+[[tables]]
+table = "public.notes"
+text = ["body"]
+acl = {{ principals = ["group:staff"] }}
+
+[[tables]]
+table = "public.tickets"
+id = ["ticket_no"]
+text = ["subject", "description"]
+acl = {{ table = "public.ticket_readers", key = "ticket_no", principal = "principal" }}
+"""
+SCHEMA = """
+CREATE TABLE articles (id bigint PRIMARY KEY, title text NOT NULL, body text NOT NULL, category text,
+                       readers text[] NOT NULL DEFAULT '{}', views integer NOT NULL DEFAULT 0);
+CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL, status text NOT NULL DEFAULT 'new');
+ALTER TABLE notes ALTER COLUMN body SET STORAGE EXTERNAL;  -- out of line, uncompressed: TOASTed
+CREATE TABLE tickets (ticket_no text PRIMARY KEY, subject text NOT NULL, description text NOT NULL);
+CREATE TABLE ticket_readers (ticket_no text NOT NULL, principal text NOT NULL, PRIMARY KEY (ticket_no, principal));
+"""
+WORDS = ("maintenance window storage cluster quarterly review backup rotation network switch firmware "
+         "upgrade capacity planning invoice supplier contract renewal warehouse inventory forecast").split()
+
+
+TIMES: dict[str, float] = {}
+
+
+def body(i: int, rev: int) -> str:
+    rnd = random.Random(i * 7919 + rev)
+    return f"Article {i} tok{i}r{rev} covers the " + " ".join(rnd.choice(WORDS) for _ in range(14)) + "."
+
+
+def doc_id(i: int) -> str:
+    return f"{SOURCE}:public.articles/{i}"
+
+
+# ------------------------------------------------------------------------------- fixtures
+
+def _traversable_home(home: Any) -> None:
+    """PostgreSQL runs as the postgres user (it refuses root), which must reach the home
+    under pytest's private temp folder: let others traverse (not list) its parents."""
+    import os
+    import stat
+
+    if os.geteuid() != 0:
+        return
+    for parent in [home, *home.parents]:
+        if str(parent) in ("/", "/tmp"):
+            break
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+@pytest.fixture(scope="module")
+def cdc(pipeline: Settings) -> Iterator[Settings]:
+    """The session's pipeline plus PostgreSQL, a Connect worker and the normalize worker,
+    with ROWS articles already in the table before the connector exists (the snapshot)."""
+    import psycopg
+
+    from infra.cdc import apply_connector, delete_connector, wait_running
+    from streams.normalize import load_mapping
+
+    _traversable_home(pipeline.home)
+    mapping_file = pipeline.home / "cdc-mapping.toml"
+    mapping_file.write_text(MAPPING)
+    s = pipeline.model_copy(update={"postgres_port": free_port(), "connect_port": free_port(),
+                                    "cdc_mapping_file": mapping_file})
+    services = Stack(s, ("postgres", "connect", "worker-normalize"))
+    try:
+        services["postgres"].start()
+        with psycopg.connect(s.resolved_cdc_dsn, autocommit=True) as conn:
+            conn.execute(SCHEMA)
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO articles (id, title, body, category, readers) VALUES (%s, %s, %s, %s, %s)",
+                                [(i, f"Article {i}", body(i, 0), "ops", ["staff"]) for i in range(ROWS)])
+        services["connect"].start()
+        t0 = time.monotonic()
+        apply_connector(s, load_mapping(mapping_file))
+        assert (st := wait_running(s)) and st["connector"]["state"] == "RUNNING", st
+        services["worker-normalize"].start()
+        TIMES["snapshot_started"] = t0  # for the snapshot test's rate
+        yield s
+    finally:
+        try:
+            delete_connector(s)
+        except Exception:  # noqa: BLE001 - teardown: Connect may be gone already
+            pass
+        services.down()
+
+
+@pytest.fixture(scope="module")
+def index(cdc: Settings) -> MilvusIndex:
+    idx = MilvusIndex(cdc.resolved_milvus_uri, cdc.collection, model_dim(cdc), acl_refresh_s=0.2)
+    idx.ensure()
+    return idx
+
+
+@pytest.fixture(scope="module")
+def embedder(cdc: Settings):
+    return make_embedder(cdc)
+
+
+# -------------------------------------------------------------------------------- helpers
+
+def db(s: Settings):
+    import psycopg
+
+    return psycopg.connect(s.resolved_cdc_dsn, autocommit=True)
+
+
+def normalize_lag(s: Settings) -> int:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    from ragstream.admin import admin_client
+    from ragstream.consumer import make_consumer
+    from streams.normalize import load_mapping
+
+    admin = admin_client(s)
+    reader = make_consumer(s, "ragstream-lag-probe")
+    lag = 0
+    try:
+        for topic in load_mapping(s.cdc_mapping_file).topics():
+            parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            req = ConsumerGroupTopicPartitions("ragstream-normalize", [TopicPartition(topic, p) for p in parts])
+            committed = {tp.partition: tp.offset for tp in
+                         admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
+            for p in parts:
+                low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                c = committed.get(p, -1)
+                lag += high - (c if c >= 0 else low)
+    finally:
+        reader.close()
+    return lag
+
+
+def captured(s: Settings, timeout: float = 120) -> None:
+    """Every change committed so far is in Kafka: the slot confirmed an LSN past a marker
+    written now (Debezium confirms only what Kafka acknowledged and it committed)."""
+    with db(s) as conn:
+        conn.execute("INSERT INTO notes (id, body) VALUES (-1, 'marker') "
+                     "ON CONFLICT (id) DO UPDATE SET body = notes.body || '.'")
+        target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            done = conn.execute("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                                "WHERE slot_name = 'ragstream_cdc'", (target,)).fetchone()
+            if done and done[0]:
+                return
+            assert time.monotonic() < deadline, "Debezium did not confirm the marker's LSN"
+            time.sleep(0.5)
+
+
+def settled(s: Settings, timeout: float = 300) -> None:
+    """Captured, normalized and through every stage."""
+    captured(s)
+    deadline = time.monotonic() + timeout
+    while normalize_lag(s):
+        assert time.monotonic() < deadline, "normalize did not catch up"
+        time.sleep(0.5)
+    assert wait_drained(s, timeout=max(deadline - time.monotonic(), 10), stages=("compliance", "chunk", "embed", "index"))
+
+
+def indexed(index: MilvusIndex, table: str = "articles") -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in index.rows(f'source == "{SOURCE}" and doc_id like "{SOURCE}:public.{table}/%"',
+                          ["chunk_id", "doc_id", "text", "version"]):
+        out.setdefault(row["doc_id"], []).append(row)
+    return out
+
+
+def drift(s: Settings, index: MilvusIndex) -> list[str]:
+    """How the index differs from the articles table (empty: converged)."""
+    with db(s) as conn:
+        rows = {doc_id(i): b for i, b in conn.execute("SELECT id, body FROM articles").fetchall()}
+    got = indexed(index)
+    problems = [f"missing {d}" for d in sorted(set(rows) - set(got))[:5]]
+    problems += [f"not deleted {d}" for d in sorted(set(got) - set(rows))[:5]]
+    for d, text in rows.items():
+        chunks = got.get(d, [])
+        token = text.split()[2]
+        if chunks and not any(token in c["text"] for c in chunks):
+            problems.append(f"stale {d}: wants {token}")
+        if len(chunks) > 1:
+            problems.append(f"duplicated {d}: {len(chunks)} chunks")
+    return problems
+
+
+def end_offsets(s: Settings, topic: str) -> int:
+    from confluent_kafka import TopicPartition
+
+    from ragstream.admin import admin_client
+    from ragstream.consumer import make_consumer
+
+    reader = make_consumer(s, "ragstream-offset-probe")
+    try:
+        parts = admin_client(s).list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    finally:
+        reader.close()
+
+
+def visible(index: MilvusIndex, embedder: Any, query: str, principal: str, doc: str) -> bool:
+    vector = embedder.embed([query])[0]
+    return any(h.doc_id == doc for h in index.search(vector, [principal], limit=20))
+
+
+def wait_for(cond: Any, timeout: float = 120, what: str = "") -> float:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, f"timed out: {what}"
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+# ---------------------------------------------------------------------------------- tests
+
+def test_snapshot_of_existing_rows_becomes_searchable(cdc, index, embedder):
+    settled(cdc, timeout=900)
+    took = time.monotonic() - TIMES["snapshot_started"]
+    assert drift(cdc, index) == []
+    assert len(indexed(index)) == ROWS
+    print(f"\nsnapshot: {ROWS} rows searchable in {took:.1f}s ({ROWS / took:.1f} rows/s, pipeline included)")
+    assert visible(index, embedder, body(123, 0), "group:staff", doc_id(123))
+    assert not visible(index, embedder, body(123, 0), "group:nobody", doc_id(123))
+
+
+def test_insert_update_delete_each_reach_search(cdc, index, embedder):
+    with db(cdc) as conn:
+        conn.execute("INSERT INTO articles (id, title, body, readers) VALUES (5001, 'Zebra crossing', "
+                     "'The zebra crossing outside building C gets new lights in spring.', '{staff}')")
+        inserted = wait_for(lambda: visible(index, embedder, "zebra crossing lights", "group:staff", doc_id(5001)),
+                            what="insert")
+        conn.execute("UPDATE articles SET body = 'The zebra crossing outside building C is closed for repairs "
+                     "until the end of the month.' WHERE id = 5001")
+        updated = wait_for(lambda: any("closed for repairs" in c["text"] for c in indexed(index).get(doc_id(5001), [])),
+                           what="update")
+        conn.execute("DELETE FROM articles WHERE id = 5001")
+        deleted = wait_for(lambda: doc_id(5001) not in indexed(index), what="delete")
+    assert not visible(index, embedder, "zebra crossing repairs", "group:staff", doc_id(5001))
+    print(f"\nrow change → searchable: insert {inserted:.1f}s, update {updated:.1f}s, delete {deleted:.1f}s")
+
+
+def test_update_outside_the_text_reembeds_nothing_and_acl_change_is_permission_only(cdc, index, embedder):
+    settled(cdc)
+    state = index.doc_state(doc_id(7))
+    changes, acls = end_offsets(cdc, topics.CHANGES), end_offsets(cdc, topics.ACL)
+    embedded = metric(cdc, "embed", "ragstream_chunks_embedded_total")
+    with db(cdc) as conn:
+        conn.execute("UPDATE articles SET views = views + 1 WHERE id = 7")
+        settled(cdc)
+        assert end_offsets(cdc, topics.CHANGES) == changes, "an unmapped column must publish nothing"
+        assert index.doc_state(doc_id(7))["version"] == state["version"]
+
+        conn.execute("UPDATE articles SET readers = '{finance}' WHERE id = 7")
+        wait_for(lambda: visible(index, embedder, body(7, 0), "group:finance", doc_id(7)), what="new reader")
+        assert not visible(index, embedder, body(7, 0), "group:staff", doc_id(7))
+        settled(cdc)
+    assert end_offsets(cdc, topics.CHANGES) == changes, "a permission-only change goes to rag.acl only"
+    assert end_offsets(cdc, topics.ACL) == acls + 1
+    assert metric(cdc, "embed", "ragstream_chunks_embedded_total") == embedded
+
+
+def test_join_table_acl(cdc, index, embedder):
+    doc = f"{SOURCE}:public.tickets/HD-7"
+    with db(cdc) as conn:
+        conn.execute("INSERT INTO tickets VALUES ('HD-7', 'Badge reader broken', "
+                     "'The badge reader at the loading dock rejects every card.')")
+        conn.execute("INSERT INTO ticket_readers VALUES ('HD-7', 'group:facilities'), ('HD-7', 'user:ann')")
+        wait_for(lambda: visible(index, embedder, "badge reader loading dock", "user:ann", doc), what="ticket")
+        conn.execute("DELETE FROM ticket_readers WHERE ticket_no = 'HD-7' AND principal = 'user:ann'")
+        wait_for(lambda: not visible(index, embedder, "badge reader loading dock", "user:ann", doc), what="revoke")
+    assert visible(index, embedder, "badge reader loading dock", "group:facilities", doc)
+
+
+def test_connect_killed_and_postgres_restarted_mid_stream_lose_and_duplicate_nothing(cdc, index):
+    import psycopg
+
+    stack = Stack(cdc, ("postgres", "connect"))
+    ops = {"done": 0}
+    stop = threading.Event()
+
+    def writer() -> None:
+        rnd = random.Random(42)
+        conn = None
+        n = 0
+        while n < 400 and not stop.is_set():
+            i = rnd.randrange(ROWS)
+            try:
+                if conn is None:
+                    conn = psycopg.connect(cdc.resolved_cdc_dsn, autocommit=True, connect_timeout=3)
+                if n % 10 == 9:
+                    conn.execute("DELETE FROM articles WHERE id = %s", (i,))
+                else:
+                    conn.execute("INSERT INTO articles (id, title, body, readers) VALUES (%s, %s, %s, '{staff}') "
+                                 "ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                                 (i, f"Article {i}", body(i, 1000 + n)))
+                n += 1
+                ops["done"] = n
+            except psycopg.OperationalError:
+                conn = None  # PostgreSQL is restarting: retry the same change
+                time.sleep(0.3)
+            time.sleep(0.03)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: ops["done"] >= 80, what="writer started")
+        assert stack["connect"].kill()  # SIGKILL: no offset commit, no clean shutdown
+        wait_for(lambda: ops["done"] >= 160, what="writes while Connect is down")
+        stack["connect"].start()
+        wait_for(lambda: ops["done"] >= 240, what="writes after Connect's restart")
+        assert stack["postgres"].stop()
+        time.sleep(2)
+        stack["postgres"].start()
+        t.join(timeout=300)
+        assert ops["done"] == 400
+    finally:
+        stop.set()
+    from infra.cdc import running, wait_running
+
+    assert running(wait_running(cdc, timeout=120)), "the connector did not recover by itself"
+    settled(cdc, timeout=600)
+    assert drift(cdc, index) == []
+
+
+def test_added_column_and_a_row_that_breaks_the_mapping(cdc, index):
+    from ragstream.dlq import list_letters
+
+    before = len(list_letters(cdc, "normalize"))
+    with db(cdc) as conn:
+        conn.execute("UPDATE articles SET body = %s WHERE id = 11", (body(11, 5),))
+        conn.execute("ALTER TABLE articles ADD COLUMN summary text")
+        conn.execute("UPDATE articles SET summary = 'Summary: the lights are replaced in spring.' WHERE id = 12")
+        conn.execute("INSERT INTO articles (id, title, body, readers) VALUES (6001, 'Bad readers', 'x', "
+                     "'{\"has space\"}')")
+        conn.execute("INSERT INTO articles (id, title, body, summary, readers) VALUES (6002, 'After the bad row', "
+                     "%s, 'Short summary of 6002.', '{staff}')", (body(6002, 0),))
+    settled(cdc)
+    got = indexed(index)
+    assert any("Summary: the lights are replaced" in c["text"] for c in got[doc_id(12)])
+    assert any("Short summary of 6002." in c["text"] for c in got[doc_id(6002)])
+    assert doc_id(6001) not in got
+    letters = list_letters(cdc, "normalize")[before:]
+    assert len(letters) == 1 and letters[0].letter is not None
+    assert "column 'readers'" in letters[0].letter.error_message
+    assert "invalid principal" in letters[0].letter.error_message
+    with db(cdc) as conn:
+        conn.execute("DELETE FROM articles WHERE id IN (6001, 6002)")
+        conn.execute("ALTER TABLE articles DROP COLUMN summary")
+        conn.execute("UPDATE articles SET body = %s WHERE id = 12", (body(12, 6),))
+    settled(cdc)
+    assert drift(cdc, index) == []
+    assert not any("Summary:" in c["text"] for c in indexed(index)[doc_id(12)])
+
+
+def test_toasted_unchanged_value_is_looked_up_not_indexed_as_placeholder(cdc, index):
+    # REPLICA IDENTITY DEFAULT (the connector set FULL at its start): PostgreSQL then sends
+    # an unchanged TOASTed column as "unchanged", Debezium as its placeholder.
+    words = " ".join(random.Random(3).choice(WORDS) for _ in range(600))
+    with db(cdc) as conn:
+        conn.execute("ALTER TABLE notes REPLICA IDENTITY DEFAULT")
+        conn.execute("INSERT INTO notes (id, body) VALUES (1, %s)", (words + " endtoken",))
+        settled(cdc)
+        conn.execute("UPDATE notes SET status = 'read' WHERE id = 1")
+        settled(cdc)
+    from ragstream.consumer import scan_topic
+
+    placeholder = b"__debezium_unavailable_value"
+    raw = [m.value() for m in scan_topic(cdc, "cdc.public.notes") if m.value() and b'"id":1,' in m.value()]
+    assert any(placeholder in v for v in raw), "PostgreSQL should have left the TOASTed body out of the update"
+    chunks = indexed(index, "notes")[f"{SOURCE}:public.notes/1"]
+    text = " ".join(c["text"] for c in chunks)
+    assert "endtoken" in text and "__debezium" not in text
+
+
+def test_connect_apply_is_idempotent_and_delete_leaves_no_replication_slot(cdc):
+    import subprocess
+    import sys
+
+    from infra.stack import settings_env
+
+    env = settings_env(cdc)
+    again = subprocess.run([sys.executable, "-m", "ragstream.cli", "connect", "apply"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "ragstream-postgres: unchanged" in again.stderr, again.stderr
+    status = subprocess.run([sys.executable, "-m", "ragstream.cli", "connect", "status"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "task 0: RUNNING" in status.stdout, status.stdout + status.stderr
+    gone = subprocess.run([sys.executable, "-m", "ragstream.cli", "connect", "delete"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 0 and "replication slot dropped" in gone.stderr, gone.stderr
+    with db(cdc) as conn:
+        assert conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall() == []
+        assert conn.execute("SELECT pubname FROM pg_publication").fetchall() == []
+    status = subprocess.run([sys.executable, "-m", "ragstream.cli", "connect", "status"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 3 and "not created" in status.stdout
