@@ -326,6 +326,27 @@ class ApiKeys:
                         principals=principals_of(k.name, k.groups, kind="service"))
 
 
+def create_key_file(path: Path, size: int = 32) -> None:
+    """Create ``path`` holding ``size`` random bytes, mode 0600, atomically: the key is
+    written under a temporary name and linked into place only if ``path`` does not exist,
+    so a concurrent reader sees no file or the whole key (never an empty one), and of two
+    processes creating it at once one wins and both use its key."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(size))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 # -- sessions ------------------------------------------------------------------------------------
 
 
@@ -340,20 +361,9 @@ class Sessions:
         self.ttl_s = config.ttl_s
         self.store = store
         if not key_path.exists():
-            key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process made it first
-            else:  # written under a temporary name would be better; a reader retries below
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(secrets.token_bytes(32))
-        for _ in range(50):  # another process may have created it and not yet written it
-            self._key = key_path.read_bytes()
-            if len(self._key) == 32:
-                break
-            time.sleep(0.02)
-        else:
+            create_key_file(key_path)
+        self._key = key_path.read_bytes()
+        if len(self._key) != 32:
             raise RuntimeError(f"{key_path} does not hold a 32-byte key: remove it and restart")
 
     def issue(self, identity: Identity) -> str:

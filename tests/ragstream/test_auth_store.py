@@ -184,3 +184,23 @@ def test_ldap_over_tls_or_declared_cleartext_is_accepted(tmp_path):
         path = tmp_path / "auth.toml"
         path.write_text("[ldap]\n" + extra + base)
         assert load_auth_config(path).ldap is not None
+
+
+def test_a_key_file_is_never_seen_empty_or_twice_different(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragstream.auth import create_key_file
+
+    for round_ in range(20):
+        path = tmp_path / f"session-{round_}.key"
+
+        def make_and_read(_: int) -> bytes:
+            if not path.exists():
+                create_key_file(path)
+            return path.read_bytes()
+
+        with ThreadPoolExecutor(8) as pool:
+            seen = set(pool.map(make_and_read, range(8)))
+        assert len(seen) == 1 and len(seen.pop()) == 32
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
