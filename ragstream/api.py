@@ -449,7 +449,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         try:
             who = svc.auth.ldap.login(body.username, body.password)
         except AuthError as exc:
-            svc.audit(f"user:{body.username[:64]}", "auth.login_failed", "/v1/auth/login",
+            svc.audit(f"user:{printable(body.username.strip().lower()[:64])}", "auth.login_failed", "/v1/auth/login",
                       {"provider": "ldap", "request_id": request_id(request)})
             raise HTTPException(401, str(exc)) from None
         except ConnectionError as exc:
@@ -663,9 +663,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     import uvicorn
 
     proxies = [p.strip() for p in settings.api_trusted_proxies.split(",") if p.strip()]
-    config = uvicorn.Config(create_app(settings), host=host or settings.api_host, port=port or settings.api_port, log_config=None,
-                            access_log=False, proxy_headers=bool(proxies), forwarded_allow_ips=proxies or [],
-                            http=header_timeout_protocol(settings.api_header_timeout_s),
+    config = uvicorn.Config(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
+                            log_config=None, access_log=False, proxy_headers=bool(proxies),
+                            forwarded_allow_ips=proxies or [], http=header_timeout_protocol(settings.api_header_timeout_s),
                             timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024,
                             limit_concurrency=256, server_header=False)
     uvicorn.Server(config).run()
