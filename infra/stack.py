@@ -237,7 +237,7 @@ class ServiceStatus:
     restarts: int | None = None
     child_pid: int | None = None
     phase: str | None = None
-    #: What the service's /healthz says: ``ok``, ``degraded`` (with ``reason``) or None (no answer).
+    #: What the service's /healthz says: ``ok``, ``degraded`` or ``failed`` (with ``reason``), or None.
     health: str | None = None
     reason: str | None = None
     health_body: dict | None = None
@@ -249,8 +249,8 @@ class ServiceStatus:
             return "stopped"
         if self.phase == "backoff":
             return "restarting"
-        if self.health == "degraded":
-            return "degraded"
+        if self.health not in (None, "ok"):
+            return "failed" if self.health == "failed" else "degraded"  # a worker whose agent crashed says failed
         return "ready" if self.ready else "starting/unhealthy"
 
 
@@ -352,8 +352,8 @@ class Service:
         body = self.health() if pid else None
         if body is not None:
             st.health_body = body
-            st.health = "ok" if body.get("status") == "ok" else "degraded"
-            if st.health == "degraded":
+            st.health = "ok" if body.get("status") == "ok" else str(body.get("status") or "degraded")
+            if st.health != "ok":
                 st.reason = _health_reason(body)
         return st
 

@@ -340,10 +340,11 @@ def stack_status(services: tuple[str, ...]) -> None:
     """Show each service: state, pid, address, restarts, resident memory and log file.
 
     \b
-    States: ready; degraded (its /healthz answered non-200: the reason and the document
-    follow on the next line); restarting (it exited, its supervisor waits to restart it);
-    starting/unhealthy (no answer yet); stopped.
-    Exit status: 3 if Kafka or Milvus is not ready, 4 if a worker or the API is degraded.
+    States: ready; degraded (its /healthz answered 503: a partition makes no progress; the
+    reason and the document follow on the next line); failed (503: its fetcher or agent
+    crashed); restarting (it exited, its supervisor waits to restart it); starting/unhealthy
+    (no answer yet); stopped.
+    Exit status: 3 if Kafka or Milvus is not ready, 4 if a worker or the API is degraded or failed.
     """
     from infra.stack import APPS, INFRA, WORKERS, Stack
 
@@ -353,11 +354,11 @@ def stack_status(services: tuple[str, ...]) -> None:
         restarts = "-" if st.restarts is None else str(st.restarts)
         click.echo(f"{st.name:<18} {st.state:<19} pid={st.child_pid or st.pid or '-':<8} {st.address:<36} "
                    f"restarts={restarts:<3} rss={rss:<9} log={st.log}")
-        if st.state == "degraded":
+        if st.state in ("degraded", "failed"):
             click.echo(f"{'':<18} ↳ {st.reason}")
     if not all(st.ready for st in rows if st.name in INFRA):
         sys.exit(3)
-    if any(st.state == "degraded" for st in rows):
+    if any(st.state in ("degraded", "failed") for st in rows):
         sys.exit(4)
 
 

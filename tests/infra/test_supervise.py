@@ -195,10 +195,13 @@ import http.server, json, pathlib, sys
 home, port, stage = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        code = int((home / "health").read_text())
+        want = (home / "health").read_text().strip()
+        code = 200 if want == "200" else 503
         body = {"stage": stage, "status": "ok"} if code == 200 else {
             "stage": stage, "status": "degraded", "reason": "no progress for 95 s while input waits",
             "doc_id": "fs-docs-abc123:big.md", "partition": 2, "stalled_s": 95.0, "extra": [1, 2]}
+        if want == "failed":
+            body = {"stage": stage, "status": "failed", "reason": "the fetcher crashed: KafkaError"}
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -239,6 +242,11 @@ def test_stack_status_shows_a_worker_whose_healthz_is_503_as_degraded_with_the_r
         assert result.exit_code == 4, result.output
         assert "worker-embed" in result.output and "degraded" in result.output
         assert "no progress for 95 s while input waits (doc_id fs-docs-abc123:big.md, partition 2)" in result.output
+
+        (s.home / "health").write_text("failed")
+        result = CliRunner().invoke(cli, ["stack", "status", "-s", "worker-embed"])
+        assert result.exit_code == 4, result.output
+        assert "failed" in result.output and "the fetcher crashed: KafkaError" in result.output
 
         (s.home / "health").write_text("200")
         result = CliRunner().invoke(cli, ["stack", "status", "-s", "worker-embed"])
