@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     connect_port: Port = Field(8083, description="REST port of the local Kafka Connect worker.")
     connect_heap: str = Field("768m", pattern=r"^\d+[mMgG]$", description="JVM heap for the local Connect worker.")
     connect_url: str | None = Field(None, description="Kafka Connect REST URL. Default: the local worker.")
-    cdc_dsn: str | None = Field(
-        None, description="PostgreSQL the connector captures (libpq URI). Default: the local one, database ragstream.")
+    cdc_dsn: SecretStr | None = Field(
+        None, description="PostgreSQL the connector captures (libpq URI; a secret, it may hold a password: use "
+                          "resolved_cdc_dsn). Default: the local one, database ragstream.")
     cdc_mapping_file: Path | None = Field(
         None, description="Table-to-document mapping of the normalize stage (TOML); see docs/cdc.md.")
 
@@ -251,7 +252,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_cdc_dsn(self) -> str:
-        return self.cdc_dsn or f"postgresql://ragstream@127.0.0.1:{self.postgres_port}/ragstream"
+        if self.cdc_dsn is not None:
+            return self.cdc_dsn.get_secret_value()
+        return f"postgresql://ragstream@127.0.0.1:{self.postgres_port}/ragstream"
 
     @property
     def resolved_milvus_uri(self) -> str:

@@ -31,8 +31,9 @@ SECRET = "sk-live-" + "7f3e9c1a" * 4
 
 
 def test_settings_never_show_a_secret():
-    s = load_settings(embed_api_key=SECRET)
+    s = load_settings(embed_api_key=SECRET, cdc_dsn=f"postgresql://capture:{SECRET}@db.internal/erp")
     assert s.embed_api_key is not None and s.embed_api_key.get_secret_value() == SECRET
+    assert SECRET in s.resolved_cdc_dsn  # what the connector is given
     for shown in (repr(s), str(s), s.model_dump_json(), str(s.model_dump())):
         assert SECRET not in shown
 
