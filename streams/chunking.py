@@ -11,7 +11,12 @@ edit local, which is what makes incremental re-embedding cheap:
   so unchanged chunks keep their ids wherever they move.
 
 Blocks too small to stand alone (under ``min_tokens``) are carried into the next block of
-the same section; blocks too large are split at sentence (tables: row) boundaries. Each
+the same section; blocks too large are split at sentence (tables: row) boundaries, then at
+words, and a "word" longer than :data:`WORD_MAX_CHARS` (a minified script, a base64 blob, a
+megabyte line without spaces) gets a space every 100 characters first: the tokenizer would
+read it as one unknown token, and chunks are bounded in characters too (``max_chars``), so
+every part of the text lands in a chunk of bounded size. Splitting counts each distinct word
+once, so it is linear in the text's length. Each
 chunk after the first in a section starts with the last ``overlap_tokens`` tokens of its
 predecessor, so an edit re-embeds at most its own chunk and the next one.
 """
@@ -31,6 +36,23 @@ TokenCounter = Callable[[str], int]
 _HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+
+
+#: Longer "words" are cut into pieces of this many characters (WordPiece tokenizers give up on
+#: words over 100 characters and emit a single unknown token for them).
+WORD_MAX_CHARS = 100
+
+
+_LONG_WORD = re.compile(r"\S{%d,}" % (WORD_MAX_CHARS + 1))
+
+
+def break_long_words(text: str) -> str:
+    """Put a space every WORD_MAX_CHARS characters into longer "words", so the tokenizer
+    reads them (instead of one unknown token) and chunk bounds hold."""
+    if not _LONG_WORD.search(text):
+        return text
+    return _LONG_WORD.sub(lambda m: " ".join(m.group()[i:i + WORD_MAX_CHARS]
+                                             for i in range(0, len(m.group()), WORD_MAX_CHARS)), text)
 
 
 def words(text: str) -> int:
@@ -129,8 +151,16 @@ class Chunker:
     def body_budget(self) -> int:
         return self.max_tokens - self.overlap_tokens
 
+    @property
+    def max_chars(self) -> int:
+        """A chunk's body in characters at most (ordinary text is ~4-6 characters a token)."""
+        return self.body_budget * 10
+
+    def _over(self, text: str) -> bool:
+        return len(text) > self.max_chars or self.count(text) > self.body_budget
+
     def chunk(self, doc_id: str, text: str) -> tuple[Chunk, ...]:
-        units = self._units(parse_blocks(text))
+        units = self._units(parse_blocks(break_long_words(text)))
         chunks: list[Chunk] = []
         seen: dict[str, int] = {}
         prev: tuple[str, str | None] | None = None
@@ -159,11 +189,11 @@ class Chunker:
             if carry and block.heading != carry_heading and not carry_is_headings:
                 units.append(("\n\n".join(carry), carry_heading))
                 carry = []
-            pieces = self._split(block) if self.count(block.text) > self.body_budget else [block.text]
+            pieces = self._split(block) if self._over(block.text) else [block.text]
             for piece in pieces:
                 if carry:
                     joined = "\n\n".join([*carry, piece])
-                    if self.count(joined) <= self.body_budget:
+                    if not self._over(joined):
                         piece, carry = joined, []
                     else:
                         units.append(("\n\n".join(carry), carry_heading))
@@ -193,7 +223,7 @@ class Chunker:
         for part in parts:
             for piece in self._hard_split(part):
                 candidate = sep.join([*cur, piece]) if cur else piece
-                if cur and cur != [prefix] and self.count(candidate) > self.body_budget:
+                if cur and cur != [prefix] and self._over(candidate):
                     out.append(sep.join(cur))
                     cur = [prefix, piece] if prefix else [piece]
                 else:
@@ -203,15 +233,27 @@ class Chunker:
         return out
 
     def _hard_split(self, text: str) -> list[str]:
-        """Last resort for a single sentence longer than the budget: cut at words."""
-        if self.count(text) <= self.body_budget:
+        """Last resort for a single sentence longer than the budget: cut at words. Each
+        distinct word is counted once; with a tokenizer that splits at whitespace first
+        (WordPiece, BPE with whitespace pre-tokenization, :func:`words`) the per-word counts
+        add up to the count of the joined text, so this is linear in the text's length."""
+        if not self._over(text):
             return [text]
-        tokens, out, cur = text.split(), [], []
-        for w in tokens:
-            if cur and self.count(" ".join([*cur, w])) > self.body_budget:
+        budget, max_chars = self.body_budget, self.max_chars
+        counts: dict[str, int] = {}
+        out: list[str] = []
+        cur: list[str] = []
+        cur_tokens = cur_chars = 0
+        for word in text.split():
+            n = counts.get(word)
+            if n is None:
+                n = counts[word] = self.count(word)
+            if cur and (cur_tokens + n > budget or cur_chars + 1 + len(word) > max_chars):
                 out.append(" ".join(cur))
-                cur = []
-            cur.append(w)
+                cur, cur_tokens, cur_chars = [], 0, -1
+            cur.append(word)
+            cur_tokens += n
+            cur_chars += 1 + len(word)
         if cur:
             out.append(" ".join(cur))
         return out
@@ -219,7 +261,8 @@ class Chunker:
     def _tail(self, text: str) -> str:
         ws = text.split()
         k = min(len(ws), self.overlap_tokens)
-        while k > 0 and self.count(" ".join(ws[-k:])) > self.overlap_tokens:
+        while k > 0 and (len(" ".join(ws[-k:])) > self.overlap_tokens * 10
+                         or self.count(" ".join(ws[-k:])) > self.overlap_tokens):
             k -= 1
         return " ".join(ws[-k:]) if k else ""
 

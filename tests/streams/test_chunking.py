@@ -85,3 +85,31 @@ def test_inserting_a_paragraph_does_not_cascade():
     paras.insert(10, paragraph(rng, 90))
     after = {c.chunk_id for c in chunker.chunk("fs:ins", "\n\n".join(paras))}
     assert len(after - before) <= 2
+
+
+def test_a_megabyte_line_without_spaces_is_cut_into_bounded_chunks_that_keep_every_character():
+    from streams.embedding import TokenCounter
+
+    count = TokenCounter()
+    chunker = Chunker(count=count, max_tokens=200, overlap_tokens=24)
+    line = "".join(chr(ord("a") + (i * 7) % 26) for i in range(1_000_000))
+    chunks = chunker.chunk("fs:minified.js", line)
+    assert len(chunks) > 100
+    assert max(len(c.text) for c in chunks) <= chunker.max_chars + 24 * 10 + 1
+    assert max(count(c.text) for c in chunks) <= 200
+    # No character is lost: a space every 100 characters is all that was added.
+    assert "".join(c.text for c in chunks).replace(" ", "") == line
+
+
+def test_splitting_a_long_text_is_linear_in_tokenizer_calls():
+    calls = 0
+
+    def counting(text: str) -> int:
+        nonlocal calls
+        calls += 1
+        return len(text.split())
+
+    paragraph = " ".join(f"w{i % 50}" for i in range(600))  # one sentence, 600 words
+    chunks = Chunker(count=counting, max_tokens=200, overlap_tokens=24).chunk("fs:x", paragraph)
+    assert len(chunks) == 4
+    assert calls < 200  # counting every growing prefix would take thousands
