@@ -205,3 +205,26 @@ def test_a_key_file_is_never_seen_empty_or_twice_different(tmp_path):
         assert len(seen) == 1 and len(seen.pop()) == 32
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+@pytest.mark.integration
+def test_apikey_commands_use_the_store(settings, tmp_path):
+    env = {**os.environ, "RAGSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+    root = Path(__file__).resolve().parents[2]
+
+    def ragstream(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ragstream.cli", "--home", str(tmp_path / "home"), *args],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+    made = ragstream("apikey", "create", "root", "--role", "user", "--group", "eng")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert "service:root" in made.stderr and "group:eng" in made.stderr and "user:root" not in made.stderr
+    key_id = key.split("_")[1]
+    listed = ragstream("apikey", "list")
+    assert f"{key_id}  service:root" in listed.stdout and key not in listed.stdout  # never the secret
+    assert ragstream("apikey", "revoke", key_id).returncode == 0
+    assert ragstream("apikey", "revoke", key_id).returncode == 1  # already revoked
+    assert key_id not in ragstream("apikey", "list").stdout
+    with pytest.raises(AuthError):
+        Authenticator(AuthConfig(), tmp_path / "home").authenticate(None, key)
