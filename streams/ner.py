@@ -95,6 +95,19 @@ def common_words() -> frozenset[str]:
     return frozenset(words)
 
 
+def is_common(word: str, common: frozenset[str] | None = None) -> bool:
+    """``word`` (any case) is an English word, inflected forms included ("Users", "Tales")."""
+    common = common_words() if common is None else common
+    w = word.lower()
+    if w in common:
+        return True
+    for suffix, repl in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ed", "e"), ("ing", ""), ("ing", "e"),
+                         ("ers", "er"), ("'s", ""), ("’s", "")):
+        if w.endswith(suffix) and len(w) > len(suffix) + 2 and w[: -len(suffix)] + repl in common:
+            return True
+    return False
+
+
 # A sentence ends at . ! ? followed by space, or at a line break.
 _SENTENCE = re.compile(r"[^\n]*?(?:[.!?](?=\s)|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’.-]*")
@@ -112,9 +125,9 @@ def _candidate(sentence: str, common: frozenset[str], given: frozenset[str]) -> 
         if not w.isascii() and not w.islower():
             return True
     first = words[0]
-    if first[0].isupper() and (first.lower() not in common or first in given):
+    if first[0].isupper() and (not is_common(first, common) or first in given):
         return True
-    return bool(_CUE.search(sentence)) and any(not w.isascii() or w.lower() not in common for w in words)
+    return bool(_CUE.search(sentence)) and any(not w.isascii() or not is_common(w, common) for w in words)
 
 
 def segments(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[int, str]]:

@@ -114,7 +114,7 @@ _STATE = (r"A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[ADLN]|K[SY]|LA|M[ADEINOST]|N[CDEHJMV
 _ZIP_AFTER_STATE = re.compile(rf"\b(?:{_STATE}|[A-Z]{{2}}(?=,?\s+\d{{5}}\b)),?\s+(\d{{5}}(?:-\d{{4}})?)\b")
 _ZIP_LABEL = re.compile(r"\b(?:zip(?:\s*code)?|postal\s*code|post\s*code|postcode|plz)\s*(?:is\s+|[:#]\s*)?"
                         r"((?=[A-Z]{0,2}\d)[A-Z0-9]{2,5}(?:[ -][A-Z0-9]{2,4})?)\b", re.IGNORECASE)
-_UK_POSTCODE = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b")
+_UK_POSTCODE = re.compile(r"\b(?:[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}|[ABCEGHJ-NPRSTVXY]\d[A-Z]\s\d[A-Z]\d)\b")
 _AGE = re.compile(
     r"\b(?:aged?|age\s+of|turned|turning)\s*:?\s*(\d{1,3})\b(?!\s*(?:%|percent|[-/.]\d))"
     r"|\b(\d{1,3})(?:[- ](?:years?|yrs?)[- ]old|\s?(?:y/o|yo|y\.o\.)(?!\w))"
@@ -126,6 +126,11 @@ _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|
           r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
 _DATE_WORDS = re.compile(rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}(?:,?\s+\d{{4}})?|"
                          rf"{_MONTH},?\s+(?:1[89]|20)\d\d)\b(?!:)")
+# A year after a cue ("in 1983", "born 1961"). Weekdays alone are no date of a person: not found.
+_YEAR = re.compile(
+    r"\b(?:in|In|since|Since|during|During|from|From|until|Until|year|born|Born|circa|early|late|mid)\s"
+    r"((?:1[89]|20)\d\d)\b(?![-/.:]?\d)"
+)
 _BIRTH_CUE = re.compile(r"(?:\bborn|\bbirth(?:day|date)?|\bdob|\bd\.o\.b\.?)\W{0,3}(?:\w+\W{1,3}){0,3}$", re.IGNORECASE)
 _CARD = re.compile(r"(?<![\d-])(?:\d{4}[ -]?){2,3}\d{1,7}(?![\d-])")
 _VIN = re.compile(r"\b[A-HJ-NPR-Z0-9]{17}\b")
@@ -164,7 +169,7 @@ _UPPER_WORD = rf"(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}*(?:[-'’]{_LETTERS}+)?"
 _MY_NAME = re.compile(rf"\b(?i:my\s+name\s+is|my\s+name's|my\s+names\s+is|i\s+am\s+called|i'm\s+called|they\s+call\s+me)\s+"
                       rf"({_NAME_WORD}(?:\s+{_NAME_WORD}){{0,2}})")
 # "I'm Aoife", "this is Aoife", "it's under Aoife Byrne": a capitalised word that is not a common word.
-_INTRO = re.compile(rf"\b(?i:i'm|i\s+am|this\s+is|it's|it\s+is|under|for|from|with|to|by|ask|contact|call|met|meet)\s+"
+_INTRO = re.compile(rf"\b(?i:i'm|i\s+am|this\s+is|it's|it\s+is|under|ask|contact|call|met|meet|thanks|thank\s+you)\s+"
                     rf"({_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,2}})")
 # Appositions in news and HR text: "tennis player Ana Ruiz", "CEO Ana Ruiz", "spokeswoman Ana Ruiz".
 _ROLE = re.compile(rf"\b(?i:player|minister|president|senator|governor|mayor|actor|actress|singer|rapper|artist|"
@@ -178,6 +183,8 @@ _GIVEN_VERB = re.compile(rf"\b({_UPPER_WORD})(?:\s+({_UPPER_WORD}))?\s+(?:is|was
                          rf"said|says|told|asked|wrote|called|works|worked|lives|lived|left|joined|sent|signed|"
                          rf"approved|agreed|and\s+I)\b")
 
+_OFFICES = frozenset("""President Speaker Chairman Chairwoman Chair Secretary Mayor Governor Ambassador Minister
+Justice Vice Prime Deputy Director Chief""".split())
 _HONORIFICS = frozenset({"Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Rev"})
 
 # Capitalised words that follow a given name but are not surnames (places, organisations,
@@ -194,21 +201,74 @@ project program programme meeting review update notes summary agenda board commi
 
 @lru_cache(maxsize=1)
 def _names() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """Given names and surnames from Faker's person providers of every locale it ships.
+
+    English locales' given names are kept except a hand list of words that are mostly
+    something else ("May", "Will"); other locales' given names that are English words
+    ("Per", "Are") are left out, since they would turn ordinary capitalised words into names.
+    """
+    import pkgutil
+
+    from streams import ner
+
+    person = importlib.import_module("faker.providers.person")
+    locales = sorted(m.name for m in pkgutil.iter_modules(person.__path__))
+    common = ner.common_words() if _ner_available() else frozenset()
     first: set[str] = set()
     last: set[str] = set()
-    for loc in _NAME_LOCALES:
+    for loc in locales:
         try:
             provider = importlib.import_module(f"faker.providers.person.{loc}").Provider
         except ModuleNotFoundError:
             continue
+        english = loc in _NAME_LOCALES or loc.startswith("en")
         for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary"):
-            first.update(n for n in getattr(provider, attr, ()) if n.isalpha())
-        last.update(n for n in getattr(provider, "last_names", ()) if n.replace("-", "").replace("'", "").isalpha())
+            names = getattr(provider, attr, ())
+            if not isinstance(names, (list, tuple, dict, set, frozenset)):
+                continue  # a few locales compute the list in a property
+            first.update(n for n in names if len(n) > 1 and n.isalpha() and (english or n.lower() not in common))
+        surnames = getattr(provider, "last_names", ())
+        if not isinstance(surnames, (list, tuple, dict, set, frozenset)):
+            surnames = ()
+        last.update(n for n in surnames
+                    if len(n) > 1 and n.replace("-", "").replace("'", "").isalpha()
+                    and (english or n.lower() not in common))
     # Given names that are mostly something else in running text: a name only before a known surname.
     ambiguous = {"May", "June", "April", "August", "Will", "Mark", "Grant", "Bill", "Art", "Guy", "Dean",
               "Page", "Chase", "Hope", "Faith", "Joy", "Rose", "Summer", "Autumn", "Major", "King", "Young",
               "Miles", "Sunny", "Sky", "Ray", "Rich", "Bob", "Don", "Ben", "Jack", "Max", "Pat", "Lane"}
     return frozenset(first - ambiguous), frozenset(last), frozenset(ambiguous & first)
+
+
+def _is_common(word: str) -> bool:
+    from streams import ner
+
+    return _ner_available() and ner.is_common(word)
+
+
+@lru_cache(maxsize=1)
+def _english_given_names() -> frozenset[str]:
+    out: set[str] = set()
+    for loc in ("en_US", "en_GB", "en_IE", "en_NZ", "en_IN", "en"):
+        try:
+            provider = importlib.import_module(f"faker.providers.person.{loc}").Provider
+        except ModuleNotFoundError:
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female"):
+            names = getattr(provider, attr, ())
+            if isinstance(names, (list, tuple, dict, set, frozenset)):
+                out.update(names)
+    return frozenset(out - _names()[2])  # without "Bill", "Will", "May" …
+
+
+def _english_given(word: str) -> bool:
+    return word in _english_given_names()
+
+
+@lru_cache(maxsize=1)
+def _given_only() -> frozenset[str]:
+    first, last, _ = _names()
+    return first - last
 
 
 @lru_cache(maxsize=1)
@@ -225,22 +285,54 @@ def _places() -> frozenset[str]:
     return frozenset(out)
 
 
+@lru_cache(maxsize=1)
+def _places_re() -> re.Pattern[str]:
+    names = sorted((re.escape(p) for p in _places() if len(p) > 3), key=len, reverse=True)
+    return re.compile(r"(?<![\w-])(?:" + "|".join(names) + r")(?![\w-])")
+
+
+def _place_names(text: str) -> Iterator[Finding]:
+    """Countries and US states by name: the model misses them alone on an address line."""
+    for m in _places_re().finditer(text):
+        yield Finding(m.start(), m.end(), "LOCATION", 0.65, "gazetteer:LOCATION")
+
+
+# "Contoso Ltd", "Welbilt Inc.", "Dr Hoenle AG": capitalised words and a legal-form suffix.
+_ORG_SUFFIX = re.compile(
+    rf"\b(?:{_UPPER_WORD}|&|and|of|de)(?:[ ,]+(?:{_UPPER_WORD}|&|and|of|de)){{0,5}},?\s+"
+    r"(?:Inc|Ltd|LLC|LLP|Corp|Corporation|Co|GmbH|AG|SA|S\.A|NV|N\.V|BV|B\.V|PLC|plc|Pty|Oy|AB|ASA|SE|SpA|"
+    r"S\.p\.A|SAS|SARL|KG|Limited|Holdings|Group|Company|Foundation|University|Bank|Partners)\b\.?"
+)
+
+
+def _organizations(text: str) -> Iterator[Finding]:
+    for m in _ORG_SUFFIX.finditer(text):
+        start = m.start()
+        value = m.group()
+        # drop a leading connective picked up at the start
+        lead = re.match(r"(?:(?:&|and|of|de)[ ,]+)+", value)
+        if lead:
+            start += lead.end()
+        yield Finding(start, m.end(), "ORGANIZATION", 0.65, "regex:ORGANIZATION")
+
+
 def _is_name_words(words: list[str], first: frozenset[str], last: frozenset[str]) -> bool:
     """Capitalised words that read as a name: a known given name or surname, or no common word."""
     from streams import ner
 
-    common = ner.common_words() if _ner_available() else frozenset()
+    if any(w.isupper() and len(w) > 1 for w in words):
+        return False  # "PSC", "ETFS COMM": codes and headings, not names
     if any(w in first or w in last for w in words):
         return True
-    return all(w.lower() not in common for w in words)
+    return not _ner_available() or not any(ner.is_common(w) for w in words)
 
 
 _EU_STREET = re.compile(
     rf"\b(?:(?:Via|Viale|Piazza|Corso|Rue|Avenue|Boulevard|Chemin|Calle|Avenida|Rua|Praça|Plaza|Paseo|Carrer|"
     rf"ul\.|ulica|Ulica)\s+(?:(?:de|del|della|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
     rf"(?:\s+{_UPPER_WORD}){{0,3}}"
-    rf"|{_UPPER_WORD}(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|laan|straat|gracht|plein|vej|gade|"
-    rf"gatan|gata|vägen|veien|vei|utca|tie|katu)"
+    rf"|(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
+    rf"plein|vej|gade|gatan|gata|vägen|veien|vei|utca|tie|katu)"
     rf"|{_UPPER_WORD}\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|ulice|tie|katu))"
     rf",?\s+\d{{1,5}}[A-Za-z]?\b"
 )
@@ -262,7 +354,20 @@ def _street_re() -> re.Pattern[str]:
     )
 
 
+# US military mail: "PSC 3412, Box 5242 APO AA 29282", "USS Nimitz FPO AP 96620".
+_MILITARY = re.compile(r"\b(?:PSC|CMR|Unit|USNS|USS|USCGC)\s+[\w ]{1,30}?(?:,?\s+Box\s+\d{1,5})?,?\s*\n?\s*"
+                       r"(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b")
+# "46 rue Nationale", "12 avenue de la Gare", "3 Calle Mayor"
+_NUMBER_FIRST_STREET = re.compile(
+    rf"\b\d{{1,5}}(?:\s?(?:bis|ter|[A-Za-z]))?,?\s+(?:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|quai|"
+    rf"place|route|calle|via|rua|avenida)\s+(?:(?:de|du|des|la|le|l'|d'|del|della|di|da|dos|das)\s*)*"
+    rf"{_UPPER_WORD}(?:[ -]{_UPPER_WORD}){{0,3}}", re.IGNORECASE)
+
+
 def _streets(text: str) -> Iterator[Finding]:
+    for pattern in (_MILITARY, _NUMBER_FIRST_STREET):
+        for m in pattern.finditer(text):
+            yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")
     for m in _street_re().finditer(text):
         yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.95, "regex:STREET_ADDRESS")
     for m in _EU_STREET.finditer(text):
@@ -414,6 +519,8 @@ def _ip_ok(value: str) -> bool:
 def _persons(text: str) -> Iterator[Finding]:
     first, last, ambiguous = _names()
     for m in _HONORIFIC.finditer(text):
+        if m.group(1).split()[0] in _OFFICES:
+            continue  # "Mr. President"
         yield Finding(m.start(1), m.end(1), "PERSON", 0.85, "name:honorific")
     for m in _SALUTATION.finditer(text):
         words = m.group(1).split()
@@ -421,7 +528,11 @@ def _persons(text: str) -> Iterator[Finding]:
             yield Finding(m.start(1), m.end(1), "PERSON", 0.8, "name:salutation")
     for m in _PAIR.finditer(text):
         given, surname = m.group(1), m.group(3)
-        if given in first and surname.lower() not in _NOT_SURNAME and surname not in first - last:
+        if given in first and surname.lower() not in _NOT_SURNAME and surname not in _given_only():
+            if surname not in last and _is_common(surname):
+                continue  # "Atlas Platform": an unknown surname that is an English word
+            if _is_common(given) and not _english_given(given):
+                continue  # "West Leonard", "North Morgan": a word first, a name in some other language
             yield Finding(m.start(1), m.end(3), "PERSON", 0.9 if surname in last else 0.7, "name:gazetteer")
         elif given in ambiguous and surname in last:
             yield Finding(m.start(1), m.end(3), "PERSON", 0.75, "name:gazetteer")
@@ -446,6 +557,10 @@ def _persons(text: str) -> Iterator[Finding]:
                 yield Finding(m.start(1), m.start(1) + len(" ".join(words)), "PERSON", score, "name:cue")
     for m in _GIVEN_VERB.finditer(text):
         given, surname = m.group(1), m.group(2)
+        if given.lower() in _NOT_SURNAME or (surname and f"{given} {surname}" in _places()):
+            continue
+        if _is_common(given) and not _english_given(given):
+            continue  # "North Korea has …": a word first, a name in some other language
         if given in first and given not in _places():
             end = m.end(2) if surname and surname.lower() not in _NOT_SURNAME else m.end(1)
             yield Finding(m.start(1), end, "PERSON", 0.7, "name:gazetteer")
@@ -458,6 +573,12 @@ def _ner_available() -> bool:
     except ModuleNotFoundError:
         return False
     return True
+
+
+#: Abbreviations the model takes for organisations or people: labels of the identifiers we
+#: detect, and common acronyms.
+_NOT_NAMED = frozenset("""IBAN SSN ATM PIN CVV CVC DOB MRN VIN ZIP SWIFT BIC NHS NINO EIN TIN ITIN NPI DEA IP MAC URL
+URI ID PDF FAQ ASAP FYI RSVP TBD ETA CEO CFO CTO HR IT QA PO PSC APO FPO DPO OK AM PM""".split())
 
 
 def _named(text: str) -> Iterator[Finding]:
@@ -475,13 +596,16 @@ def _named(text: str) -> Iterator[Finding]:
         if not value.strip() or _HAS_DIGIT.search(value) and kind != "LOCATION":
             continue
         words = value.split()
+        if value in _NOT_NAMED or value.rstrip(".") in _NOT_NAMED:
+            continue
+        if kind in ("PERSON", "ORGANIZATION") and value in places:
+            kind = "LOCATION"  # "Brazil", "United States" tagged ORG in an address line
         if kind == "PERSON":
-            if all(w.lower() in common and w not in first for w in words) and (value.islower() or len(words) == 1):
-                continue  # "Salary is paid …", "Bill to:" — a common word, not a known given name
+            if all(ner.is_common(w, common) and not _english_given(w) for w in words) \
+                    and (value.islower() or len(words) == 1):
+                continue  # "Salary is paid …", "the North's" — a common word, not an English given name
             if len(words) == 1 and value.isupper():
                 continue  # an acronym (VIN, MRN)
-        elif kind in ("LOCATION", "ORGANIZATION") and len(words) == 1 and value in first and value not in places:
-            kind = "PERSON"  # "Yolanda is very reliable." is tagged GPE by the model
         yield Finding(start, end, kind, ner.SCORES[kind], "ner:spacy")
 
 
@@ -522,8 +646,11 @@ def recognizers() -> tuple[Recognizer, ...]:
         _regex("EMAIL_ADDRESS", _EMAIL, 1.0),
         _regex("URL", _URL, 0.9, strip=".,;:!?)'\""),
         _regex("DATE_TIME", _DATE_WORDS, 0.7),
+        _regex("DATE_TIME", _YEAR, 0.55),
         _regex("CREDIT_CARD", _CARD, 0.6, valid=luhn_valid),
         _streets,
+        _place_names,
+        _organizations,
         _regex("ZIP_CODE", _ZIP_AFTER_STATE, 0.8, group=1),
         _regex("ZIP_CODE", _ZIP_LABEL, 0.85, group=1),
         _regex("ZIP_CODE", _UK_POSTCODE, 0.8),
@@ -590,7 +717,45 @@ class Detector:
                         score = min(1.0, max(score + CONTEXT_BOOST, 0.6))
                 if score >= self.threshold:
                     found.append(Finding(f.start, f.end, f.entity_type, round(score, 3), f.recognizer))
-        return resolve_overlaps(found)
+        return complete_addresses(text, resolve_overlaps(found))
+
+
+# What may sit between the parts of one postal address: separators, a unit, a bare postcode.
+_ADDRESS_GAP = re.compile(r"[\s,]*(?:(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor)\s*[\w-]{1,6}[\s,]*)?"
+                          r"(?:(?:[A-Z]{1,3}[- ]?)?\d{3,5}(?:[ -]\d{2,3}|\s[A-Z]{2})?[\s,]*)?(?:[A-Z]{2}\s+)?")
+_ADDRESS_PARTS = frozenset({"LOCATION", "STREET_ADDRESS"})  # a ZIP stays apart (HIPAA keeps 3 digits)
+
+
+def complete_addresses(text: str, findings: list[Finding]) -> list[Finding]:
+    """Join a street address with the unit, town, postcode and country that follow it.
+
+    "12 Oak Street, Apt. 4, Springfield, 62704, USA" is one address: one finding (one
+    replacement) rather than a street, a place, a ZIP and a country side by side.
+    """
+    out: list[Finding] = []
+    i = 0
+    while i < len(findings):
+        f = findings[i]
+        if f.entity_type != "STREET_ADDRESS":
+            out.append(f)
+            i += 1
+            continue
+        end, j = f.end, i + 1
+        while j < len(findings) and findings[j].entity_type in _ADDRESS_PARTS:
+            gap = text[end:findings[j].start]
+            m = _ADDRESS_GAP.fullmatch(gap)
+            if not m or gap.count("\n") > 2:
+                break
+            end, j = findings[j].end, j + 1
+        tail = _ADDRESS_GAP.match(text, end)
+        if tail and re.search(r"\d|Apt|Suite|Unit", tail.group()):
+            stop = findings[j].start if j < len(findings) else len(text)
+            end = min(end + len(tail.group().rstrip(" ,\n\t")), stop)
+        while j < len(findings) and findings[j].start < end:  # swallowed by the extension
+            end, j = max(end, findings[j].end), j + 1
+        out.append(Finding(f.start, end, f.entity_type, f.score, f.recognizer))
+        i = j
+    return out
 
 
 def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
