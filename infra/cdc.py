@@ -37,6 +37,7 @@ from ragstream.settings import Settings
 
 CONNECT_POM = Path(__file__).resolve().parent / "connect" / "pom.xml"
 CONNECT_DIR = Path(__file__).resolve().parent.parent / "connect"
+SAMPLE_DIR = CONNECT_DIR / "sample"
 WORKER_TEMPLATE = CONNECT_DIR / "worker.properties"
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 PG_ROLE = "ragstream"
@@ -447,3 +448,16 @@ def slot_lag(settings: Settings) -> dict[str, Any] | None:
     except psycopg.Error:
         return None
     return None if row is None else {"slot": slot, "active": row[0], "retained_wal_bytes": row[1]}
+
+
+def load_sample(settings: Settings) -> str:
+    """Create and fill the sample tables (connect/sample/schema.sql) as the connector's role,
+    unless they exist: says which."""
+    import psycopg
+
+    with psycopg.connect(settings.resolved_cdc_dsn, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('public.articles')").fetchone()[0] is not None:
+            return "tables already there"
+        conn.execute((SAMPLE_DIR / "schema.sql").read_text(encoding="utf-8"))
+        n = conn.execute("SELECT (SELECT count(*) FROM articles) + (SELECT count(*) FROM tickets)").fetchone()[0]
+    return f"loaded {n} rows (connect/sample/schema.sql)"

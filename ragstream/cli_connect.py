@@ -19,17 +19,57 @@ def connect() -> None:
     \b
     The connector config is connect/debezium-postgres.properties, filled from the settings
     (RAGSTREAM_CDC_DSN, RAGSTREAM_PARTITIONS, ...) and the tables of the normalize mapping
-    (RAGSTREAM_CDC_MAPPING). Kafka Connect: RAGSTREAM_CONNECT_URL or the local worker
+    (RAGSTREAM_CDC_MAPPING_FILE). Kafka Connect: RAGSTREAM_CONNECT_URL or the local worker
     (`ragstream stack up -s kafka -s postgres -s connect`).
     """
 
 
-def _mapping():  # -> Mapping
+@connect.command("up")
+@click.option("--sample", is_flag=True,
+              help="Use the sample database and mapping (connect/sample/), loading its tables if missing.")
+def connect_up(sample: bool) -> None:
+    """Everything for database CDC in one go: Kafka, PostgreSQL, Kafka Connect, the topics,
+    the connector (snapshot, then streaming) and the normalize worker. Idempotent.
+
+    The rest of the pipeline (Milvus, the stage workers) comes from `ragstream up`.
+    """
+    from infra.cdc import CONNECTOR_NAME, SAMPLE_DIR, apply_connector, load_sample, running, wait_running
+    from infra.stack import Stack
+    from ragstream.admin import ensure_topics
+    from ragstream.cli import UserError, friendly, say, settings
+
+    @friendly
+    def run() -> None:
+        s = settings()
+        if sample:
+            s = s.model_copy(update={"cdc_mapping_file": SAMPLE_DIR / "mapping.toml"})
+        elif s.cdc_mapping_file is None:
+            raise UserError("ragstream: set RAGSTREAM_CDC_MAPPING_FILE to your table mapping (docs/cdc.md), "
+                            "or try the sample database with --sample")
+        mapping = _mapping(s)
+        names = ("kafka", "postgres", "connect") if s.connect_url is None else ("kafka",)
+        for name, new in Stack(s, names).up(progress=say).items():
+            say(f"{name}: {'started' if new else 'already running'}")
+        ensure_topics(s)
+        if sample:
+            say(f"sample database: {load_sample(s)}")
+        say(f"{CONNECTOR_NAME}: {apply_connector(s, mapping)} (tables: {', '.join(mapping.captured())})")
+        if not running(st := wait_running(s)):
+            raise UserError(f"ragstream: {CONNECTOR_NAME} is not running:\n{_describe(st)}")
+        for name, new in Stack(s, ("worker-normalize",)).up(progress=say).items():
+            say(f"{name}: {'started' if new else 'already running'}")
+        say(f"database CDC running: {s.resolved_cdc_dsn} → {mapping.topic_prefix}.* → normalize → rag.changes "
+            f"(source {mapping.source}); stop: ragstream stack down -s worker-normalize -s connect -s postgres")
+
+    run()
+
+
+def _mapping(s=None):  # -> Mapping
     from ragstream.cli import UserError, settings
     from streams.normalize import MappingError, load_mapping
 
     try:
-        return load_mapping(settings().cdc_mapping_file)
+        return load_mapping((s or settings()).cdc_mapping_file)
     except MappingError as exc:
         raise UserError(f"ragstream: {exc}") from None
 

@@ -1,4 +1,4 @@
--- The sample database `ragstream up --with-db` indexes next to the sample folder.
+-- The sample database `./dev up` (`ragstream connect up --sample`) indexes next to the sample folder.
 -- Run as the role ragstream (it must own the tables the connector captures).
 
 CREATE TABLE IF NOT EXISTS articles (
@@ -26,8 +26,8 @@ CREATE TABLE IF NOT EXISTS ticket_readers (
 );
 
 INSERT INTO articles (id, title, body, author, category, readers) VALUES
- (1, 'Parental leave', E'## Parental leave\n\nEmployees get 16 weeks of paid parental leave, to be taken within the first year.', 'hr-team', 'hr', '{staff}'),
- (2, 'VPN set-up', E'## VPN\n\nInstall the WireGuard client and import the profile from the self-service portal. Split tunnelling is off.', 'it-ops', 'it', '{staff}'),
+ (1, 'Parental leave', E'## Parental leave\n\nEmployees get 16 weeks of paid parental leave, to be taken within the first year.', 'hr-team', 'hr', '{public}'),
+ (2, 'VPN set-up', E'## VPN\n\nInstall the WireGuard client and import the profile from the self-service portal. Split tunnelling is off.', 'it-ops', 'it', '{public,staff}'),
  (3, 'Q3 board minutes', E'## Board minutes\n\nThe board approved the budget for the new data centre.', 'ceo-office', 'board', '{board}')
 ON CONFLICT (id) DO NOTHING;
 SELECT setval('articles_id_seq', GREATEST((SELECT max(id) FROM articles), 1));
