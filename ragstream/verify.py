@@ -150,13 +150,15 @@ class Compliant:
 def compliant_documents(settings: Settings, source_id: str) -> dict[str, Compliant]:
     """doc_id → latest record on the compacted rag.documents, for one source."""
     from ragstream.blobs import BlobError, BlobStore
-    from ragstream.consumer import scan_topic
+    from ragstream.consumer import blob_claims, scan_topic
     from schemas import topics
     from schemas.events import DocumentRecord, Op
+    from ragstream.failures import Permanent
     from schemas.serde import SerdeError, decode
 
     prefix = f"{source_id}:".encode()
     blobs = BlobStore(settings.blob_dir)
+    claims = blob_claims(settings)  # a record larger than a message travels as a claim check
     out: dict[str, Compliant] = {}
     for msg in scan_topic(settings, topics.DOCUMENTS):
         key = msg.key() or b""
@@ -167,8 +169,8 @@ def compliant_documents(settings: Settings, source_id: str) -> dict[str, Complia
             out.pop(doc_id, None)  # tombstone
             continue
         try:
-            rec = decode(DocumentRecord, msg.value())
-        except SerdeError:
+            rec = decode(DocumentRecord, msg.value(), claims=claims)
+        except (SerdeError, Permanent):
             continue  # the chunk stage dead-letters it; the dead letter explains the drift
         text = None
         if rec.op is Op.upsert and rec.content is not None:
