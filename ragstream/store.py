@@ -64,17 +64,39 @@ def private_home(home: Path) -> None:
     """Make this process (and every process it starts: the broker, milvus-lite, the
     workers, the API) create files for its owner only, and close the home to others.
 
-    The home holds the index's data files, the Kafka log, keys and logs: with 0700 on it,
-    another local user cannot reach anything under it, whatever an older version or a
-    library left as the mode of a file inside. A home owned by someone else is left alone
-    (its owner's processes keep it private; we only fail to read it)."""
+    The home holds the index's data files, the Kafka log, keys and logs. The home becomes
+    0700, and the first time it is tightened everything in it that we own loses its group
+    and other bits (files left 0644 by an older version). One exception: a home that holds
+    a folder owned by another account (the local PostgreSQL runs as ``postgres`` when
+    ragstream runs as root, and must reach its data folder) may stay 0711 — others can
+    pass through but not list it, and what they could reach by name is 0600/0700. A home
+    owned by someone else is left alone."""
     os.umask(0o077)
     try:
         st = home.stat()
     except FileNotFoundError:
         return
-    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
-        home.chmod(0o700)
+    me = os.geteuid()
+    if st.st_uid != me:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    serves_others = any(child.stat(follow_symlinks=False).st_uid != me for child in home.iterdir())
+    want = 0o711 if serves_others and mode & 0o077 == 0o011 else 0o700
+    marker = home / ".private"  # the contents were tightened once; new files are private by umask
+    if (mode == want or mode & 0o077 == 0) and marker.exists():
+        return
+    for root, dirs, files in os.walk(home):
+        for name in dirs + files:
+            path = Path(root) / name
+            try:
+                pst = path.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if pst.st_uid == me and not stat.S_ISLNK(pst.st_mode) and stat.S_IMODE(pst.st_mode) & 0o077:
+                path.chmod(stat.S_IMODE(pst.st_mode) & ~0o077)
+        dirs[:] = [d for d in dirs if (Path(root) / d).stat(follow_symlinks=False).st_uid == me]
+    home.chmod(want if mode & 0o077 else mode)
+    marker.touch(mode=0o600)
 
 
 def _digest(secret: str) -> str:

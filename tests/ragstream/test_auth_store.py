@@ -228,3 +228,45 @@ def test_apikey_commands_use_the_store(settings, tmp_path):
     assert key_id not in ragstream("apikey", "list").stdout
     with pytest.raises(AuthError):
         Authenticator(AuthConfig(), tmp_path / "home").authenticate(None, key)
+
+
+def test_private_home_tightens_an_old_home_once(tmp_path):
+    from ragstream.store import private_home
+
+    old_umask = os.umask(0o022)
+    try:
+        home = tmp_path / "home"
+        (home / "logs").mkdir(parents=True, mode=0o755)
+        (home / "logs" / "kafka.log").write_text("x")
+        (home / "milvus.db").write_text("x")
+        home.chmod(0o755)
+        private_home(home)
+        assert os.umask(0o022) == 0o077  # what this process (and its children) now creates is private
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "logs").stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "logs" / "kafka.log").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "milvus.db").stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another account needs root")
+def test_private_home_lets_a_service_account_pass_through(tmp_path):
+    from ragstream.store import private_home
+
+    home = tmp_path / "home"
+    (home / "postgres").mkdir(parents=True)
+    os.chown(home / "postgres", 65534, 65534)  # the server's own account, as infra/cdc.py does for postgres
+    (home / "keys.txt").write_text("x")
+    (home / "keys.txt").chmod(0o644)
+    home.chmod(0o711)
+    old_umask = os.umask(0o022)
+    try:
+        private_home(home)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o711  # traversable, not listable
+    assert stat.S_IMODE((home / "keys.txt").stat().st_mode) == 0o600
+    home.chmod(0o755)  # too open even so
+    private_home(home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
