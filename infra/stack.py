@@ -640,11 +640,14 @@ def fetch_health(url: str, timeout: float = 2) -> dict | None:
 
 
 def _health_reason(body: dict) -> str:
+    """The body's reason, with the document and partition it names unless it says them already."""
     reason = str(body.get("reason") or body.get("status"))
-    if body.get("doc_id"):
-        reason += f" (doc_id {body['doc_id']}"
-        reason += f", partition {body['partition']})" if body.get("partition") is not None else ")"
-    return reason
+    extra = []
+    if body.get("doc_id") and str(body["doc_id"]) not in reason:
+        extra.append(f"doc_id {body['doc_id']}")
+    if body.get("partition") is not None and "partition" not in reason:
+        extra.append(f"partition {body['partition']}")
+    return f"{reason} ({', '.join(extra)})" if extra else reason
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
