@@ -90,7 +90,8 @@ class Finding:
 
 CONTEXT: dict[str, tuple[str, ...]] = {
     "US_SSN": ("ssn", "social security", "ss#", "ss #"),
-    "PHONE_NUMBER": ("phone", "tel", "call", "mobile", "cell", "fax", "contact", "ph.", "reach", "dial", "text me"),
+    "PHONE_NUMBER": ("phone", "tel", "call", "mobile", "cell", "fax", "contact", "ph.", "reach", "dial", "text me",
+                     "answer", "ring", "sms", "whatsapp", "message", "hotline", "landline"),
     "CREDIT_CARD": ("card", "visa", "mastercard", "amex", "credit", "debit", "cc"),
     "DATE_TIME": ("date", "born", "dob", "birth", "admitted", "discharged", "on "),
     "IP_ADDRESS": ("ip", "address", "host", "server"),
@@ -107,7 +108,7 @@ _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`\[\]{}|\\^]+", re.IGNORECASE)
 # groups joined by single separators; ``_phone_ok`` decides with phonenumbers.
 _PHONE = re.compile(
     r"(?<![\w+/.,-])(?:(?:\+|00)\d{1,3}[-. ]?(?:\(0\)\s?)?)?(?:\(\d{1,5}\)[-. ]?)?\d{1,12}(?:[-. ]\d{1,8}){0,5}"
-    r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w/-]|[.,]\d)"
+    r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w/]|-\d|[.,]\d)"
 )
 _STATE = (r"A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[ADLN]|K[SY]|LA|M[ADEINOST]|N[CDEHJMVY]|O[HKR]|P[AR]|RI|S[CD]|T[NX]|UT|"
           r"V[AIT]|W[AIVY]")
@@ -157,7 +158,8 @@ _HAS_DIGIT = re.compile(r"\d")
 # -- names ----------------------------------------------------------------------------------
 
 _NAME_LOCALES = ("en_US", "en_GB", "en_IE", "en_CA", "en_IN", "en_NZ", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL")
-_CAP = r"(?:[A-Z]['’]|Mc|Mac)?[A-Z][a-z]+(?:-[A-Z][a-z]+)?"
+_LOWER = r"(?:(?![A-ZÀ-ÖØ-Þ])[^\W\d_])"  # a lower-case letter of any Latin alphabet
+_CAP = rf"(?:[A-Z]['’]|Mc|Mac)?(?:[A-Z]|[À-ÖØ-Þ]){_LOWER}+(?:-(?:[A-Z]|[À-ÖØ-Þ]){_LOWER}+)?"
 _PAIR = re.compile(rf"\b({_CAP})(?:\s+([A-Z])\.?)?\s+((?:De |Van |Von |van |de )?{_CAP})\b")
 _HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev)\.?\s+((?:{_CAP})(?:\s+[A-Z]\.)?(?:\s+{_CAP}){{0,2}})")
 _SALUTATION = re.compile(rf"\b(?:Dear|Hi|Hello|Thanks|Thank you|Regards|Sincerely|Cheers|Best|Attn|Attention|Signed|From|To|Cc|Patient|Name|Contact|Author|Owner|Employee|Customer)[,:]?\s+({_CAP}(?:\s+(?:[A-Z]\.\s+)?{_CAP})?)\b")
@@ -222,7 +224,8 @@ def _names() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         except ModuleNotFoundError:
             continue
         english = loc in _NAME_LOCALES or loc.startswith("en")
-        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary"):
+        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary",
+                     "first_romanized_names", "first_romanized_names_male", "first_romanized_names_female"):
             names = getattr(provider, attr, ())
             if not isinstance(names, (list, tuple, dict, set, frozenset)):
                 continue  # a few locales compute the list in a property
@@ -230,6 +233,9 @@ def _names() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         surnames = getattr(provider, "last_names", ())
         if not isinstance(surnames, (list, tuple, dict, set, frozenset)):
             surnames = ()
+        romanized = getattr(provider, "last_romanized_names", ())
+        if isinstance(romanized, (list, tuple, dict, set, frozenset)):
+            surnames = list(surnames) + list(romanized)
         last.update(n for n in surnames
                     if len(n) > 1 and n.replace("-", "").replace("'", "").isalpha()
                     and (english or n.lower() not in common))
@@ -536,6 +542,10 @@ def _persons(text: str) -> Iterator[Finding]:
             yield Finding(m.start(1), m.end(3), "PERSON", 0.9 if surname in last else 0.7, "name:gazetteer")
         elif given in ambiguous and surname in last:
             yield Finding(m.start(1), m.end(3), "PERSON", 0.75, "name:gazetteer")
+        elif surname in last and given not in _places() and given.lower() not in _NOT_SURNAME \
+                and not _is_common(given) and not _is_common(surname):
+            # an unknown given name before a known surname that is no English word: "Sonoka Miki"
+            yield Finding(m.start(1), m.end(3), "PERSON", 0.65, "name:gazetteer")
     from spacy.lang.en.stop_words import STOP_WORDS
 
     for m in _MY_NAME.finditer(text):
