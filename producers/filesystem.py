@@ -480,9 +480,18 @@ def load_source(settings: Settings, source_id: str, publisher: Publisher | None 
         root = json.loads(path.read_text())["root"]
     except FileNotFoundError:
         raise ValueError(f"no file-system source {source_id!r} is known here ({path} is missing)") from None
+    except (KeyError, ValueError):
+        raise ValueError(f"{path} is not the state of a file-system source") from None
     return FilesystemSource(settings, Path(root), source_id=source_id, publisher=publisher)
 
 
 def known_sources(settings: Settings) -> list[str]:
     """The ids of the file-system sources that ever synced into this home."""
-    return sorted(p.stem for p in (settings.home / "sources").glob("*.json"))
+    out = []
+    for path in sorted((settings.home / "sources").glob("*.json")):
+        try:
+            if "root" in json.loads(path.read_text()):  # another kind of source keeps other state
+                out.append(path.stem)
+        except (OSError, ValueError):
+            continue
+    return out
