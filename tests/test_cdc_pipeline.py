@@ -9,9 +9,12 @@ gone, and no document has more chunks than its text makes (nothing duplicated).
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,22 +79,6 @@ def doc_id(i: int) -> str:
 
 # ------------------------------------------------------------------------------- fixtures
 
-def _traversable_home(home: Any) -> None:
-    """PostgreSQL runs as the postgres user (it refuses root), which must reach the home
-    under pytest's private temp folder: let others traverse (not list) its parents."""
-    import os
-    import stat
-
-    if os.geteuid() != 0:
-        return
-    for parent in [home, *home.parents]:
-        if str(parent) in ("/", "/tmp"):
-            break
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-
-
 @pytest.fixture(scope="module")
 def cdc(pipeline: Settings) -> Iterator[Settings]:
     """The session's pipeline plus PostgreSQL, a Connect worker and the normalize worker,
@@ -101,10 +88,14 @@ def cdc(pipeline: Settings) -> Iterator[Settings]:
     from infra.cdc import apply_connector, delete_connector, wait_running
     from streams.normalize import load_mapping
 
-    _traversable_home(pipeline.home)
-    mapping_file = pipeline.home / "cdc-mapping.toml"
+    # A home of their own for PostgreSQL, Connect and normalize (Kafka and Milvus are the
+    # pipeline's, by address): PostgreSQL runs as the postgres user (it refuses root), which
+    # cannot enter pytest's private temp folder (mode 0700, reset by every pytest run).
+    home = Path(tempfile.mkdtemp(prefix="ragstream-cdc-test-", dir="/tmp"))
+    home.chmod(0o755)
+    mapping_file = home / "cdc-mapping.toml"
     mapping_file.write_text(MAPPING)
-    s = pipeline.model_copy(update={"postgres_port": free_port(), "connect_port": free_port(),
+    s = pipeline.model_copy(update={"home": home, "postgres_port": free_port(), "connect_port": free_port(),
                                     "cdc_mapping_file": mapping_file})
     services = Stack(s, ("postgres", "connect", "worker-normalize"))
     try:
@@ -127,6 +118,7 @@ def cdc(pipeline: Settings) -> Iterator[Settings]:
         except Exception:  # noqa: BLE001 - teardown: Connect may be gone already
             pass
         services.down()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
