@@ -608,6 +608,8 @@ def _named(text: str) -> Iterator[Finding]:
         words = value.split()
         if value in _NOT_NAMED or value.rstrip(".") in _NOT_NAMED:
             continue
+        if kind in ("ORGANIZATION", "LOCATION") and value.islower():
+            continue  # "zlib", "npm": the model's guess on a lower-case token; names of places and firms are capitalised
         if kind in ("PERSON", "ORGANIZATION") and value in places:
             kind = "LOCATION"  # "Brazil", "United States" tagged ORG in an address line
         if kind == "PERSON":
