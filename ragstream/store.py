@@ -64,26 +64,32 @@ def private_home(home: Path) -> None:
     """Make this process (and every process it starts: the broker, milvus-lite, the
     workers, the API) create files for its owner only, and close the home to others.
 
-    The home holds the index's data files, the Kafka log, keys and logs. The home becomes
-    0700, and the first time it is tightened everything in it that we own loses its group
-    and other bits (files left 0644 by an older version). One exception: a home that holds
-    a folder owned by another account (the local PostgreSQL runs as ``postgres`` when
-    ragstream runs as root, and must reach its data folder) may stay 0711 — others can
-    pass through but not list it, and what they could reach by name is 0600/0700. A home
-    owned by someone else is left alone."""
+    The home holds the index's data files, the Kafka log, keys and logs: at 0700 nothing
+    under it can be reached by another local user, whatever mode an older version left on a
+    file inside. One exception: a home that holds a folder owned by another account (the
+    local PostgreSQL runs as ``postgres`` when ragstream runs as root, and must reach its
+    data folder) may stay 0711 — others pass through but list nothing — and then what we
+    own inside loses its group and other bits (once; marker ``.private``), so nothing is
+    reachable by name either. A home owned by someone else, ``/`` and the folders above
+    the user's home directory are never changed."""
     os.umask(0o077)
+    home = home.resolve()
     try:
         st = home.stat()
     except FileNotFoundError:
         return
     me = os.geteuid()
-    if st.st_uid != me:
+    if st.st_uid != me or home == Path("/") or home in Path.home().resolve().parents:
         return
     mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077 == 0:
+        return
     serves_others = any(child.stat(follow_symlinks=False).st_uid != me for child in home.iterdir())
-    want = 0o711 if serves_others and mode & 0o077 == 0o011 else 0o700
-    marker = home / ".private"  # the contents were tightened once; new files are private by umask
-    if (mode == want or mode & 0o077 == 0) and marker.exists():
+    if not (serves_others and mode & 0o077 == 0o011):
+        home.chmod(0o700)
+        return
+    marker = home / ".private"
+    if marker.exists() or home == Path.home().resolve():
         return
     for root, dirs, files in os.walk(home):
         for name in dirs + files:
@@ -95,7 +101,6 @@ def private_home(home: Path) -> None:
             if pst.st_uid == me and not stat.S_ISLNK(pst.st_mode) and stat.S_IMODE(pst.st_mode) & 0o077:
                 path.chmod(stat.S_IMODE(pst.st_mode) & ~0o077)
         dirs[:] = [d for d in dirs if (Path(root) / d).stat(follow_symlinks=False).st_uid == me]
-    home.chmod(want if mode & 0o077 else mode)
     marker.touch(mode=0o600)
 
 
