@@ -86,7 +86,7 @@ def cli(home: str | None) -> None:
         os.environ["RAGSTREAM_HOME"] = home
         get_settings.cache_clear()
     s = settings()
-    private_home(s.home)  # umask 077 for this process and what it starts; the home 0700
+    private_home(s.home)  # the home 0700 (main() set umask 077 for this process and what it starts)
     configure_logging(s.log_level, s.log_format)
 
 
@@ -936,6 +936,12 @@ cli.add_command(_connect)
 
 
 def main() -> None:
+    import os
+
+    # Everything ragstream creates (and the broker, milvus-lite, workers and API it starts,
+    # which inherit this) is its owner's only. Here, not in cli(), so that invoking the
+    # group in-process (tests) does not change the caller's umask.
+    os.umask(0o077)
     cli(prog_name="ragstream")
 
 

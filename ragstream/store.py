@@ -61,8 +61,8 @@ def private_dir(path: Path) -> Path:
 
 
 def private_home(home: Path) -> None:
-    """Make this process (and every process it starts: the broker, milvus-lite, the
-    workers, the API) create files for its owner only, and close the home to others.
+    """Close the home to other local users (``ragstream``'s ``main`` also sets umask 077,
+    so what it and the processes it starts create is its owner's only).
 
     The home holds the index's data files, the Kafka log, keys and logs: at 0700 nothing
     under it can be reached by another local user, whatever mode an older version left on a
@@ -72,7 +72,6 @@ def private_home(home: Path) -> None:
     own inside loses its group and other bits (once; marker ``.private``), so nothing is
     reachable by name either. A home owned by someone else, ``/`` and the folders above
     the user's home directory are never changed."""
-    os.umask(0o077)
     home = home.resolve()
     try:
         st = home.stat()

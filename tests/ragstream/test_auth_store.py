@@ -240,7 +240,7 @@ def test_private_home_closes_an_old_home(tmp_path):
         (home / "logs" / "kafka.log").write_text("x")
         home.chmod(0o755)
         private_home(home)
-        assert os.umask(0o022) == 0o077  # what this process (and its children) now creates is private
+        assert os.umask(0o022) == 0o022  # in-process use leaves the caller's umask alone (main() sets 077)
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700  # nothing under it is reachable by others
