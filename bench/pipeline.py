@@ -88,10 +88,17 @@ def rows_left(index: MilvusIndex, doc_ids: list[str]) -> int:
     return left
 
 
-def run(docs: int, embed_workers: int, phases: bool) -> tuple[dict, dict[str, np.ndarray]]:
+def run(docs: int, embed_workers: int, phases: bool, corpus: str = "synthetic") -> tuple[dict, dict[str, np.ndarray]]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "corpus"
-        paths = generate(folder, docs)
+        manifest = None
+        if corpus == "realworld":  # real package documentation: a few very large files among many small
+            from bench.realworld import assemble
+
+            manifest = assemble(folder, small=docs, large=3)
+            paths = [folder / m["path"] for m in manifest]
+        else:
+            paths = generate(folder, docs)
         s = isolated_settings(Path(tmp) / "home", start_timeout_s=180)
         extra: list[tuple[subprocess.Popen, int]] = []
         with running_pipeline(s) as stack:
@@ -125,6 +132,8 @@ def run(docs: int, embed_workers: int, phases: bool) -> tuple[dict, dict[str, np
                 snapshot = {r["chunk_id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
                 texts = [r["text"] for r in rows]
                 result: dict = {
+                    "corpus": corpus, "corpus_bytes": sum(p.stat().st_size for p in paths),
+                    "largest_files_bytes": sorted((p.stat().st_size for p in paths), reverse=True)[:3],
                     "embed_workers": embed_workers, "docs": stats.upserts, "chunks": len(rows),
                     "skipped": stats.skipped, "dead_lettered": stats.dead_lettered,
                     "initial_load": {"seconds": round(load_s, 1), "docs_per_s": round(stats.upserts / load_s, 2),
@@ -132,6 +141,8 @@ def run(docs: int, embed_workers: int, phases: bool) -> tuple[dict, dict[str, np
                     "stage_busy_seconds": busy,
                     "worker_peak_rss_mib": {w.removeprefix("worker-"): round(v / 2**20) for w, v in peaks.items()},
                 }
+                if manifest is not None:
+                    result["manifest"] = manifest
                 if phases:
                     result["incremental"] = incremental(s, src, paths, index, embed_ports)
                     result["deletes"] = deletes(s, src, paths, index)
@@ -206,17 +217,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=200)
     ap.add_argument("--workers", default="1,2", help="embed worker counts to compare (default 1,2)")
+    ap.add_argument("--corpus", choices=("synthetic", "realworld"), default="synthetic",
+                    help="synthetic (bench/corpus.py) or realworld (this machine's /usr/share/doc: the 3 largest "
+                         "readable files among --docs small ones; bench/realworld.py); realworld skips the "
+                         "incremental and delete phases")
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"where to write the JSON (default {RESULTS.name})")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     runs, snapshots = [], []
     for i, n in enumerate(counts):
         print(f"-- {args.docs} documents, {n} embed worker(s)", flush=True)
-        result, snap = run(args.docs, n, phases=(i == 0))
+        result, snap = run(args.docs, n, phases=(i == 0 and args.corpus == "synthetic"), corpus=args.corpus)
         print(json.dumps(result, indent=2), flush=True)
         runs.append(result)
         snapshots.append(snap)
-    out = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "docs": args.docs, "runs": runs}
+    out = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "docs": args.docs,
+           "corpus": args.corpus, "runs": runs}
     if len(runs) > 1:
         out["scaling"] = {
             "chunks_per_s": {str(r["embed_workers"]): r["initial_load"]["chunks_per_s"] for r in runs},

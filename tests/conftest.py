@@ -124,6 +124,7 @@ def pipeline(tmp_path_factory) -> Iterator[Settings]:
     # Compaction bounded to ~7 s and a retention sweep every 2 s, so erasure and retention
     # finish within a test; production defaults are 24 h and 1 h.
     s = isolated_settings(home, partitions=3, start_timeout_s=180, policy_file=policy,
-                          compaction_lag_hours=0.002, retention_sweep_s=2, dsr_verify_timeout_s=180)
+                          compaction_lag_hours=0.002, retention_sweep_s=2, dsr_verify_timeout_s=180,
+                          stall_after_s=10)  # /healthz reports a stuck partition within a test
     with running_pipeline(s):
         yield s
