@@ -212,3 +212,44 @@ def test_broker_restart_while_publishing_keeps_every_acknowledged_event_once(pri
         per_key[key].append(version)
     assert all(v == sorted(v) for v in per_key.values()), "per-document order broken"
     admin_client(settings).delete_topics([name])
+
+
+def test_a_message_over_the_limit_travels_as_a_claim_check_and_reads_back(settings, topic, tmp_path):
+    """A value larger than RAGSTREAM_MAX_MESSAGE_BYTES is stored in the blob store; the topic
+    gets a small envelope; the plain consumer loop resolves it to the very same event."""
+    from producers.publisher import CLAIM_HEADER
+    from schemas.events import InlineContent
+
+    s = settings.model_copy(update={"home": tmp_path / "home", "max_message_bytes": 65_536})
+    big = sample_event("claim", 0, 1).model_copy(update={"content": InlineContent.of("lorem ipsum " * 50_000)})  # ~600 KB
+    with Publisher(s) as pub:
+        pub.publish(topic, big)
+    c = make_consumer(s, f"t-{uuid.uuid4().hex[:6]}")
+    c.subscribe([topic])
+    msg = None
+    deadline = time.monotonic() + 30
+    while msg is None and time.monotonic() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            msg = m
+    c.close()
+    assert msg is not None
+    assert len(msg.value()) < 1000 and dict(msg.headers())[CLAIM_HEADER] == b"1"
+    assert list((tmp_path / "home" / "blobs" / "claims").rglob("*"))
+    from ragstream.consumer import blob_claims
+
+    assert decode(ChangeEvent, msg.value(), claims=blob_claims(s)) == big
+
+
+def test_a_fatal_producer_error_recreates_the_producer(settings, topic):
+    """After a fatal error (e.g. the idempotent producer's sequence lost) the client is
+    replaced on the next publish; what it still held was never acknowledged."""
+    from confluent_kafka import KafkaError
+
+    pub = Publisher(settings)
+    first = pub._producer
+    pub._on_error(KafkaError(KafkaError._FATAL, "test: idempotence sequence lost", fatal=True))
+    acked = []
+    pub.publish(topic, sample_event("fatal", 1, 1), on_delivery=lambda err, _m: acked.append(err))
+    pub.flush()
+    assert pub._producer is not first and acked == [None]
