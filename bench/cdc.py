@@ -77,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ragstream-bench-cdc-", dir="/tmp"))
-    tmp.chmod(0o755)  # PostgreSQL runs as the postgres user, which must reach its data dir
+    tmp.chmod(0o711)  # PostgreSQL runs as the postgres user, which must pass through to its data dir
     home = tmp / "home"
     home.mkdir()
     (home / "mapping.toml").write_text(MAPPING)

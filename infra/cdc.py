@@ -1,7 +1,7 @@
 """The database half of the local stack: PostgreSQL and a Kafka Connect worker with Debezium.
 
 * :class:`Postgres` runs the machine's PostgreSQL (Debian's ``postgresql`` package) on a
-  private port and data directory (``RAGSTREAM_HOME/postgres/data``) with logical
+  private port and data directory (``RAGSTREAM_HOME/postgres``) with logical
   replication on. Debian's ``initdb`` refuses root, so as root the server runs as the
   ``postgres`` user (``setpriv``; the data directory is handed to that user). At each start
   the role ``ragstream`` (LOGIN REPLICATION) and its database ``ragstream`` are ensured:
@@ -96,7 +96,9 @@ class Postgres(Service):
 
     @property
     def data_dir(self) -> Path:
-        return self.home / "postgres" / "data"
+        # A direct child of the home, owned by postgres when we run as root: the home then
+        # stays 0711 (others pass through, list nothing; see ragstream.store.private_home).
+        return self.home / "postgres"
 
     def _as_server_user(self) -> list[str]:
         # initdb and postgres refuse to run as root; setpriv execs (no extra parent
@@ -111,10 +113,14 @@ class Postgres(Service):
             self.data_dir.chmod(0o700)
             return
         import pwd
+        import stat
 
         pw = pwd.getpwnam("postgres")
         os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         self.data_dir.chmod(0o700)
+        home = self.home.stat()
+        if home.st_uid == os.geteuid() and stat.S_IMODE(home.st_mode) & 0o077 != 0o011:
+            self.home.chmod((stat.S_IMODE(home.st_mode) & 0o700) | 0o011)  # postgres may pass, not list
         reach = subprocess.run([*self._as_server_user(), "test", "-w", str(self.data_dir)], capture_output=True)
         if reach.returncode != 0:
             raise StackError(

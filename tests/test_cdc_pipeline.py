@@ -92,7 +92,6 @@ def cdc(pipeline: Settings) -> Iterator[Settings]:
     # pipeline's, by address): PostgreSQL runs as the postgres user (it refuses root), which
     # cannot enter pytest's private temp folder (mode 0700, reset by every pytest run).
     home = Path(tempfile.mkdtemp(prefix="ragstream-cdc-test-", dir="/tmp"))
-    home.chmod(0o755)
     mapping_file = home / "cdc-mapping.toml"
     mapping_file.write_text(MAPPING)
     s = pipeline.model_copy(update={"home": home, "postgres_port": free_port(), "connect_port": free_port(),
