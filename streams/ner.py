@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -157,14 +158,32 @@ def segments(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[i
         yield start, text[start:end]
 
 
+_CACHE_SIZE = 4096
+_cache: "OrderedDict[str, tuple[tuple[int, int, str], ...]]" = OrderedDict()
+
+
 def entities(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[int, int, str]]:
-    """(start, end, entity type) of every named entity the model finds in ``text``."""
+    """(start, end, entity type) of every named entity the model finds in ``text``.
+
+    Results are kept per segment in a small LRU cache (4,096 segments): boilerplate that
+    recurs across documents and within one (signatures, footers, disclaimers, headers) is
+    read by the model once per worker.
+    """
     pieces = list(segments(text, given))
     if not pieces:
         return
-    nlp = model()
-    for (offset, _), doc in zip(pieces, nlp.pipe((p for _, p in pieces), batch_size=_BATCH)):
-        for ent in doc.ents:
-            kind = LABELS.get(ent.label_)
-            if kind:
-                yield offset + ent.start_char, offset + ent.end_char, kind
+    todo = list(dict.fromkeys(p for _, p in pieces if p not in _cache))
+    if todo:
+        for piece, doc in zip(todo, model().pipe(todo, batch_size=_BATCH)):
+            _cache[piece] = tuple((e.start_char, e.end_char, LABELS[e.label_]) for e in doc.ents if e.label_ in LABELS)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    for offset, piece in pieces:
+        found = _cache.get(piece)
+        if found is None:  # evicted while this document was read (more than 4,096 new segments)
+            found = tuple((e.start_char, e.end_char, LABELS[e.label_]) for e in model()(piece).ents
+                          if e.label_ in LABELS)
+        else:
+            _cache.move_to_end(piece)
+        for start, end, kind in found:
+            yield offset + start, offset + end, kind
