@@ -31,6 +31,10 @@ def suite(docs: int, quick: bool) -> dict[str, tuple[str, list[str]]]:
         # incremental cost grows with the corpus for the peer, not for ragstream: once more, bigger
         "pipeline_1000": ("pipeline", ["--docs", str(big), "--workers", "1", "--out", str(results / "pipeline_1000.json")]),
         "peer_langchain_1000": ("peer_langchain", ["--docs", str(big), "--out", str(results / "peer_langchain_1000.json")]),
+        # real package documentation: three multi-megabyte files among many small ones
+        "pipeline_realworld": ("pipeline", ["--docs", str(small), "--workers", "1", "--corpus", "realworld",
+                                            "--out", str(results / "pipeline_realworld.json")]),
+        "wire_sizes": ("wire_sizes", ["--docs", "20" if quick else "60", "--large", "0"]),
         "freshness": ("freshness", ["--n", "5" if quick else "30"]),
         "freshness_load": ("freshness", ["--n", "5" if quick else "30", "--load"]),
         "embedding_runtime": ("embedding_runtime", ["--docs", "10"] if quick else []),
