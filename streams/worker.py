@@ -49,7 +49,7 @@ from structlog.contextvars import bound_contextvars
 from producers.publisher import Publisher
 from ragstream.blobs import BlobStore
 from ragstream.consumer import blob_claims
-from ragstream.failures import Kind, Permanent, RetryBudget, as_permanent, classify, reason
+from ragstream.failures import BudgetExhausted, Kind, Permanent, RetryBudget, as_permanent, classify, reason
 from ragstream.logging import get_logger
 from ragstream.metrics import (
     BATCH_SIZE,
@@ -348,15 +348,17 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         await stream.ack(event)
 
     async def handle_one(stream: Any, event: Any, work: Callable[[Any], Callable[[], Any]],
-                         contract: Any = None) -> None:
-        """Decode, process, publish; dead-letter what fails; acknowledge when done."""
-        item = None
+                         contract: Any = None, decoded: Any = None) -> None:
+        """Decode (unless ``decoded`` is given: a batch member, already read and counted),
+        process, publish; dead-letter what fails; acknowledge when done."""
+        item = decoded
         try:
-            track(event)
-            if event.value is None:
-                return  # a tombstone after a delete record: nothing to do
-            item = (logic.decode(event.value) if stage == "normalize"  # Debezium JSON, not a contract
-                    else decode(contract or logic.contract, event.value, claims=claims))
+            if item is None:
+                track(event)
+                if event.value is None:
+                    return  # a tombstone after a delete record: nothing to do
+                item = (logic.decode(event.value) if stage == "normalize"  # Debezium JSON, not a contract
+                        else decode(contract or logic.contract, event.value, claims=claims))
             ids = ids_of(item, event)
             health.begin([event], [ids["doc_id"]])
             with bound_contextvars(**ids, stage=stage), PROCESSING.labels(stage).time():
@@ -429,6 +431,11 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     with PROCESSING.labels(stage).time():
                         outputs = await attempt(lambda: logic.process_batch([i for _, i in good]),
                                                 [e for e, _ in good], ids)
+                except BudgetExhausted as exc:  # a dependency stayed down: every member waited its budget
+                    for event, item in good:
+                        await dead_letter(event, exc, ids_of(item, event))
+                        await finish(stream, event)
+                    return
                 except Permanent:
                     outputs = None  # isolate the document that breaks the batch: one by one below
                 if outputs is not None:
@@ -436,7 +443,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                         await publish_then_ack(stream, event, item, [output])
                     return
             for event, item in good:
-                await handle_one(stream, event, lambda it: single_batch(it))
+                await handle_one(stream, event, single_batch, decoded=item)
 
         def single_batch(item: Any) -> Callable[[dict[str, Any]], Any]:
             async def run(ids: dict[str, Any]) -> None:
