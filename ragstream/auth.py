@@ -70,6 +70,7 @@ from typing import Any, Literal
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ragstream.keyfile import create_key_file
 from ragstream.store import API_KEY_PREFIX, AuthStore, Session, StoreError
 
 SESSION_ISSUER = "ragstream"
@@ -324,27 +325,6 @@ class ApiKeys:
             raise AuthError(str(exc)) from None
         return Identity(subject=f"service:{k.name}", provider="api_key", roles=k.roles,
                         principals=principals_of(k.name, k.groups, kind="service"))
-
-
-def create_key_file(path: Path, size: int = 32) -> None:
-    """Create ``path`` holding ``size`` random bytes, mode 0600, atomically: the key is
-    written under a temporary name and linked into place only if ``path`` does not exist,
-    so a concurrent reader sees no file or the whole key (never an empty one), and of two
-    processes creating it at once one wins and both use its key."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(size))
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- sessions ------------------------------------------------------------------------------------

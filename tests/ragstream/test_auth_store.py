@@ -190,7 +190,7 @@ def test_ldap_over_tls_or_declared_cleartext_is_accepted(tmp_path):
 def test_a_key_file_is_never_seen_empty_or_twice_different(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from ragstream.auth import create_key_file
+    from ragstream.keyfile import create_key_file
 
     for round_ in range(20):
         path = tmp_path / f"session-{round_}.key"

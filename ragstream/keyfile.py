@@ -1,0 +1,34 @@
+"""Key files created atomically (foundation: the session key, tenant pseudonym keys).
+
+Creating a key file and then writing it lets a concurrent reader see it empty and cache
+an empty key. :func:`create_key_file` writes the key under a temporary name and links it
+into place only if the name is free.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from pathlib import Path
+
+
+def create_key_file(path: Path, size: int = 32) -> None:
+    """Create ``path`` holding ``size`` random bytes, mode 0600, atomically: the key is
+    written under a temporary name and linked into place only if ``path`` does not exist,
+    so a concurrent reader sees no file or the whole key (never an empty one), and of two
+    processes creating it at once one wins and both use its key."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(size))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
