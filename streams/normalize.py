@@ -2,7 +2,7 @@
 
 Plain logic, no Kafka: :class:`NormalizeStage` takes one decoded Debezium record and returns
 the :class:`~streams.stages.Output` messages to publish. What a table's row means as a
-document is declared per table in a TOML mapping (``RAGSTREAM_CDC_MAPPING``, see
+document is declared per table in a TOML mapping (``RAGSTREAM_CDC_MAPPING_FILE``, see
 docs/cdc.md)::
 
     source = "crm-db"                         # doc_ids are crm-db:<schema>.<table>/<key>
@@ -191,9 +191,9 @@ def load_mapping(path: Path | None) -> Mapping:
     from ragstream.configfile import load_toml
 
     if path is None:
-        raise MappingError("the normalize stage needs a table mapping: set RAGSTREAM_CDC_MAPPING to a TOML file "
+        raise MappingError("the normalize stage needs a table mapping: set RAGSTREAM_CDC_MAPPING_FILE to a TOML file "
                            "(see docs/cdc.md)")
-    return load_toml(Path(path), Mapping, "CDC mapping file", "RAGSTREAM_CDC_MAPPING", MappingError)
+    return load_toml(Path(path), Mapping, "CDC mapping file", "RAGSTREAM_CDC_MAPPING_FILE", MappingError)
 
 
 # --------------------------------------------------------------------------------------

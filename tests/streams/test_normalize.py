@@ -246,7 +246,7 @@ def test_mapping_file_errors_name_the_field(tmp_path: Path, bad: dict, field: st
 
 
 def test_mapping_file_missing_or_unset(tmp_path: Path) -> None:
-    with pytest.raises(MappingError, match="RAGSTREAM_CDC_MAPPING"):
+    with pytest.raises(MappingError, match="RAGSTREAM_CDC_MAPPING_FILE"):
         load_mapping(None)
     with pytest.raises(MappingError, match="does not exist"):
         load_mapping(tmp_path / "nope.toml")
