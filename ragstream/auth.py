@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import threading
 import time
 import uuid
