@@ -591,6 +591,11 @@ _NOT_NAMED = frozenset("""IBAN SSN ATM PIN CVV CVC DOB MRN VIN ZIP SWIFT BIC NHS
 URI ID PDF FAQ ASAP FYI RSVP TBD ETA CEO CFO CTO HR IT QA PO PSC APO FPO DPO OK AM PM""".split())
 
 
+_CODE_CHARS = re.compile(r"[/\\$_=<>@#{}\[\]|~*+]|--")
+_PARTICLES = frozenset("van von de da del della der den di du dos das la le ten ter bin ibn al el y zu".split())
+_PRODUCTISH = re.compile(r"[a-z][A-Z]|-[A-Z]{2}")
+
+
 def _named(text: str) -> Iterator[Finding]:
     """People, places, organisations and groups from the NER model (streams.ner)."""
     from streams import ner
@@ -600,11 +605,18 @@ def _named(text: str) -> Iterator[Finding]:
     common = ner.common_words()
     for start, end, kind in ner.entities(text, first):
         value = text[start:end]
+        if "\n" in value.strip():  # "DejaVu Serif\nDejaVu": two lines are two things; keep the first
+            value = value.strip().split("\n", 1)[0]
+            end = start + len(value)
+        value = value.rstrip()
+        end = start + len(value)
         for suffix in ("'s", "’s", "'", "’"):
             if value.endswith(suffix):
                 value, end = value[: -len(suffix)], end - len(suffix)
         if not value.strip() or _HAS_DIGIT.search(value) and kind != "LOCATION":
             continue
+        if _CODE_CHARS.search(value) or value.endswith("-"):
+            continue  # "b/", "HOME/.gitk", "git gc --no-": paths and commands, not names
         words = value.split()
         if value in _NOT_NAMED or value.rstrip(".") in _NOT_NAMED:
             continue
@@ -613,11 +625,17 @@ def _named(text: str) -> Iterator[Finding]:
         if kind in ("PERSON", "ORGANIZATION") and value in places:
             kind = "LOCATION"  # "Brazil", "United States" tagged ORG in an address line
         if kind == "PERSON":
+            if value.islower():
+                continue  # "zsh completions": lower-case names are left to the "my name is" cues
             if all(ner.is_common(w, common) and not _english_given(w) for w in words) \
                     and (value.islower() or len(words) == 1):
                 continue  # "Salary is paid …", "the North's" — a common word, not an English given name
             if len(words) == 1 and value.isupper():
                 continue  # an acronym (VIN, MRN)
+            if not value.islower() and any(w.islower() and w not in _PARTICLES for w in words):
+                continue  # "metainfo output", "git gc": a lower-case word inside a capitalised name
+            if len(words) == 1 and value not in first and value not in last and _PRODUCTISH.search(value):
+                continue  # "DejaVu", "MacOS", "Travis-CI": inner capitals, not a name
         yield Finding(start, end, kind, ner.SCORES[kind], "ner:spacy")
 
 
