@@ -145,6 +145,7 @@ class Compliant:
     version: int
     deleted: bool
     text: str | None
+    problem: str | None = None  # the record could not be read (what verify then reports)
 
 
 def compliant_documents(settings: Settings, source_id: str) -> dict[str, Compliant]:
@@ -170,14 +171,16 @@ def compliant_documents(settings: Settings, source_id: str) -> dict[str, Complia
             continue
         try:
             rec = decode(DocumentRecord, msg.value(), claims=claims)
-        except (SerdeError, Permanent):
-            continue  # the chunk stage dead-letters it; the dead letter explains the drift
+        except (SerdeError, Permanent) as exc:
+            out[doc_id] = Compliant(-1, False, None, problem=f"{type(exc).__name__}: {exc}")
+            continue
         text = None
         if rec.op is Op.upsert and rec.content is not None:
             try:
                 text = rec.content.text if rec.content.kind == "inline" else blobs.get(rec.content)
-            except BlobError:
-                text = None
+            except BlobError as exc:
+                out[doc_id] = Compliant(rec.version, False, None, problem=f"its text cannot be read: {exc}")
+                continue
         prev = out.get(doc_id)
         if prev is None or rec.version >= prev.version:
             out[doc_id] = Compliant(rec.version, rec.op is Op.delete, text)
@@ -253,8 +256,12 @@ def _compare_one(entry: ListedDocument, doc: IndexedDocument | None, rec: Compli
     applied = max(doc.version, doc.acl_version)
     if applied != entry.version:
         return Finding(d, "stale", f"the index applied version {applied}; the source published {entry.version}")
+    if rec is not None and rec.problem:
+        return Finding(d, "stale", f"its record on rag.documents cannot be read ({rec.problem})")
     if rec is None or rec.version < doc.version:
-        return Finding(d, "stale", f"rag.documents has no record of version {doc.version} the index holds")
+        seen = "none" if rec is None else f"version {rec.version}"
+        return Finding(d, "stale", f"rag.documents has no record of version {doc.version} the index holds "
+                                   f"(it holds {seen})")
     if rec.text is None and not rec.deleted:
         return Finding(d, "stale", "its text on rag.documents cannot be read (claim check missing)")
     expected = chunk_ids(d, rec.text) if rec.text is not None else set()
