@@ -42,7 +42,7 @@ SOURCE_ID = r"[a-z0-9][a-z0-9_.-]{0,63}"
 SourceId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}$")]
 DocId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}:.+$", max_length=2048)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-PRINCIPAL_RE = re.compile(r"^(public|(user|group):[^\s]+)$")
+PRINCIPAL_RE = re.compile(r"^(public|(user|group|service):[^\s|]+)$")
 
 
 def utcnow() -> datetime:
@@ -106,7 +106,8 @@ class Acl(BaseModel):
         bad = [p for p in v if not PRINCIPAL_RE.match(p)]
         if bad:
             raise ValueError(
-                f"invalid principal(s) {bad}: use 'user:<id>', 'group:<id>' or 'public'"
+                f"invalid principal(s) {bad}: use 'user:<id>', 'group:<id>', 'service:<id>' or 'public' "
+                "(no blanks or '|' in the id)"
             )
         return tuple(sorted(set(v)))
 

@@ -260,8 +260,8 @@ def model_dim(settings: Settings) -> int:
 def make_embedder(settings: Settings) -> Embedder:
     if settings.embed_backend == "openai":
         assert settings.embed_url and settings.embed_model  # validated by Settings
-        return OpenAIEmbedder(settings.embed_url, settings.embed_model, settings.embed_api_key,
-                              settings.embed_batch_size)
+        key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
+        return OpenAIEmbedder(settings.embed_url, settings.embed_model, key, settings.embed_batch_size)
     if settings.embed_backend in ("onnx", "onnx-int8"):
         return OnnxEmbedder(settings.cache_dir, settings.embed_backend == "onnx-int8", settings.embed_batch_size)
     return LocalEmbedder(settings.embed_batch_size)

@@ -219,6 +219,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         producer_acks=-1,
         broker_commit_interval=0.5,  # commit soon after acks: lag (and `up`'s progress) stays current
         web_host="127.0.0.1",
+        web_bind="127.0.0.1",  # web_host is only the advertised name; Faust binds 0.0.0.0 by default
         web_port=web_port,
         web_in_thread=False,
         datadir=str(datadir),
