@@ -60,8 +60,13 @@ def test_acl_principals_are_validated_and_normalised():
     assert acl.allows({"user:alice"})
     assert not acl.allows({"user:bob"})
     assert not acl.allows(set())
-    with pytest.raises(ValidationError, match="use 'user:<id>', 'group:<id>' or 'public'"):
+    with pytest.raises(ValidationError, match="use 'user:<id>', 'group:<id>', 'service:<id>' or 'public'"):
         Acl(principals=("alice",))
+    # '|' separates principals in the index's ACL encoding: 'group:x|public' must not make a
+    # document public.
+    with pytest.raises(ValidationError, match="no blanks or '|'"):
+        Acl(principals=("group:x|public",))
+    assert Acl(principals=("service:etl",)).allows({"service:etl"})
     with pytest.raises(ValidationError, match="unknown ACL carries no principals"):
         Acl(principals=("public",), known=False)
 
