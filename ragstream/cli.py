@@ -160,7 +160,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
         f"{snap.dead_letters} dead letter(s)) in {time.monotonic() - t0:.1f}s")
     _report_verify(s, source)
     say("")
-    say('Search:   ragstream search "your question"        (as you; --as user:<id> / group:<id> to choose)')
+    say('Search:   ragstream search "your question"        (as you; searching as someone else needs an admin --key)')
     say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
         "(compliance, chunk, embed, index, audit, dsr workers; this producer)")
     say(f"API:      http://127.0.0.1:{s.api_port}/docs  (keys: ragstream apikey create NAME --role user)")
