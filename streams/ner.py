@@ -16,9 +16,9 @@ Cost: the model reads about 60-70 kB of text per second on one core, an order of
 slower than the pattern recognizers. It therefore reads only the sentences that can hold a
 name: a sentence in which a word other than its first is capitalised, or whose first word
 is capitalised and is not a common English word (WordNet's lemma index shipped with the
-model, minus given names), or that has a cue such as "my name is". A sentence of lower-case
-prose with a common first word has nothing the model would tag (it relies on capitals) and
-is skipped; long texts are processed sentence by sentence in batches, so memory stays flat.
+model) or is a known given name. A sentence of lower-case prose with a common first word has
+nothing the model would tag (it relies on capitals; lower-case names are left to the "my
+name is" cues in streams.pii) and is skipped; long texts are processed sentence by sentence in batches, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -112,8 +112,6 @@ def is_common(word: str, common: frozenset[str] | None = None) -> bool:
 # A sentence ends at . ! ? followed by space, or at a line break.
 _SENTENCE = re.compile(r"[^\n]*?(?:[.!?](?=\s)|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’.-]*")
-_CUE = re.compile(r"\b(?:name\s+is|name's|i\s+am|i'm|call\s+me|named|called|under|with|to|from|by|and)\s+[^\W\d_]",
-                  re.IGNORECASE)
 
 
 def _candidate(sentence: str, common: frozenset[str], given: frozenset[str]) -> bool:
@@ -126,9 +124,7 @@ def _candidate(sentence: str, common: frozenset[str], given: frozenset[str]) -> 
         if not w.isascii() and not w.islower():
             return True
     first = words[0]
-    if first[0].isupper() and (not is_common(first, common) or first in given):
-        return True
-    return bool(_CUE.search(sentence)) and any(not w.isascii() or not is_common(w, common) for w in words)
+    return first[0].isupper() and (not is_common(first, common) or first in given)
 
 
 def segments(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[int, str]]:
