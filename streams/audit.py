@@ -18,6 +18,16 @@ could recompute a whole chain; it cannot forge a checkpoint, so ``verify`` catch
 
 Delivery is at least once: an event re-delivered after a crash is chained again under the
 same ``event_id``; ``verify`` counts such repeats but they do not break the chain.
+
+**One writer, fenced.** Appending is a Kafka transaction of a producer with the fixed
+``transactional.id`` :data:`WRITER_ID` (:class:`ChainWriter`). A worker becomes the writer
+lazily, when it first has an event to chain (i.e. when it holds ``rag.audit.events``' one
+partition): ``init_transactions`` fences any earlier writer and aborts its open
+transaction, and only then is the chain's committed tail read. A writer that was fenced
+(a standby took over during a rebalance, a second worker was started) cannot commit
+another record: its next commit fails, and the worker exits without acknowledging
+(:class:`WriterFenced`); restarted, it would again read the tail first. So two writers
+started at once, or a stale standby, never fork the chain.
 """
 
 from __future__ import annotations
@@ -27,12 +37,14 @@ import hmac
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import rfc8785
 
+from ragstream.failures import Transient
 from ragstream.metrics import AUDIT_RECORDS
 from schemas import topics
 from schemas.events import AuditEvent, AuditRecord
@@ -40,6 +52,62 @@ from schemas.serde import encode
 from streams.stages import Output
 
 CHECKPOINT_EVERY = 100
+#: The audit chain's one writer identity: a producer initialising it fences the previous one.
+WRITER_ID = "ragstream-audit-chain-writer"
+
+
+class WriterFenced(BaseException):
+    """Another worker became the chain's writer: this one must stop at once, acknowledging
+    nothing (a BaseException, so no handler of ordinary failures dead-letters the event)."""
+
+
+class ChainWriter:
+    """Appends records to ``rag.audit`` in transactions of the fenced writer identity."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._producer: Any = None
+
+    def start(self) -> "AuditRecord | None":
+        """Become the writer (fencing the previous one), then read the committed tail."""
+        from confluent_kafka import KafkaException, Producer
+
+        from ragstream.kafka import client_config
+
+        producer = Producer(client_config(self.settings, **{
+            "transactional.id": WRITER_ID, "enable.idempotence": True, "acks": "all",
+            "compression.type": "zstd", "transaction.timeout.ms": 60_000}))
+        try:
+            producer.init_transactions(60)
+        except KafkaException as exc:
+            raise Transient(f"cannot become the audit chain's writer: {exc.args[0].str()}") from None
+        self._producer = producer
+        return tail(self.settings)
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    def append(self, record: AuditRecord) -> None:
+        from confluent_kafka import KafkaException
+
+        p = self._producer
+        try:
+            p.begin_transaction()
+            p.produce(topics.AUDIT, key=str(record.seq).encode(), value=encode(record))
+            p.commit_transaction(60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal() or err.name() in ("_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"):
+                raise WriterFenced(f"the audit chain has another writer now: {err.str()}") from None
+            if err.txn_requires_abort():
+                try:
+                    p.abort_transaction(60)
+                except KafkaException:
+                    self._producer = None  # start over: fence, re-read the tail
+            else:
+                self._producer = None
+            raise Transient(f"audit record seq {record.seq} not committed: {err.str()}") from None
 
 
 def record_hash(fields: dict[str, Any]) -> str:
@@ -171,24 +239,36 @@ def verify(records: Iterable[AuditRecord | dict[str, Any]], checkpoints: Checkpo
 
 
 class AuditStage:
-    """rag.audit.events → rag.audit: the single writer of the chain."""
+    """rag.audit.events → rag.audit: the single, fenced writer of the chain.
+
+    With a :class:`ChainWriter` (the worker's case) records are appended in its transactions
+    and ``process`` returns nothing to publish; without one (unit tests) the records are
+    returned as outputs, chained from ``tail``."""
 
     name = "audit"
     input_topic = topics.AUDIT_EVENTS
     contract = AuditEvent
 
-    def __init__(self, tail: AuditRecord | None, checkpoints: Checkpoints) -> None:
-        self.seq = tail.seq + 1 if tail else 0
-        self.prev = tail.hash if tail else None
+    def __init__(self, tail: AuditRecord | None, checkpoints: Checkpoints, writer: ChainWriter | None = None) -> None:
+        self._restart(tail)
         self.checkpoints = checkpoints
         self.unchecked = 0
+        self.writer = writer
+
+    def _restart(self, tail: AuditRecord | None) -> None:
+        self.seq = tail.seq + 1 if tail else 0
+        self.prev = tail.hash if tail else None
 
     def process(self, event: AuditEvent) -> list[Output]:
+        if self.writer is not None and not self.writer.started:
+            self._restart(self.writer.start())  # fence the previous writer, then read the committed tail
         record = chain(event, self.seq, self.prev)
+        if self.writer is not None:
+            self.writer.append(record)  # raises before anything below if not committed
         self.seq, self.prev = self.seq + 1, record.hash
         self.unchecked += 1
         AUDIT_RECORDS.labels(event.action).inc()
-        return [Output(topics.AUDIT, str(record.seq), encode(record))]
+        return [] if self.writer is not None else [Output(topics.AUDIT, str(record.seq), encode(record))]
 
     def committed(self) -> None:
         """Called after the records are acknowledged: checkpoint now and then."""
@@ -202,28 +282,57 @@ class AuditStage:
 
 
 def read_chain(settings: Any, timeout: float = 30, last_only: bool = False) -> Iterator[AuditRecord]:
-    """Every record of ``rag.audit`` from offset 0, in order (or only the last one)."""
+    """Every committed record of ``rag.audit`` from offset 0, in order (or only the last one).
+
+    The topic is written in transactions, so offsets also hold commit markers and aborted
+    records (never delivered with ``read_committed``): the end is found by the consumer's
+    position, not by counting records."""
     from confluent_kafka import Consumer, TopicPartition
 
     from ragstream.kafka import client_config
     from schemas.serde import decode
 
     consumer = Consumer(client_config(settings, **{"group.id": "ragstream-audit-reader", "enable.auto.commit": False,
-                                                   "auto.offset.reset": "earliest"}))
+                                                   "auto.offset.reset": "earliest",
+                                                   "isolation.level": "read_committed"}))
+    tp = TopicPartition(topics.AUDIT, 0)
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topics.AUDIT, 0), timeout=timeout)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
         if high <= low:
             return
-        offset = high - 1 if last_only else low
-        consumer.assign([TopicPartition(topics.AUDIT, 0, offset)])
-        while offset < high:
-            msg = consumer.poll(timeout)
-            if msg is None:
-                raise TimeoutError(f"no audit record arrived within {timeout} s (at offset {offset} of {high})")
-            if msg.error():
-                raise RuntimeError(f"reading {topics.AUDIT}: {msg.error()}")
-            offset = msg.offset() + 1
-            yield decode(AuditRecord, msg.value())
+        window = 64
+        while True:
+            start = max(low, high - window) if last_only else low
+            consumer.assign([TopicPartition(topics.AUDIT, 0, start)])
+            last: AuditRecord | None = None
+            deadline = time.monotonic() + timeout
+            while True:
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    position = consumer.position([tp])[0].offset
+                    if position >= high:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"reading {topics.AUDIT}: stuck at offset {position} of {high} "
+                                           f"for {timeout} s")
+                    continue
+                if msg.error():
+                    raise RuntimeError(f"reading {topics.AUDIT}: {msg.error()}")
+                deadline = time.monotonic() + timeout
+                record = decode(AuditRecord, msg.value())
+                if last_only:
+                    last = record
+                else:
+                    yield record
+                if msg.offset() >= high - 1:
+                    break
+            if not last_only:
+                return
+            if last is not None or start == low:
+                if last is not None:
+                    yield last
+                return
+            window *= 4  # only markers and aborted records in the window: look further back
     finally:
         consumer.close()
 

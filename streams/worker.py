@@ -64,6 +64,7 @@ from ragstream.metrics import (
 )
 from ragstream.settings import Settings
 from schemas.serde import decode
+from streams.audit import WriterFenced
 from streams.stages import ChunkStage, ComplianceStage, EmbedStage, IndexStage, Output
 
 log = get_logger(__name__)
@@ -164,9 +165,9 @@ def make_stage(stage: str, settings: Settings, publish: Callable[[list[Output]],
         return ComplianceStage(blobs, settings.inline_max_bytes, policy=load_policy(settings.policy_file),
                                keys=KeyRing(settings.home / "keys"), erased=ErasedSubjects(settings).start())
     if stage == "audit":
-        from streams.audit import AuditStage, Checkpoints, tail
+        from streams.audit import AuditStage, ChainWriter, Checkpoints
 
-        return AuditStage(tail(settings), Checkpoints(settings.home))
+        return AuditStage(None, Checkpoints(settings.home), writer=ChainWriter(settings))
     if stage == "chunk":
         from streams.chunking import Chunker
         from streams.embedding import token_counter
@@ -310,6 +311,10 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         while True:
             try:
                 return await asyncio.get_running_loop().run_in_executor(executor, fn)
+            except WriterFenced as exc:  # another audit worker is the chain's writer now
+                log.critical("fenced: another worker writes the audit chain; exiting without acknowledging",
+                             **ids, stage=stage, error=str(exc))
+                os._exit(EXIT_UNACKNOWLEDGED)
             except Exception as exc:  # noqa: BLE001 - the one classification decides
                 STAGE_ERRORS.labels(stage, type(exc).__name__).inc()
                 if classify(exc) is Kind.permanent or not budget.spend():
