@@ -390,13 +390,24 @@ class MilvusIndex:
                                      output_fields=["version", "deleted", "meta", "acl", "acl_version"])
         except MilvusException as exc:
             raise self._transient(f"Milvus registry read failed: {exc}", exc) from exc
-        return dict(rows[0]) if rows else None
+        if not rows:
+            return None
+        state = dict(rows[0])
+        # The revision (ragstream's own rewrites of a version) rides in ``meta`` as "r<n>:<hash>"
+        # so registries made before it need no rebuild; no prefix means revision 0.
+        rev, sep, meta = state["meta"].partition(":")
+        if sep and rev.startswith("r") and rev[1:].isdigit():
+            state["revision"], state["meta"] = int(rev[1:]), meta
+        else:
+            state["revision"] = 0
+        return state
 
     def set_doc_state(self, doc_id: str, version: int, deleted: bool, meta: str, acl: str = "",
-                      acl_version: int = -1) -> None:
+                      acl_version: int = -1, *, revision: int = 0) -> None:
+        stored_meta = f"r{revision}:{meta}" if revision else meta
         try:
             self.client.upsert(collection_name=self._registry(self.collection), data=[
-                {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": meta, "acl": acl,
+                {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": stored_meta, "acl": acl,
                  "acl_version": acl_version, "unused": [0.0, 0.0]}])
         except MilvusException as exc:
             raise self._transient(f"Milvus registry write failed: {exc}", exc) from exc

@@ -224,6 +224,9 @@ class DocumentRecord(_DocEvent):
     actions: tuple[str, ...] = Field((), description="actions applied, e.g. redact:EMAIL_ADDRESS")
     subject_refs: tuple[str, ...] = Field((), description="pseudonymous data-subject references")
     retain_until: AwareDatetime | None = None
+    revision: int = Field(0, ge=0, description="rewrites of this version by ragstream itself (erasure, retention "
+                                               "deletes); (version, revision) orders a document's records, so a "
+                                               "rewrite never shadows the source's next version")
 
 
 class Chunk(BaseModel):
@@ -243,6 +246,9 @@ class _ChunkedDoc(_DocEvent):
     classification: Classification = Classification.internal
     subject_refs: tuple[str, ...] = Field((), description="pseudonymous data-subject references")
     retain_until: AwareDatetime | None = None
+    revision: int = Field(0, ge=0, description="rewrites of this version by ragstream itself (erasure, retention "
+                                               "deletes); (version, revision) orders a document's records, so a "
+                                               "rewrite never shadows the source's next version")
     chunker: str = Field(description="chunker id and version, e.g. 'structural-v1'")
 
 

@@ -164,7 +164,8 @@ def latest_documents(settings: "Settings") -> dict[str, DocumentRecord]:
             continue  # not ours to judge here; the chunk stage dead-letters it
         if rec.op is Op.delete:
             docs.pop(rec.doc_id, None)
-        elif rec.doc_id not in docs or rec.version >= docs[rec.doc_id].version:
+        elif rec.doc_id not in docs or (rec.version, rec.revision) >= (docs[rec.doc_id].version,
+                                                                       docs[rec.doc_id].revision):
             docs[rec.doc_id] = rec
     return docs
 
@@ -321,7 +322,8 @@ class DsrStage:
         from streams.stages import Output
 
         policy = self.policy.for_source(doc.source)
-        base = dict(event_id=new_event_id(), version=doc.version + 1)
+        # The same version, one revision more: a rewrite never shadows the source's next version.
+        base = dict(event_id=new_event_id(), version=doc.version, revision=doc.revision + 1)
         if policy.legal_hold or "SOX" in doc.frameworks:
             # A duty to retain overrides erasure: restrict (leave the index), keep at the source.
             gone = DocumentRecord(**{**base, "source": doc.source, "source_kind": doc.source_kind,
@@ -451,8 +453,10 @@ class DsrStage:
                 continue
             if self._swept.get(doc_id) == r["version"]:
                 continue  # sent already; the index has not applied it yet
+            state = self.index.doc_state(doc_id)
             gone = DocumentRecord(event_id=new_event_id(), source=r["source"], source_kind=r["source_kind"],
-                                  doc_id=doc_id, op=Op.delete, version=r["version"] + 1, changed_at=now)
+                                  doc_id=doc_id, op=Op.delete, version=r["version"],
+                                  revision=(state["revision"] if state else 0) + 1, changed_at=now)
             until = datetime.fromtimestamp(r["retain_until"], timezone.utc).isoformat()
             audit = AuditEvent(actor="stage:dsr", action="retention.delete", target=doc_id,
                                details={"source": r["source"], "version": r["version"], "retain_until": until})

@@ -187,7 +187,7 @@ class ChunkStage:
             event_id=doc.event_id, source=doc.source, source_kind=doc.source_kind, doc_id=doc.doc_id,
             op=doc.op, version=doc.version, metadata=doc.metadata, acl=doc.acl,
             classification=doc.classification, subject_refs=doc.subject_refs, retain_until=doc.retain_until,
-            chunker=CHUNKER_ID,
+            revision=doc.revision, chunker=CHUNKER_ID,
         )
         if doc.op is Op.delete:
             return [Output.of(topics.CHUNKS, ChunkSet(**common))]
@@ -264,7 +264,7 @@ class IndexStage:
         from consumers.milvus import decode_acl, stored_acl
 
         state = self.index.doc_state(vs.doc_id)
-        if state is not None and vs.version <= state["version"]:
+        if state is not None and (vs.version, vs.revision) <= (state["version"], state["revision"]):
             return False
         acl_version = state["acl_version"] if state is not None else -1
         if state is not None and acl_version > vs.version:
@@ -276,7 +276,7 @@ class IndexStage:
         if vs.op is Op.delete:
             self.index.apply(vs)
             INDEX_DOCS_DELETED.inc()
-            self.index.set_doc_state(vs.doc_id, vs.version, True, "", acl, acl_version)
+            self.index.set_doc_state(vs.doc_id, vs.version, True, "", acl, acl_version, revision=vs.revision)
             return True
         meta = doc_meta_hash(vs)
         write_ids: set[str] | None = None
@@ -284,7 +284,7 @@ class IndexStage:
             write_ids = {c.chunk_id for c in vs.chunks} - self.index.chunk_ids_of(vs.doc_id)
         written = self.index.apply(vs, write_ids)
         INDEX_ROWS_WRITTEN.inc(written)
-        self.index.set_doc_state(vs.doc_id, vs.version, False, meta, acl, acl_version)
+        self.index.set_doc_state(vs.doc_id, vs.version, False, meta, acl, acl_version, revision=vs.revision)
         return True
 
     def apply_acl(self, change: AclChange) -> bool:
@@ -307,7 +307,8 @@ class IndexStage:
         rewritten = 0 if state["deleted"] else self.index.set_acl(change.doc_id, acl)
         ACL_ROWS_UPDATED.inc(rewritten)
         # meta "" makes the next content version rewrite every row (with the ACL that wins).
-        self.index.set_doc_state(change.doc_id, state["version"], state["deleted"], "", acl, change.version)
+        self.index.set_doc_state(change.doc_id, state["version"], state["deleted"], "", acl, change.version,
+                                 revision=state["revision"])
         return True
 
 
