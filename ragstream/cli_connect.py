@@ -169,4 +169,8 @@ def _describe(st: dict | None) -> str:
         lines.append(f"  task {t['id']}: {t['state']}")
         if t.get("trace"):
             lines.append("    " + t["trace"].strip().splitlines()[0][:400])
+            cause = [ln for ln in t["trace"].splitlines() if ln.startswith("Caused by:")]
+            if cause:
+                lines.append("    " + cause[-1][:400])
+            lines.append("    → fix the cause, then `ragstream connect restart` (it resumes from the replication slot)")
     return "\n".join(lines)
