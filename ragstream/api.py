@@ -531,7 +531,14 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         from streams.policy import KeyRing
 
         given = {"name": body.name, "email": body.email, "phone": body.phone}
-        refs = set(subject_refs_for(KeyRing(settings.home / "keys"), body.tenant, given)) | set(body.subject_refs)
+        from streams.dsr import UnknownTenant
+        from streams.policy import load_policy
+
+        try:
+            refs = set(subject_refs_for(KeyRing(settings.home / "keys"), body.tenant, given,
+                                        tenants=load_policy(settings.policy_file).tenants)) | set(body.subject_refs)
+        except UnknownTenant as exc:
+            raise HTTPException(422, str(exc)) from None
         if not refs:
             raise HTTPException(422, "name the subject: name, email, phone or subject_refs")
         try:

@@ -744,7 +744,14 @@ def _file_dsr(kind: str, name: tuple[str, ...], email: tuple[str, ...], phone: t
 
     s = settings()
     given = {"name": list(name), "email": list(email), "phone": list(phone), "ssn": list(ssn), "mrn": list(mrn)}
-    all_refs = tuple(sorted(set(subject_refs_for(KeyRing(s.home / "keys"), tenant, given)) | set(refs)))
+    from streams.dsr import UnknownTenant
+    from streams.policy import load_policy
+
+    try:
+        mine = subject_refs_for(KeyRing(s.home / "keys"), tenant, given, tenants=load_policy(s.policy_file).tenants)
+    except UnknownTenant as exc:
+        raise UserError(str(exc)) from None
+    all_refs = tuple(sorted(set(mine) | set(refs)))
     if not all_refs:
         raise UserError("name the subject: give at least one of --name, --email, --phone, --ssn, --mrn or --ref")
     try:

@@ -49,7 +49,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -477,10 +477,21 @@ IDENTIFIERS = {"name": "PERSON", "email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBE
                "mrn": "MEDICAL_RECORD_NUMBER"}
 
 
-def subject_refs_for(keys: "KeyRing", tenant: str, identifiers: dict[str, list[str]]) -> tuple[str, ...]:
-    """Pseudonymous refs of the identifiers a requester gave (``{"name": ["Jane Roe"]}``)."""
+class UnknownTenant(ValueError):
+    """A request names a tenant that neither the policy nor any key knows (a typo would
+    otherwise get a fresh key, match nothing, and still report "verified")."""
+
+
+def subject_refs_for(keys: "KeyRing", tenant: str, identifiers: dict[str, list[str]],
+                     tenants: Iterable[str] = ("default",)) -> tuple[str, ...]:
+    """Pseudonymous refs of the identifiers a requester gave (``{"name": ["Jane Roe"]}``).
+    ``tenants``: those the policy names; any other tenant must already have a key."""
     from streams.policy import subject_ref
 
+    known = set(tenants)
+    if tenant not in known and not keys.known(tenant):
+        raise UnknownTenant(f"unknown tenant {tenant!r}: no policy names it and it has no pseudonym key, so no "
+                            f"document can reference this subject under it. Tenants: {', '.join(sorted(known))}")
     key = keys.key(tenant)
     refs = {subject_ref(key, IDENTIFIERS[kind], value) for kind, values in identifiers.items() for value in values}
     return tuple(sorted(refs))

@@ -49,7 +49,6 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from enum import StrEnum
@@ -145,6 +144,11 @@ class PolicyConfig(BaseModel):
     def _known_regions(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return check_phone_regions(v)
 
+    @property
+    def tenants(self) -> frozenset[str]:
+        """Every tenant this policy names (the default source policy's included)."""
+        return frozenset({self.default.tenant, *(p.tenant for p in self.sources.values())})
+
     def for_source(self, source: str) -> SourcePolicy:
         if source in self.sources:
             return self.sources[source]
@@ -222,19 +226,30 @@ class KeyRing:
         self.directory = directory
         self._keys: dict[str, bytes] = {}
 
+    @staticmethod
+    def _env(tenant: str) -> str | None:
+        return os.environ.get(f"RAGSTREAM_PSEUDONYM_KEY_{tenant.upper().replace('-', '_').replace('.', '_')}")
+
+    def known(self, tenant: str) -> bool:
+        """The tenant has a key already (environment or file)."""
+        return tenant in self._keys or bool(self._env(tenant)) or (self.directory / f"pseudonym-{tenant}.key").exists()
+
     def key(self, tenant: str) -> bytes:
         if tenant not in self._keys:
-            env = os.environ.get(f"RAGSTREAM_PSEUDONYM_KEY_{tenant.upper().replace('-', '_').replace('.', '_')}")
+            env = self._env(tenant)
             if env:
                 self._keys[tenant] = bytes.fromhex(env)
             else:
+                from ragstream.keyfile import create_key_file
+
                 path = self.directory / f"pseudonym-{tenant}.key"
                 if not path.exists():
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(secrets.token_bytes(32))
-                self._keys[tenant] = path.read_bytes()
+                    create_key_file(path)  # atomic: a concurrent reader never sees an empty key
+                key = path.read_bytes()
+                if len(key) < 32:
+                    raise PolicyError(f"the pseudonym key {path} is {len(key)} bytes, not 32: restore it from backup "
+                                      "(a new key would make existing pseudonyms unmatchable)")
+                self._keys[tenant] = key
         return self._keys[tenant]
 
 

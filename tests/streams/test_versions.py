@@ -77,3 +77,21 @@ def test_the_registry_keeps_the_revision_in_meta_and_reads_old_rows():
     assert idx.doc_state("db:42")["revision"] == 2 and idx.doc_state("db:42")["meta"] == "abcd"
     idx.client.row["meta"] = "abcd"  # written before revisions existed
     assert idx.doc_state("db:42")["revision"] == 0 and idx.doc_state("db:42")["meta"] == "abcd"
+
+
+def test_a_mistyped_tenant_is_refused_and_keys_are_created_atomically(tmp_path):
+    import pytest
+
+    from streams.dsr import UnknownTenant, subject_refs_for
+    from streams.policy import KeyRing
+
+    keys = KeyRing(tmp_path / "keys")
+    refs = subject_refs_for(keys, "acme", {"name": ["Jane Roe"]}, tenants=("default", "acme"))
+    assert refs and (tmp_path / "keys" / "pseudonym-acme.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(UnknownTenant, match="unknown tenant 'acmee'"):
+        subject_refs_for(keys, "acmee", {"name": ["Jane Roe"]}, tenants=("default", "acme"))
+    assert not (tmp_path / "keys" / "pseudonym-acmee.key").exists()
+    # A tenant with a key (e.g. from an older policy) is still known.
+    assert subject_refs_for(KeyRing(tmp_path / "keys"), "acme", {"name": ["Jane Roe"]}) == refs
+    # No leftover temporary files from the atomic creation.
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["pseudonym-acme.key"]
