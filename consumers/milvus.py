@@ -39,22 +39,40 @@ The beam (``ef``) therefore grows as the caller's visible share shrinks (see
 
 Search reads the alias (``RAGSTREAM_COLLECTION``); a reindex fills a new collection and
 moves the alias, so readers never see a half-built index.
+
+Hybrid search (``mode``): a **dense** leg (the HNSW walk above) and a **lexical** leg — BM25
+over ``text``, computed by Milvus itself: ``text`` is analyzed (:data:`ANALYZER`) and a BM25
+``Function`` fills the ``sparse`` field on every insert and upsert, so writers never write
+it (and must not: :meth:`MilvusIndex.writable_fields`). The legs' candidates are fused by
+reciprocal rank (:func:`rrf`), in Python rather than with ``hybrid_search``: the dense leg
+keeps its widen-the-beam retry and a third, **exact** leg can join — identifiers in the
+query (``E1234-X``, ``JIRA-4711``, ``4.2.1``, anything in double quotes) are looked up
+verbatim (``text like "%…%"``), because the analyzer splits ``E1234-X`` into ``e1234`` and
+``x`` and BM25 then also ranks ``E1234-Y``. Every leg carries the same ACL expression from
+:meth:`MilvusIndex.search_plan`; filters (source, classification, modified time) are ANDed
+to it. A collection made before hybrid search (no ``sparse`` field) is searched dense-only
+with a logged warning (:attr:`MilvusIndex.lexical`); an engine without BM25 functions
+(Milvus < 2.5) gets such a collection from :meth:`MilvusIndex.create`, with the same warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from ragstream.failures import Kind, Permanent, Transient, classify
+from ragstream.logging import get_logger
 from schemas.events import Acl, VectorSet
+
+log = get_logger(__name__)
 
 MAX_TEXT = 65535
 #: VARCHAR limits of the chunk collection, in bytes (Milvus counts UTF-8 bytes).
@@ -63,6 +81,9 @@ MAX_TITLE = 1024
 MAX_URI = 2048
 MAX_ACL = 16384
 MAX_SUBJECTS = 16384
+_VARCHAR_LIMITS = {"chunk_id": 64, "doc_id": 2048, "source": 64, "source_kind": 32, "heading": MAX_HEADING,
+                   "title": MAX_TITLE, "uri": MAX_URI, "text": MAX_TEXT, "acl": MAX_ACL, "acl_key": 32,
+                   "classification": 32, "subjects": MAX_SUBJECTS, "model": 256}
 
 
 #: gRPC channel options for every client: pymilvus pings every 10 s even when idle, which
@@ -92,6 +113,22 @@ class IndexSchemaError(RuntimeError):
 #: Fields a collection must have; an older one lacks some and must be rebuilt.
 REQUIRED_FIELDS = ("chunk_id", "doc_id", "source", "source_kind", "version", "heading", "title", "uri", "text",
                    "acl", "acl_key", "classification", "subjects", "retain_until", "model", "vector")
+
+#: Optional fields (a collection made before them lacks them and is still served): the BM25
+#: output of hybrid search, and the document's modification time (epoch seconds, 0 unknown: the source gave no ``modified_at``).
+SPARSE_FIELD = "sparse"
+MODIFIED_FIELD = "modified"
+#: How ``text`` is split for BM25: Unicode word boundaries, lower-cased (no stemming, no stop
+#: words: an identifier or a version number is one token or several, never dropped).
+ANALYZER = {"tokenizer": "standard", "filter": ["lowercase"]}
+#: Search modes; hybrid is the default (bench/README.md, "Search quality").
+MODES = ("hybrid", "dense", "lexical")
+#: Reciprocal rank fusion constant (Cormack et al.; Milvus' RRFRanker default).
+RRF_K = 60
+#: Candidates each leg contributes to the fusion: at least this many, or 3x the page.
+FUSION_CANDIDATES = 30
+#: At most this many verbatim identifiers are looked up per query (one ``like`` scan each).
+EXACT_TERMS_MAX = 3
 
 #: HNSW beam width: at least EF_SEARCH, at most EF_MAX, and EF_PER_SELECTIVITY x limit /
 #: the share of rows the caller may see (estimated as their share of the ACL sets). A walk
@@ -239,6 +276,60 @@ class Hit:
     text: str
 
 
+@dataclass(frozen=True)
+class SearchFilters:
+    """Narrowing a search; ANDed to the ACL expression (which they can never widen)."""
+
+    sources: tuple[str, ...] = ()
+    classifications: tuple[str, ...] = ()
+    modified_after: int | None = None  # epoch seconds, inclusive
+    modified_before: int | None = None  # epoch seconds, exclusive
+
+    @property
+    def by_modified(self) -> bool:
+        return self.modified_after is not None or self.modified_before is not None
+
+    def expr(self) -> str:
+        parts = []
+        if self.sources:
+            parts.append("source in [" + ", ".join(f'"{escape_literal(v)}"' for v in sorted(set(self.sources))) + "]")
+        if self.classifications:
+            parts.append("classification in ["
+                         + ", ".join(f'"{escape_literal(v)}"' for v in sorted(set(self.classifications))) + "]")
+        if self.modified_after is not None:
+            parts.append(f"{MODIFIED_FIELD} >= {int(self.modified_after)}")
+        if self.modified_before is not None:
+            parts.append(f"{MODIFIED_FIELD} < {int(self.modified_before)}")
+        return " and ".join(parts)
+
+
+_EXACT_QUOTED = re.compile(r'"([^"]{2,200})"')
+_EXACT_TOKEN = re.compile(r"[^\s\"'()\[\]{}<>,;]+")
+
+
+def exact_terms(query: str) -> list[str]:
+    """What a query asks for verbatim: double-quoted phrases, and identifier-like tokens — a
+    digit together with a letter or inner punctuation (``E1234-X``, ``JIRA-4711``, ``4.2.1``,
+    ``#3017``, ``RFC2616``). Plain words and plain numbers are left to BM25."""
+    out = [m.strip() for m in _EXACT_QUOTED.findall(query) if m.strip()]
+    for tok in _EXACT_TOKEN.findall(_EXACT_QUOTED.sub(" ", query)):
+        tok = tok.strip(".:!?")
+        if len(tok) >= 3 and any(ch.isdigit() for ch in tok) and (
+                any(ch.isalpha() for ch in tok) or any(ch in "-_./:#" for ch in tok)):
+            out.append(tok)
+    return list(dict.fromkeys(out))[:EXACT_TERMS_MAX]
+
+
+def rrf(rankings: Iterable[list[str]], k: int = RRF_K) -> dict[str, float]:
+    """Reciprocal rank fusion: each id scores the sum of 1 / (k + rank) over the rankings it
+    appears in (rank from 1)."""
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, 1):
+            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
 class MilvusIndex:
     OUTPUT = ["doc_id", "source", "title", "uri", "heading", "text"]
 
@@ -247,6 +338,8 @@ class MilvusIndex:
         self.alias = alias
         self.collection = alias  # the real name, once ensure() has run
         self.dim = dim
+        self._fields: dict[str, bool] | None = None  # name -> written by us (not a function's output)
+        self._warned: set[str] = set()
         self.acl_sets = AclSets(self._acl_sets_since, acl_refresh_s)
         # pymilvus pools one gRPC channel per address in the process. A client created just
         # as milvus-lite sent a GOAWAY finds the pooled channel broken and its one recovery
@@ -287,6 +380,7 @@ class MilvusIndex:
                                        "chunk fields describes (a fresh RAGSTREAM_HOME or collection name).")
             if not self.client.has_collection(self._acl_sets(name)):
                 self._create_acl_sets(self._acl_sets(name))
+            self._fields = None  # read again from this collection on first use
             # A restarted server lists collections as released until they are loaded.
             self.client.load_collection(name)
             self.client.load_collection(self._registry(name))
@@ -417,7 +511,7 @@ class MilvusIndex:
         the rows rewritten. No model is involved."""
         check_acl(acl)
         try:
-            rows = self.rows(f'doc_id == "{escape_literal(doc_id)}"', list(REQUIRED_FIELDS))
+            rows = self.rows(f'doc_id == "{escape_literal(doc_id)}"', self.writable_fields())
             for r in rows:
                 r["acl"] = acl
                 r["acl_key"] = acl_key(acl)
@@ -444,21 +538,71 @@ class MilvusIndex:
         schema.add_field("heading", DataType.VARCHAR, max_length=1024)
         schema.add_field("title", DataType.VARCHAR, max_length=1024)
         schema.add_field("uri", DataType.VARCHAR, max_length=2048)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT, enable_analyzer=True,
+                         analyzer_params=dict(ANALYZER))
         schema.add_field("acl", DataType.VARCHAR, max_length=16384)
         schema.add_field("acl_key", DataType.VARCHAR, max_length=32)
         schema.add_field("classification", DataType.VARCHAR, max_length=32)
         schema.add_field("subjects", DataType.VARCHAR, max_length=16384)
         schema.add_field("retain_until", DataType.INT64)
+        schema.add_field(MODIFIED_FIELD, DataType.INT64)
         schema.add_field("model", DataType.VARCHAR, max_length=256)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
+                                     input_field_names=["text"], output_field_names=[SPARSE_FIELD]))
         index = self.client.prepare_index_params()
         index.add_index(field_name="doc_id", index_type="INVERTED")
         index.add_index(field_name="acl_key", index_type="INVERTED")
         index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
                         params={"M": 16, "efConstruction": 200})
+        index.add_index(field_name=SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        try:
+            self.client.create_collection(collection_name=name, schema=schema, index_params=index,
+                                          consistency_level="Strong")
+        except MilvusException as exc:
+            if "function" not in str(exc).lower() and "analyzer" not in str(exc).lower() \
+                    and "sparse" not in str(exc).lower():
+                raise
+            # An engine without full-text search (Milvus < 2.5): the dense-only schema.
+            log.warning("milvus.no_full_text_search", collection=name, error=str(exc)[:300],
+                        consequence="searches are dense-only; hybrid and lexical modes fall back to dense")
+            self._create_dense_only(name)
+
+    def _create_dense_only(self, name: str) -> None:
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        for f in REQUIRED_FIELDS:
+            if f == "vector":
+                schema.add_field(MODIFIED_FIELD, DataType.INT64)
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+            elif f in ("version", "retain_until"):
+                schema.add_field(f, DataType.INT64)
+            else:
+                schema.add_field(f, DataType.VARCHAR, max_length=_VARCHAR_LIMITS[f], is_primary=f == "chunk_id")
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
+                        params={"M": 16, "efConstruction": 200})
         self.client.create_collection(collection_name=name, schema=schema, index_params=index,
                                       consistency_level="Strong")
+
+    # -- the collection's fields ------------------------------------------------------------
+    def _field_map(self) -> dict[str, bool]:
+        if self._fields is None:
+            if self.collection == self.alias and self.alias in self.client.list_aliases().get("aliases", []):
+                self.collection = self.client.describe_alias(self.alias)["collection_name"]
+            fields = self.client.describe_collection(self.alias)["fields"]
+            self._fields = {f["name"]: not f.get("is_function_output", False) for f in fields}
+        return self._fields
+
+    def writable_fields(self) -> list[str]:
+        """The fields a whole-row upsert writes: every field but a function's output (Milvus
+        computes ``sparse`` from ``text`` and refuses it as input)."""
+        return [name for name, ours in self._field_map().items() if ours]
+
+    @property
+    def lexical(self) -> bool:
+        """Whether the collection has the BM25 field (else searches are dense-only)."""
+        return SPARSE_FIELD in self._field_map()
 
     # -- writes ---------------------------------------------------------------------------
     def apply(self, vs: VectorSet, write_ids: set[str] | None = None) -> int:
@@ -500,6 +644,8 @@ class MilvusIndex:
             "classification": vs.classification.value,
             "subjects": _clip_list(vs.subject_refs, MAX_SUBJECTS),
             "retain_until": int(vs.retain_until.timestamp()) if vs.retain_until else 0,
+            **({MODIFIED_FIELD: int(md.modified_at.timestamp()) if md.modified_at else 0}
+               if MODIFIED_FIELD in self._field_map() else {}),
             "model": vs.model,
             "vector": chunk.floats(),
         }
@@ -511,19 +657,79 @@ class MilvusIndex:
             raise self._transient(f"Milvus flush failed: {exc}", exc) from exc
 
     # -- reads ----------------------------------------------------------------------------
-    def search(self, vector: list[float], principals: Iterable[str], limit: int = 10) -> list[Hit]:
-        """The ``limit`` chunks nearest to ``vector`` among those the caller may see."""
+    def search(self, vector: list[float] | None, principals: Iterable[str], limit: int = 10, *,
+               query: str | None = None, mode: str = "dense", filters: SearchFilters | None = None) -> list[Hit]:
+        """The ``limit`` best chunks among those the caller may see.
+
+        ``mode`` ``dense``: nearest to ``vector`` (score: cosine similarity); ``lexical``: BM25
+        over ``query`` plus its verbatim identifiers (score: fused rank); ``hybrid``: both,
+        fused by reciprocal rank (score: the RRF sum). On a collection without the BM25 field,
+        hybrid and lexical fall back to dense (see :meth:`effective_mode`).
+
+        >>> index.search(embed("disk full E1234-X"), ["group:eng"], 5, query="disk full E1234-X", mode="hybrid")
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}: one of {', '.join(MODES)}")
         try:
             plan = self.search_plan(principals, limit)  # raises before any query when there are no principals
             if plan is None:
                 return []
             expr, ef = plan
-            hits = self._ann(vector, expr, limit, ef)
-            if len(hits) < limit and ef < EF_MAX:  # the filtered walk starved: widen the beam
-                hits = self._ann(vector, expr, limit, EF_MAX)
+            if filters is not None and filters.expr():
+                if filters.by_modified and MODIFIED_FIELD not in self._field_map():
+                    raise IndexSchemaError(
+                        f"Milvus collection {self.collection} has no {MODIFIED_FIELD!r} field (made before "
+                        "date filters): rebuild the index (a fresh RAGSTREAM_HOME or RAGSTREAM_COLLECTION) "
+                        "to filter by modification time")
+                expr = f"({expr}) and {filters.expr()}"
+            mode = self.effective_mode(mode)
+            if mode == "dense":
+                if vector is None:
+                    raise ValueError("dense search needs the query's vector")
+                return self._dense(vector, expr, limit, ef)
+            if not query or not query.strip():
+                raise ValueError(f"{mode} search needs the query's text")
+            k = max(FUSION_CANDIDATES, 3 * limit)
+            legs = []
+            if mode == "hybrid":
+                if vector is None:
+                    raise ValueError("hybrid search needs the query's vector")
+                legs.append(self._dense(vector, expr, k, ef))
+            legs.append(self._bm25(query, expr, k))
+            return _fuse(legs, [self._verbatim(t, expr, k) for t in exact_terms(query)], limit)
         except MilvusException as exc:
             raise self._transient(f"Milvus search failed: {exc}", exc) from exc
+
+    def effective_mode(self, mode: str) -> str:
+        """The mode a search in ``mode`` runs in: dense where the collection has no BM25 field."""
+        if mode != "dense" and not self.lexical:
+            if self.collection not in self._warned:
+                self._warned.add(self.collection)
+                log.warning("milvus.dense_only", collection=self.collection, requested=mode,
+                            reason=f"the collection has no {SPARSE_FIELD!r} field (made before hybrid search, or "
+                                   "by an engine without BM25): rebuild it for hybrid and lexical search")
+            return "dense"
+        return mode
+
+    def _dense(self, vector: list[float], expr: str, limit: int, ef: int) -> list[Hit]:
+        hits = self._ann(vector, expr, limit, ef)
+        if len(hits) < limit and ef < EF_MAX:  # the filtered walk starved: widen the beam
+            hits = self._ann(vector, expr, limit, EF_MAX)
         return hits
+
+    def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:
+        res = self.client.search(collection_name=self.alias, data=[query], anns_field=SPARSE_FIELD, filter=expr,
+                                 limit=limit, output_fields=self.OUTPUT, search_params={"metric_type": "BM25"},
+                                 consistency_level="Strong")
+        # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
+        return [_hit(h, abs(float(h.distance))) for h in res[0]]
+
+    def _verbatim(self, term: str, expr: str, limit: int) -> list[Hit]:
+        """Chunks holding ``term`` exactly as written (case and punctuation included)."""
+        rows = self.client.query(collection_name=self.alias, filter=f'({expr}) and text like "%{escape_like(term)}%"',
+                                 output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level="Strong")
+        return [Hit(chunk_id=str(r["chunk_id"]), doc_id=r["doc_id"], score=1.0, source=r["source"], title=r["title"],
+                    uri=r["uri"], heading=r["heading"], text=r["text"]) for r in rows]
 
     def search_plan(self, principals: Iterable[str], limit: int = 10) -> tuple[str, int] | None:
         """The filter selecting exactly the rows these principals may see and the beam width
@@ -543,9 +749,7 @@ class MilvusIndex:
                                  output_fields=self.OUTPUT,
                                  search_params={"metric_type": "COSINE", "ef": max(ef, limit)},
                                  consistency_level="Strong")
-        return [Hit(chunk_id=str(h.id), doc_id=h.entity.get("doc_id"), score=float(h.distance),
-                    source=h.entity.get("source"), title=h.entity.get("title"), uri=h.entity.get("uri"),
-                    heading=h.entity.get("heading"), text=h.entity.get("text")) for h in res[0]]
+        return [_hit(h, float(h.distance)) for h in res[0]]
 
     def vectors(self, chunk_ids: list[str], model: str) -> dict[str, list[float]]:
         """Stored vectors of these chunks, if they were made by ``model`` (for reuse)."""
@@ -584,6 +788,24 @@ class MilvusIndex:
                 out += batch
         except MilvusException as exc:
             raise self._transient(f"Milvus query failed: {exc}", exc) from exc
+
+
+def _hit(h: Any, score: float) -> Hit:
+    e = h.entity
+    return Hit(chunk_id=str(h.id), doc_id=e.get("doc_id"), score=score, source=e.get("source"), title=e.get("title"),
+               uri=e.get("uri"), heading=e.get("heading"), text=e.get("text"))
+
+
+def _fuse(ranked: list[list[Hit]], verbatim: list[list[Hit]], limit: int) -> list[Hit]:
+    """The ``limit`` best hits of the legs by reciprocal rank, scored by it. A verbatim leg
+    is unordered (every row in it matches equally), so its hits share rank 1."""
+    by_id = {h.chunk_id: h for leg in [*verbatim, *ranked] for h in leg}
+    fused = rrf([[h.chunk_id for h in leg] for leg in ranked])
+    for leg in verbatim:
+        for h in leg:
+            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (RRF_K + 1)
+    best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return [replace(by_id[cid], score=round(score, 6)) for cid, score in best]
 
 
 def check_acl(encoded: str) -> str:
