@@ -16,13 +16,14 @@ Cost: the model reads about 60-70 kB of text per second on one core, an order of
 slower than the pattern recognizers. It therefore reads only the sentences that can hold a
 name: a sentence in which a word other than its first is capitalised, or whose first word
 is capitalised and is not a common English word (WordNet's lemma index shipped with the
-model) or is a known given name. A sentence of lower-case prose with a common first word has
+model). A sentence of lower-case prose with a common first word has
 nothing the model would tag (it relies on capitals; lower-case names are left to the "my
 name is" cues in streams.pii) and is skipped; long texts are processed sentence by sentence in batches, so memory stays flat.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import sys
 from collections import OrderedDict
@@ -114,28 +115,43 @@ _SENTENCE = re.compile(r"[^\n]*?(?:[.!?](?=\s)|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’.-]*")
 
 
-def _candidate(sentence: str, common: frozenset[str], given: frozenset[str]) -> bool:
-    words = _WORD.findall(sentence)
-    if not words:
-        return False
-    for w in words[1:]:
-        if w[0].isupper() and w != "I":
-            return True
-        if not w.isascii() and not w.islower():
-            return True
-    first = words[0]
-    return first[0].isupper() and (not is_common(first, common) or first in given)
+def _explained(pos: int, spans: list[tuple[int, int]]) -> bool:
+    i = bisect.bisect_right(spans, (pos, float("inf"))) - 1
+    return i >= 0 and spans[i][0] <= pos < spans[i][1]
 
 
-def segments(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[int, str]]:
-    """(offset, piece) of ``text`` worth reading: runs of adjacent candidate sentences."""
+def _candidate(text: str, start: int, end: int, common: frozenset[str], explained: list[tuple[int, int]]) -> bool:
+    first = True
+    for m in _WORD.finditer(text, start, end):
+        w = m.group()
+        if first:
+            first = False
+            # A known given name that is also a word ("Sarah", "Chance") alone at the start is
+            # left to the gazetteer rules in streams.pii ("Sarah is …"); no model needed.
+            if w[0].isupper() and not is_common(w, common) and not _explained(m.start(), explained):
+                return True
+            continue
+        if (w[0].isupper() and w != "I") or (not w.isascii() and not w.islower()):
+            if not _explained(m.start(), explained):
+                return True
+    return False
+
+
+def segments(text: str, explained: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:
+    """(offset, piece) of ``text`` worth reading: runs of adjacent candidate sentences.
+
+    ``explained``: sorted (start, end) spans already found as names by surer rules (an
+    honorific, a salutation, a known given name and surname); their capitals alone do not
+    send a sentence to the model.
+    """
     common = common_words()
+    explained = explained or []
     start = end = -1
     for m in _SENTENCE.finditer(text):
         s, e = m.span()
         if s == e:
             continue
-        if _candidate(m.group(), common, given):
+        if _candidate(text, s, e, common, explained):
             if start >= 0 and s - end <= 2 and e - start <= _SEGMENT_MAX:
                 end = e
                 continue
@@ -158,14 +174,14 @@ _CACHE_SIZE = 4096
 _cache: "OrderedDict[str, tuple[tuple[int, int, str], ...]]" = OrderedDict()
 
 
-def entities(text: str, given: frozenset[str] = frozenset()) -> Iterator[tuple[int, int, str]]:
+def entities(text: str, explained: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, int, str]]:
     """(start, end, entity type) of every named entity the model finds in ``text``.
 
     Results are kept per segment in a small LRU cache (4,096 segments): boilerplate that
     recurs across documents and within one (signatures, footers, disclaimers, headers) is
     read by the model once per worker.
     """
-    pieces = list(segments(text, given))
+    pieces = list(segments(text, explained))
     if not pieces:
         return
     todo = list(dict.fromkeys(p for _, p in pieces if p not in _cache))

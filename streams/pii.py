@@ -596,14 +596,14 @@ _PARTICLES = frozenset("van von de da del della der den di du dos das la le ten 
 _PRODUCTISH = re.compile(r"[a-z][A-Z]|-[A-Z]{2}")
 
 
-def _named(text: str) -> Iterator[Finding]:
+def _named(text: str, explained: list[tuple[int, int]] | None = None) -> Iterator[Finding]:
     """People, places, organisations and groups from the NER model (streams.ner)."""
     from streams import ner
 
     first, last, _ = _names()
     places = _places()
     common = ner.common_words()
-    for start, end, kind in ner.entities(text, first):
+    for start, end, kind in ner.entities(text, explained):
         value = text[start:end]
         if "\n" in value.strip():  # "DejaVu Serif\nDejaVu": two lines are two things; keep the first
             value = value.strip().split("\n", 1)[0]
@@ -729,7 +729,13 @@ class Detector:
         found: list[Finding] = []
         lowered: str | None = None
         for recognizer in recognizers() + self._own:
-            for f in recognizer(text):
+            if recognizer is _named:
+                # names the surer rules already found need no model: only their sentences' other capitals do
+                explained = sorted((f.start, f.end) for f in found if f.entity_type == "PERSON" and f.score >= 0.8)
+                results: Iterable[Finding] = _named(text, explained)
+            else:
+                results = recognizer(text)
+            for f in results:
                 if f.entity_type == "DATE_TIME" and "DATE_OF_BIRTH" in self.entities \
                         and _BIRTH_CUE.search(text[max(0, f.start - 40):f.start]):
                     f = Finding(f.start, f.end, "DATE_OF_BIRTH", f.score, f.recognizer)
