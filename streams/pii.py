@@ -6,8 +6,9 @@ What is detected, and how (``ENTITIES`` is the list):
   ``AnalyzerEngine``, which would try to download a spaCy model): ``CREDIT_CARD`` (Luhn),
   ``IBAN_CODE`` (ISO 7064 checksum), ``US_SSN`` (area/group/serial rules), ``IP_ADDRESS``
   ``DATE_TIME``, and ``DEVICE_ID`` from MAC addresses.
-* Our own patterns, validated by libraries where one exists: ``PHONE_NUMBER`` (candidates by
-  regex, kept only if ``phonenumbers`` parses them as a possible number; Presidio's
+* Our own patterns, validated by libraries where one exists: ``PHONE_NUMBER`` (digit groups
+  in any common shape, kept only if ``phonenumbers`` accepts them: international numbers for
+  their country, national ones for the configured ``phone_regions``; Presidio's
   ``PhoneRecognizer`` runs ``PhoneNumberMatcher`` over the whole text and took 14 s on 7 MB),
   ``EMAIL_ADDRESS``, ``URL``, ``IP_ADDRESS`` (v4/v6, checked by ``ipaddress``), ``VEHICLE_ID`` (17-character VINs whose check digit is right).
 * Labelled identifiers — a value right after its label (``MRN: 00123456``, ``Member ID``,
@@ -15,11 +16,17 @@ What is detected, and how (``ENTITIES`` is the list):
   ``MEDICAL_RECORD_NUMBER``, ``HEALTH_PLAN_ID``, ``ACCOUNT_NUMBER``, ``LICENSE_NUMBER``
   (licences and certificates), ``DEVICE_ID``, ``VEHICLE_ID``. Unlabelled, such numbers are
   indistinguishable from any other number: they are not found.
-* ``ZIP_CODE`` after a US state code or a ZIP/postcode label; ``AGE`` only over 89 (HIPAA).
-* ``PERSON`` without an NER model (no official spaCy English model is on PyPI): honorifics
-  (``Dr. Jane Roe``), salutations and sign-offs (``Dear Jane``), and a capitalised pair whose
-  first word is a known given name (Faker's name lists, 11 locales). Names with no such cue —
-  an unknown given name with no title — are missed; so are lower-case names.
+* ``ZIP_CODE`` after a US state code or a postcode label, UK/Canadian postcodes;
+  ``STREET_ADDRESS`` in US/UK and European forms and US military mail, joined with the unit,
+  town and country that follow; ``AGE`` in context (any value; HIPAA acts on those over 89);
+  ``DATE_OF_BIRTH`` (a date after a birth cue); years after a cue ("in 1983").
+* ``PERSON``, ``LOCATION``, ``ORGANIZATION``, ``NRP`` from spaCy's English NER model
+  (:mod:`streams.ner`, loaded offline without PyTorch, reading only sentences that can hold
+  a name), combined with rules that need no model: honorifics (``Dr. Jane Roe``),
+  salutations and sign-offs (``Dear Jane``), "my name is …" in any case and script, role
+  nouns ("tennis player X Y"), a known given name as the subject of a verb, pairs of a known
+  given name or surname (Faker's name lists, every locale), countries and US states by
+  name, organisations by legal form (``Contoso Ltd``).
 
 Context words before a finding (``phone``, ``ssn``, ``card`` …, within 48 characters) raise
 its score by 0.35: a cheap stand-in for Presidio's lemma-based enhancer, which needs NLP
