@@ -11,8 +11,10 @@ Connect with Debezium, the normalize worker; all in a temporary home on free por
 2. **Idle freshness**: ``--probes`` single-row UPDATEs of the text, one at a time; each
    timed from COMMIT until a Strong-consistency Milvus query returns the new text.
 3. **Freshness under load**: a writer commits ``--load`` text UPDATEs per second to other
-   rows for ``--load-s`` seconds while the probes run again. Every update changes the text,
-   so each is re-embedded: the load is real work for the embed stage.
+   rows for ``--load-s`` seconds while the probes run again, one after another (a probe
+   started during the load is timed to the end, however long the backlog takes). Every
+   update changes the text, so each is re-embedded: the load is real work for the embed
+   stage, whose capacity on CPU bounds what rate stays fresh.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def main() -> None:
                 wconn = psycopg.connect(s.resolved_cdc_dsn, autocommit=True)
                 rnd = random.Random(1)
                 start = time.monotonic()
-                while not stop.is_set():
+                while not stop.is_set() and time.monotonic() - start < args.load_s:
                     due = start + done_writes["n"] / args.load
                     if time.monotonic() < due:
                         time.sleep(min(0.01, due - time.monotonic()))
@@ -148,15 +150,15 @@ def main() -> None:
             time.sleep(5)  # let the load reach its rate
             loaded = []
             rev = 2
-            while time.monotonic() - t_load < args.load_s:
+            while w.is_alive():  # probes while the load lasts (one in flight finishes)
                 loaded.append(probe(len(loaded) % args.probes, rev))
                 rev += 1
             stop.set()
             w.join()
-            elapsed = time.monotonic() - t_load
             out["under_load"] = {**summary(loaded), "target_changes_per_s": args.load,
-                                 "achieved_changes_per_s": round(done_writes["n"] / elapsed, 1),
-                                 "seconds": round(elapsed, 1)}
+                                 "achieved_changes_per_s": round(done_writes["n"] / args.load_s, 1),
+                                 "load_seconds": args.load_s, "changes": done_writes["n"],
+                                 "probes_done_after_s": round(time.monotonic() - t_load, 1)}
             print(json.dumps({"under_load": out["under_load"]}), flush=True)
         finally:
             try:
