@@ -123,6 +123,8 @@ MODIFIED_FIELD = "modified"
 ANALYZER = {"tokenizer": "standard", "filter": ["lowercase"]}
 #: Search modes; hybrid is the default (bench/README.md, "Search quality").
 MODES = ("hybrid", "dense", "lexical")
+#: The mode a search runs in when none is asked for (chosen by bench/search_quality.py).
+DEFAULT_MODE = "hybrid"
 #: Reciprocal rank fusion constant (Cormack et al.; Milvus' RRFRanker default).
 RRF_K = 60
 #: Candidates each leg contributes to the fusion: at least this many, or 3x the page.
@@ -545,7 +547,7 @@ class MilvusIndex:
         schema.add_field("classification", DataType.VARCHAR, max_length=32)
         schema.add_field("subjects", DataType.VARCHAR, max_length=16384)
         schema.add_field("retain_until", DataType.INT64)
-        schema.add_field(MODIFIED_FIELD, DataType.INT64)
+        schema.add_field(MODIFIED_FIELD, DataType.INT64, default_value=0)  # rows written without it: unknown
         schema.add_field("model", DataType.VARCHAR, max_length=256)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
@@ -573,7 +575,7 @@ class MilvusIndex:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         for f in REQUIRED_FIELDS:
             if f == "vector":
-                schema.add_field(MODIFIED_FIELD, DataType.INT64)
+                schema.add_field(MODIFIED_FIELD, DataType.INT64, default_value=0)
                 schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
             elif f in ("version", "retain_until"):
                 schema.add_field(f, DataType.INT64)
@@ -587,10 +589,13 @@ class MilvusIndex:
 
     # -- the collection's fields ------------------------------------------------------------
     def _field_map(self) -> dict[str, bool]:
+        """The collection's fields (name -> written by us); empty while there is none yet."""
         if self._fields is None:
-            if self.collection == self.alias and self.alias in self.client.list_aliases().get("aliases", []):
+            if self.collection == self.alias:  # a reader that never called ensure()
+                if self.alias not in self.client.list_aliases().get("aliases", []):
+                    return {}
                 self.collection = self.client.describe_alias(self.alias)["collection_name"]
-            fields = self.client.describe_collection(self.alias)["fields"]
+            fields = self.client.describe_collection(self.collection)["fields"]
             self._fields = {f["name"]: not f.get("is_function_output", False) for f in fields}
         return self._fields
 
@@ -601,8 +606,10 @@ class MilvusIndex:
 
     @property
     def lexical(self) -> bool:
-        """Whether the collection has the BM25 field (else searches are dense-only)."""
-        return SPARSE_FIELD in self._field_map()
+        """Whether the collection has the BM25 field (else searches are dense-only); true while
+        there is no collection yet (the one :meth:`ensure` creates will have it)."""
+        fields = self._field_map()
+        return not fields or SPARSE_FIELD in fields
 
     # -- writes ---------------------------------------------------------------------------
     def apply(self, vs: VectorSet, write_ids: set[str] | None = None) -> int:
@@ -702,7 +709,13 @@ class MilvusIndex:
 
     def effective_mode(self, mode: str) -> str:
         """The mode a search in ``mode`` runs in: dense where the collection has no BM25 field."""
-        if mode != "dense" and not self.lexical:
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}: one of {', '.join(MODES)}")
+        try:
+            lexical = mode == "dense" or self.lexical
+        except MilvusException as exc:
+            raise self._transient(f"Milvus describe failed: {exc}", exc) from exc
+        if not lexical:
             if self.collection not in self._warned:
                 self._warned.add(self.collection)
                 log.warning("milvus.dense_only", collection=self.collection, requested=mode,

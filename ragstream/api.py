@@ -57,6 +57,15 @@ READY_TTL_S = 5.0
 UNLIMITED = frozenset({"/healthz"})
 
 
+def _epoch(when: datetime | None) -> int | None:
+    """Epoch seconds; a time without a zone is read as UTC."""
+    if when is None:
+        return None
+    from datetime import timezone
+
+    return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
+
+
 def printable(text: str) -> str:
     """``text`` for a log line: control characters escaped, so a path cannot forge lines."""
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")[:2048]
@@ -130,8 +139,17 @@ class RequestGuard:
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=2000, description="natural-language query")
+    query: str = Field(min_length=1, max_length=2000, description="natural-language query, words or identifiers")
     limit: int = Field(10, ge=1, le=50)
+    mode: Literal["hybrid", "dense", "lexical"] | None = Field(
+        None, description="hybrid (BM25 + vectors + verbatim identifiers, fused by rank; the default), dense "
+                          "(vectors only) or lexical (BM25 + verbatim identifiers)")
+    sources: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=50, description="only these sources (source ids)")
+    classifications: list[Literal["public", "internal", "confidential", "restricted"]] | None = Field(
+        None, description="only documents of these classifications")
+    modified_after: datetime | None = Field(None, description="only documents modified at or after this time")
+    modified_before: datetime | None = Field(None, description="only documents modified before this time")
 
 
 class SearchHit(BaseModel):
@@ -141,12 +159,15 @@ class SearchHit(BaseModel):
     title: str
     uri: str
     heading: str
-    score: float
+    score: float = Field(description="dense: cosine similarity; hybrid and lexical: the reciprocal-rank fusion score")
     text: str
+    snippet: str = Field(description="the part of the text around what matched (whitespace collapsed)")
+    highlights: list[tuple[int, int]] = Field(description="[start, end) offsets of the query's terms in snippet")
 
 
 class SearchResponse(BaseModel):
     results: list[SearchHit]
+    mode: str = Field(description="the mode the search ran in (dense where the index has no BM25 field)")
     request_id: str
 
 
@@ -495,16 +516,37 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                       principals=list(who.principals), permissions=sorted(svc.auth.rbac.permissions(who.roles)))
 
     # -- search and documents ------------------------------------------------------------------
-    @app.post("/v1/search", tags=["search"], response_model=SearchResponse, responses=ERRORS)
+    @app.post("/v1/search", tags=["search"], response_model=SearchResponse,
+              responses={**ERRORS, 409: {"model": ErrorBody, "description": "the index cannot apply this filter "
+                                                                           "(made before it): rebuild it"},
+                         422: {"model": ErrorBody, "description": "invalid request"}})
     def search(request: Request, body: SearchRequest,
                who: Annotated[Identity, Depends(require("search:query"))]) -> SearchResponse:
+        from consumers.milvus import DEFAULT_MODE, IndexSchemaError, SearchFilters
+        from ragstream.snippets import snippet
+
+        requested = body.mode or DEFAULT_MODE
         if not who.principals:
-            return SearchResponse(results=[], request_id=request_id(request))  # fail closed
-        vector = svc.embedder.embed([body.query])[0]
-        hits = svc.index.search(vector, who.principals, limit=body.limit)
-        return SearchResponse(request_id=request_id(request), results=[
-            SearchHit(doc_id=h.doc_id, chunk_id=h.chunk_id, source=h.source, title=h.title or "", uri=h.uri or "",
-                      heading=h.heading or "", score=h.score, text=h.text) for h in hits])
+            return SearchResponse(results=[], mode=requested, request_id=request_id(request))  # fail closed
+        if body.modified_after and body.modified_before and body.modified_after >= body.modified_before:
+            raise HTTPException(422, "modified_after must be earlier than modified_before")
+        filters = SearchFilters(
+            sources=tuple(body.sources or ()), classifications=tuple(body.classifications or ()),
+            modified_after=_epoch(body.modified_after), modified_before=_epoch(body.modified_before))
+        mode = svc.index.effective_mode(requested)
+        vector = svc.embedder.embed([body.query])[0] if mode != "lexical" else None
+        try:
+            hits = svc.index.search(vector, who.principals, limit=body.limit, query=body.query, mode=mode,
+                                    filters=filters)
+        except IndexSchemaError as exc:
+            raise HTTPException(409, str(exc)) from None
+        results = []
+        for h in hits:
+            snip, spans = snippet(h.text, body.query)
+            results.append(SearchHit(doc_id=h.doc_id, chunk_id=h.chunk_id, source=h.source, title=h.title or "",
+                                     uri=h.uri or "", heading=h.heading or "", score=h.score, text=h.text,
+                                     snippet=snip, highlights=spans))
+        return SearchResponse(request_id=request_id(request), mode=mode, results=results)
 
     @app.get("/v1/documents/{doc_id:path}", tags=["documents"], response_model=DocumentInfo,
              responses={**ERRORS, 404: {"model": ErrorBody, "description": "not found, or not visible to you"}})

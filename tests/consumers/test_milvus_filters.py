@@ -7,11 +7,12 @@ server does not accept fails the whole search.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 import pytest
 
-from consumers.milvus import MilvusIndex, subjects_filter
+from consumers.milvus import MODES, MilvusIndex, subjects_filter
 from schemas.events import Acl, EmbeddedChunk, Op, SourceKind, VectorSet
 
 
@@ -69,11 +70,22 @@ def prop_index(tmp_path_factory):
     idx.client.close()
 
 
-def _vs(i: int, principals: list[str] | None, vector: tuple[float, ...]) -> VectorSet:
+def _vs(i: int, principals: list[str] | None, vector: tuple[float, ...], text: str = "") -> VectorSet:
     acl = Acl(principals=tuple(principals), known=True) if principals is not None else Acl.unknown()
     return VectorSet(source="p", source_kind=SourceKind.filesystem, doc_id=f"p:{i}", op=Op.upsert, version=1,
                      changed_at=datetime.now(timezone.utc), acl=acl, chunker="test", model="m", dim=4,
-                     chunks=(EmbeddedChunk(chunk_id=f"p-{i}", ordinal=0, text=str(i), tokens=1, vector=vector),))
+                     chunks=(EmbeddedChunk(chunk_id=f"p-{i}", ordinal=0, text=text or str(i), tokens=1,
+                                           vector=vector),))
+
+
+#: Words of the documents' texts and the queries: plain words, and identifiers the verbatim
+#: leg looks up (``E1234-X`` is the tokens ``e1234`` and ``x`` to BM25).
+VOCAB = ["alpha", "beta", "gamma", "delta", "E1234-X", "E1234-Y", "JIRA-4711"]
+
+
+def _tokens(text: str) -> set[str]:
+    """BM25's tokens of a text (the standard tokenizer, lower-cased, on these words)."""
+    return set(re.findall(r"\w+", text.lower()))
 
 
 vectors = st.tuples(*[st.floats(-1, 1, allow_nan=False, width=32)] * 4).filter(lambda v: any(abs(x) > 1e-3 for x in v))
@@ -83,18 +95,29 @@ vectors = st.tuples(*[st.floats(-1, 1, allow_nan=False, width=32)] * 4).filter(l
 @given(acls=st.lists(st.one_of(st.none(), st.lists(st.sampled_from(UNIVERSE), max_size=4)),
                      min_size=N_DOCS, max_size=N_DOCS),
        doc_vectors=st.lists(vectors, min_size=N_DOCS, max_size=N_DOCS),
+       texts=st.lists(st.lists(st.sampled_from(VOCAB), min_size=1, max_size=3).map(" ".join),
+                      min_size=N_DOCS, max_size=N_DOCS),
        caller=st.lists(st.sampled_from(UNIVERSE), max_size=4),
-       query=vectors, limit=st.integers(1, N_DOCS))
-def test_search_never_returns_what_the_caller_may_not_see(prop_index, acls, doc_vectors, caller, query, limit):
-    for i, (acl, vec) in enumerate(zip(acls, doc_vectors)):
-        prop_index.apply(_vs(i, acl, vec))
+       query=vectors, query_text=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=2).map(" ".join),
+       mode=st.sampled_from(MODES), limit=st.integers(1, N_DOCS))
+def test_search_never_returns_what_the_caller_may_not_see(prop_index, acls, doc_vectors, texts, caller, query,
+                                                          query_text, mode, limit):
+    for i, (acl, vec, text) in enumerate(zip(acls, doc_vectors, texts)):
+        prop_index.apply(_vs(i, acl, vec, text))
     visible = {f"p:{i}" for i, acl in enumerate(acls) if acl is not None and set(acl) & set(caller)}
     if not caller:
         with pytest.raises(PermissionError):
-            prop_index.search(list(query), caller, limit=limit)
+            prop_index.search(list(query), caller, limit=limit, query=query_text, mode=mode)
         return
-    hits = prop_index.search(list(query), caller, limit=limit)
+    hits = prop_index.search(list(query), caller, limit=limit, query=query_text, mode=mode)
     got = {h.doc_id for h in hits}
-    assert got <= visible, f"leaked {got - visible}"
-    # Pre-filtering, not post-filtering: the caller gets as many results as they may see.
-    assert len(got) == min(limit, len(visible))
+    assert got <= visible, f"leaked {got - visible} in {mode} mode"
+    assert len(got) == len(hits), "one chunk per document here: no duplicates"
+    # Pre-filtering, not post-filtering: the caller gets as many results as they may see —
+    # in lexical mode, as many as they may see that share a word with the query.
+    if mode == "lexical":
+        findable = {f"p:{i}" for i, t in enumerate(texts) if _tokens(t) & _tokens(query_text)} & visible
+        assert got <= findable
+        assert len(got) == min(limit, len(findable))
+    else:
+        assert len(got) == min(limit, len(visible))
