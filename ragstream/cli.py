@@ -234,8 +234,21 @@ def down() -> None:
 @click.option("--key", envvar="RAGSTREAM_API_KEY", default=None, metavar="API_KEY",
               help="An API key whose role grants principals:assume (admin): lets --as name anyone. "
                    "Read from RAGSTREAM_API_KEY when not given.")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default=None,
+              help="hybrid: words (BM25), meaning (vectors) and verbatim identifiers, fused by rank (default); "
+                   "dense: meaning only; lexical: words and identifiers only.")
+@click.option("--source", "sources", multiple=True, metavar="SOURCE", help="Only this source (repeatable).")
+@click.option("--classification", "classifications", multiple=True,
+              type=click.Choice(["public", "internal", "confidential", "restricted"]),
+              help="Only documents of this classification (repeatable).")
+@click.option("--modified-after", type=click.DateTime(), default=None, metavar="DATE",
+              help="Only documents modified at or after this date/time (UTC), e.g. 2026-01-31.")
+@click.option("--modified-before", type=click.DateTime(), default=None, metavar="DATE",
+              help="Only documents modified before this date/time (UTC).")
 @friendly
-def search(query: str, limit: int, principals: tuple[str, ...], key: str | None) -> None:
+def search(query: str, limit: int, principals: tuple[str, ...], key: str | None, mode: str | None,
+           sources: tuple[str, ...], classifications: tuple[str, ...], modified_after: Any,
+           modified_before: Any) -> None:
     """Search the index; only documents the principals may read are considered.
 
     \b
@@ -245,24 +258,38 @@ def search(query: str, limit: int, principals: tuple[str, ...], key: str | None)
     store in RAGSTREAM_HOME. This check is the CLI's; the Kafka broker and milvus-lite of
     the local stack do not yet authenticate clients (see docs/security.md).
     """
-    from consumers.milvus import MilvusIndex
-    from streams.embedding import make_embedder
+    from datetime import timezone
+
+    from consumers.milvus import DEFAULT_MODE, IndexSchemaError, MilvusIndex, SearchFilters
+    from ragstream.snippets import snippet
+    from streams.embedding import make_embedder, model_dim
 
     s = settings()
     own = _local_principals()
     who = list(principals) or own
     _may_search_as(s, who, own, key)
-    embedder = make_embedder(s)
-    index = MilvusIndex(s.resolved_milvus_uri, s.collection, embedder.dim, acl_refresh_s=s.acl_refresh_s)
-    hits = index.search(embedder.embed([query])[0], who, limit=limit)
+    epoch = (lambda d: None if d is None else int(d.replace(tzinfo=timezone.utc).timestamp()))
+    filters = SearchFilters(sources=sources, classifications=classifications,
+                            modified_after=epoch(modified_after), modified_before=epoch(modified_before))
+    index = MilvusIndex(s.resolved_milvus_uri, s.collection, model_dim(s), acl_refresh_s=s.acl_refresh_s)
+    mode = index.effective_mode(mode or DEFAULT_MODE)
+    vector = make_embedder(s).embed([query])[0] if mode != "lexical" else None
+    try:
+        hits = index.search(vector, who, limit=limit, query=query, mode=mode, filters=filters)
+    except IndexSchemaError as exc:
+        raise UserError(str(exc)) from None
     if not hits:
         say(f"no results visible to {', '.join(who)}")
         return
     for rank, h in enumerate(hits, 1):
         click.echo(f"{rank}. [{h.score:.3f}] {h.title}  ({h.source})")
         click.echo(f"   {h.uri}" + (f"  § {h.heading}" if h.heading else ""))
-        snippet = " ".join(h.text.split())[:200]
-        click.echo(f"   {snippet}{'…' if len(h.text) > 200 else ''}")
+        text, spans = snippet(h.text, query, width=200)
+        marked, at = [], 0
+        for start, end in spans:
+            marked += [text[at:start], click.style(text[start:end], bold=True)]
+            at = end
+        click.echo("   " + "".join([*marked, text[at:]]))
 
 
 def _may_search_as(s: Settings, who: list[str], own: list[str], key: str | None) -> None:
