@@ -2,7 +2,8 @@
 spans of the matches (for the API's ``highlights`` and the CLI's bold).
 
 Terms are the query's words (lower-cased, stop words and one-letter words dropped) and its
-verbatim identifiers and quoted phrases (:func:`consumers.milvus.exact_terms`). A word of
+verbatim identifiers and quoted phrases (:func:`consumers.milvus.exact_terms`), whose parts
+are not marked on their own (``E1234-X`` does not mark the ``E1234`` of ``E1234-Y``). A word of
 four letters or more also marks longer words it begins (``install`` → ``installation``),
 since that is how people read a match; an identifier marks only itself. Matching ignores
 case and never starts or ends inside a word.
@@ -25,8 +26,12 @@ ELLIPSIS = "…"
 
 def query_terms(query: str) -> list[str]:
     """The terms a snippet marks, longest first (so a phrase wins over its words)."""
-    words = [w.lower() for w in _WORD.findall(query) if len(w) > 1 and w.lower() not in STOP_WORDS]
-    terms = dict.fromkeys([*exact_terms(query), *words])
+    exact = exact_terms(query)
+    rest = query
+    for term in exact:  # an identifier's parts are not terms of their own (E1234 of E1234-X)
+        rest = rest.replace(term, " ")
+    words = [w.lower() for w in _WORD.findall(rest) if len(w) > 1 and w.lower() not in STOP_WORDS]
+    terms = dict.fromkeys([*exact, *words])
     return sorted(terms, key=lambda t: (-len(t), t))
 
 
