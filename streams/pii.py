@@ -377,8 +377,15 @@ _NUMBER_FIRST_STREET = re.compile(
     rf"{_UPPER_WORD}(?:[ -]{_UPPER_WORD}){{0,3}}", re.IGNORECASE)
 
 
+# Any street form, when a unit follows: "Rebbåsbakken 48 Suite 372", "307 Alvaro Cunqueiro 55, Apt. 440".
+_UNIT_ANCHORED = re.compile(
+    rf"\b(?:\d{{1,6}}\s+)?{_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,3}}\s+\d{{1,5}}[A-Za-z]?,?\s*\n?\s*"
+    r"(?:Apt\.?|Suite|Unit|Flat)\s*[\w-]{1,6}\b"
+)
+
+
 def _streets(text: str) -> Iterator[Finding]:
-    for pattern in (_MILITARY, _NUMBER_FIRST_STREET):
+    for pattern in (_MILITARY, _NUMBER_FIRST_STREET, _UNIT_ANCHORED):
         for m in pattern.finditer(text):
             yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")
     for m in _street_re().finditer(text):
