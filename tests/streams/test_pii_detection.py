@@ -79,6 +79,16 @@ def test_international_and_configured_national_phone_numbers(text, number):
     assert ("PHONE_NUMBER", number) in found(detector, text)
 
 
+@pytest.mark.parametrize("text, number", [
+    ("Call me on +41 (0)69 979 80 58, please.", "+41 (0)69 979 80 58"),
+    ("You can reach me at 432 03 163.", "432 03 163"),
+    ("My number is 056 590 36 33 if anything changes. Call anytime.", "056 590 36 33"),
+])
+def test_the_phone_numbers_issue_15_quotes(text, number):
+    # The issue's own examples, with regions a Swiss/German tenant would configure.
+    assert ("PHONE_NUMBER", number) in found(Detector(phone_regions=("CH", "DE")), text)
+
+
 def test_national_numbers_need_their_region_and_short_ones_a_context():
     text = "You can reach me at 030 901820."
     assert not any(t == "PHONE_NUMBER" for t, _ in found(Detector(), text))  # US/GB only: not a phone
