@@ -61,6 +61,8 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def summary(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {"n": 0}
     return {"n": len(xs), "p50_s": pct(xs, 0.5), "p95_s": pct(xs, 0.95), "max_s": round(max(xs), 3)}
 
 
@@ -136,9 +138,9 @@ def main() -> None:
                 rnd = random.Random(1)
                 start = time.monotonic()
                 while not stop.is_set() and time.monotonic() - start < args.load_s:
-                    due = start + done_writes["n"] / args.load
-                    if time.monotonic() < due:
-                        time.sleep(min(0.01, due - time.monotonic()))
+                    ahead = start + done_writes["n"] / args.load - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(min(0.01, ahead))
                         continue
                     i = rnd.randrange(args.probes, args.rows)
                     wconn.execute("UPDATE articles SET body = %s WHERE id = %s", (text(i, 10 + done_writes["n"]), i))
