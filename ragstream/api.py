@@ -45,6 +45,7 @@ from structlog.contextvars import bind_contextvars, clear_contextvars
 from ragstream.auth import AuthError, Authenticator, Identity, load_auth_config
 from ragstream.logging import get_logger
 from ragstream.settings import Settings
+from schemas.events import SOURCE_ID
 
 log = get_logger(__name__)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -144,7 +145,7 @@ class SearchRequest(BaseModel):
     mode: Literal["hybrid", "dense", "lexical"] | None = Field(
         None, description="hybrid (BM25 + vectors + verbatim identifiers, fused by rank; the default), dense "
                           "(vectors only) or lexical (BM25 + verbatim identifiers)")
-    sources: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+    sources: list[Annotated[str, Field(pattern=rf"^{SOURCE_ID}$")]] | None = Field(
         None, max_length=50, description="only these sources (source ids)")
     classifications: list[Literal["public", "internal", "confidential", "restricted"]] | None = Field(
         None, description="only documents of these classifications")

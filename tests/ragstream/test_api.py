@@ -465,3 +465,33 @@ def test_odd_bytes_in_path_parameters_are_client_errors(api, jwks):
         assert r.status_code < 500, (prefix + text, r.status_code, r.text)
 
     no_5xx()
+
+
+def test_search_modes_filters_and_snippets(api, jwks):
+    client, _, _ = api
+    hdr = {"Authorization": f"Bearer {jwks.token(preferred_username='alice', groups=['matrix'])}"}
+    visible = {"apitest:public-handbook", "apitest:matrix-plan", "apitest:alice-notes"}
+
+    def search(**body) -> dict:
+        r = client.post("/v1/search", json={"query": "matrix plan", "limit": 50, "sources": ["apitest"], **body},
+                        headers=hdr)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert search()["mode"] == "hybrid"  # the default, by bench/search_quality.py
+    for mode in ("hybrid", "dense", "lexical"):
+        out = search(mode=mode)
+        assert out["mode"] == mode
+        docs = {h["doc_id"] for h in out["results"]}
+        assert docs <= visible, f"{mode}: leaked {docs - visible}"
+        assert mode == "lexical" or docs == visible, "vectors rank every visible document"
+    top = search(mode="lexical")["results"]
+    assert [h["doc_id"] for h in top] == ["apitest:matrix-plan"], "only it holds the words"
+    assert [top[0]["snippet"][s:e] for s, e in top[0]["highlights"]] == ["planning", "matrix", "plan"]
+    assert search(classifications=["confidential"])["results"] == []
+    assert search(modified_after="2999-01-01T00:00:00Z")["results"] == []
+    assert {h["doc_id"] for h in search(sources=["someother"])["results"]} == set()
+    for bad in ({"mode": "semantic"}, {"sources": ['x" or source != "']},
+                {"modified_after": "2026-02-01T00:00:00Z", "modified_before": "2026-01-01T00:00:00Z"}):
+        r = client.post("/v1/search", json={"query": "matrix plan", **bad}, headers=hdr)
+        assert r.status_code == 422, (bad, r.text)
