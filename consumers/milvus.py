@@ -319,7 +319,8 @@ def exact_terms(query: str) -> list[str]:
         if len(tok) >= 3 and any(ch.isdigit() for ch in tok) and (
                 any(ch.isalpha() for ch in tok) or any(ch in "-_./:#" for ch in tok)):
             out.append(tok)
-    return list(dict.fromkeys(out))[:EXACT_TERMS_MAX]
+    # Control characters can be in no indexed text worth finding, and upset expression parsers.
+    return [t for t in dict.fromkeys(out) if t.isprintable()][:EXACT_TERMS_MAX]
 
 
 def rrf(rankings: Iterable[list[str]], k: int = RRF_K) -> dict[str, float]:

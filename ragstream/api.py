@@ -529,11 +529,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
         requested = body.mode or DEFAULT_MODE
         if not who.principals:
             return SearchResponse(results=[], mode=requested, request_id=request_id(request))  # fail closed
-        if body.modified_after and body.modified_before and body.modified_after >= body.modified_before:
+        after, before = _epoch(body.modified_after), _epoch(body.modified_before)
+        if after is not None and before is not None and after >= before:
             raise HTTPException(422, "modified_after must be earlier than modified_before")
-        filters = SearchFilters(
-            sources=tuple(body.sources or ()), classifications=tuple(body.classifications or ()),
-            modified_after=_epoch(body.modified_after), modified_before=_epoch(body.modified_before))
+        filters = SearchFilters(sources=tuple(body.sources or ()), classifications=tuple(body.classifications or ()),
+                                modified_after=after, modified_before=before)
         mode = svc.index.effective_mode(requested)
         vector = svc.embedder.embed([body.query])[0] if mode != "lexical" else None
         try:
