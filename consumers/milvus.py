@@ -4,7 +4,9 @@ Row = one chunk of one document version: ``chunk_id`` (primary key, content-addr
 ``doc_id``, ``source``, ``source_kind``, ``version``, ``heading``, ``title``, ``uri``,
 ``text``, ``acl``, ``classification``, ``subjects`` (the document's pseudonymous subject
 refs, ``|person:ab12…|``: the subject index data-subject requests query), ``retain_until``
-(epoch seconds, 0 = kept; the retention sweep's query), ``model`` and the vector.
+(epoch seconds, 0 = kept; the retention sweep's query), ``modified`` (the document's
+modification time at its source, epoch seconds, 0 = unknown; the date filter), ``model``,
+the vector, and ``sparse`` (BM25 of ``text``, computed by Milvus; see "Hybrid search").
 
 ACLs are dictionary-encoded. A row stores its document's principal set as one VARCHAR,
 ``acl`` = ``|group:eng|user:alice|`` (sorted, for reading back), and ``acl_key`` = a 128-bit
