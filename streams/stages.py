@@ -94,7 +94,7 @@ class ComplianceStage:
         self.blobs = blobs
         self.inline_max_bytes = inline_max_bytes
         self.policy = policy or DEFAULT_POLICY
-        self.detector = detector or Detector(threshold=self.policy.threshold)
+        self.detector = detector or Detector(threshold=self.policy.threshold, phone_regions=self.policy.phone_regions)
         self.keys = keys or KeyRing(blobs.root.parent / "keys")
         self.erased = erased or (lambda: frozenset())
 

@@ -55,26 +55,11 @@ Portal login came from {SEEDED['IP_ADDRESS']}.
 
 
 def read_topic(settings, topic: str) -> list[bytes]:
-    consumer = Consumer(client_config(settings, **{"group.id": f"scan-{uuid.uuid4().hex}", "enable.auto.commit": False}))
-    out: list[bytes] = []
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            offset = low
-            while offset < high:
-                msg = consumer.poll(10)
-                assert msg is not None, f"{topic}[{p}] stopped at {offset} of {high}"
-                if msg.error():
-                    continue
-                offset = msg.offset() + 1
-                out.append((msg.key() or b"") + b"\x00" + (msg.value() or b""))
-    finally:
-        consumer.close()
-    return out
+    """Every message of ``topic`` (key and value). ``scan_topic`` finds each partition's end by
+    partition EOF, so commit markers of the transactional rag.audit are no obstacle."""
+    from ragstream.consumer import scan_topic
+
+    return [(msg.key() or b"") + b"\x00" + (msg.value() or b"") for msg in scan_topic(settings, topic, timeout=10)]
 
 
 def leaks(blobs: list[bytes] | list[str]) -> dict[str, int]:
