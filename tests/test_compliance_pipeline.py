@@ -14,12 +14,10 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from consumers.milvus import MilvusIndex
 from producers.filesystem import FilesystemSource
 from ragstream.admin import wait_drained
-from ragstream.kafka import client_config
 from schemas import topics
 from streams.audit import Checkpoints, read_chain, verify
 from streams.embedding import model_dim
