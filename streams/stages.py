@@ -30,6 +30,7 @@ from ragstream.metrics import (
     CHUNKS_REUSED,
     DOCS_BLOCKED,
     DOCS_CLASSIFIED,
+    INDEX_DOCS_APPLIED,
     INDEX_DOCS_DELETED,
     INDEX_ROWS_WRITTEN,
     PII_FINDINGS,
@@ -212,9 +213,13 @@ class EmbedStage:
     input_topic = topics.CHUNKS
     contract = ChunkSet
 
+    #: Chunks embedded between two progress reports.
+    PROGRESS_EVERY = 512
+
     def __init__(self, embedder: Embedder, index: MilvusIndex | None) -> None:
         self.embedder = embedder
         self.index = index
+        self.on_progress: Callable[[], None] = lambda: None
 
     def process_batch(self, sets: list[ChunkSet]) -> list[Output]:
         model = self.embedder.model_id
@@ -222,11 +227,15 @@ class EmbedStage:
         known = self._known_vectors(wanted, model)
         todo = {c.chunk_id: c.text for s in sets if s.op is Op.upsert for c in s.chunks
                 if c.chunk_id not in known}
-        if todo:
-            ids = list(todo)
-            for cid, vec in zip(ids, self.embedder.embed([todo[i] for i in ids])):
+        ids = list(todo)
+        for i in range(0, len(ids), self.PROGRESS_EVERY):
+            # In slices, so a document of thousands of chunks shows progress (the worker's
+            # /healthz counts a slice as progress) and the counter moves while it embeds.
+            part = ids[i:i + self.PROGRESS_EVERY]
+            for cid, vec in zip(part, self.embedder.embed([todo[c] for c in part])):
                 known[cid] = vec
-        CHUNKS_EMBEDDED.labels(model).inc(len(todo))
+            CHUNKS_EMBEDDED.labels(model).inc(len(part))
+            self.on_progress()
         CHUNKS_REUSED.labels(model).inc(len(wanted) - len(todo))
         out = []
         for s in sets:
@@ -276,6 +285,7 @@ class IndexStage:
         if vs.op is Op.delete:
             self.index.apply(vs)
             INDEX_DOCS_DELETED.inc()
+            INDEX_DOCS_APPLIED.labels("delete").inc()
             self.index.set_doc_state(vs.doc_id, vs.version, True, "", acl, acl_version, revision=vs.revision)
             return True
         meta = doc_meta_hash(vs)
@@ -284,6 +294,7 @@ class IndexStage:
             write_ids = {c.chunk_id for c in vs.chunks} - self.index.chunk_ids_of(vs.doc_id)
         written = self.index.apply(vs, write_ids)
         INDEX_ROWS_WRITTEN.inc(written)
+        INDEX_DOCS_APPLIED.labels("upsert").inc()
         self.index.set_doc_state(vs.doc_id, vs.version, False, meta, acl, acl_version, revision=vs.revision)
         return True
 

@@ -110,6 +110,14 @@ class PartitionHealth:
         for event in events:
             self._part(event.message.tp).problem = problem
 
+    def touch(self) -> None:
+        """Work in hand moved on (e.g. a slice of a large document was embedded)."""
+        now = self.clock()
+        for part in self.parts.values():
+            if part.inflight:
+                part.since = now
+                part.problem = None
+
     def end(self, event: Any) -> None:
         part = self._part(event.message.tp)
         part.inflight.pop(event.message.offset, None)
@@ -260,6 +268,11 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                 self.pending = [o for i, o in enumerate(self.pending) if i not in acked]
 
     logic = make_stage(stage, settings, publish)
+    if hasattr(logic, "on_progress"):
+        def progressed() -> None:  # called on the stage's thread
+            loop = app.loop
+            loop.call_soon_threadsafe(health.touch)
+        logic.on_progress = progressed
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
     source = app.topic(*getattr(logic, "input_topics", (logic.input_topic,)), key_type=bytes, value_type=bytes)
     seen_versions: dict[bytes, int] = {}  # compliance's in-memory guard

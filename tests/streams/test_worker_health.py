@@ -39,3 +39,17 @@ def test_stalled_partition_is_named_with_its_document_and_recovers() -> None:
     assert health.verdict(snap()) is None
     now[0] += 1000
     assert health.verdict(snap()) is None
+
+
+def test_a_long_document_that_keeps_moving_is_not_stalled() -> None:
+    now = [0.0]
+    health = PartitionHealth("embed", stall_after_s=30, clock=lambda: now[0])
+    e = event(2, 7)
+    health.begin([e], ["fs:big.txt"])
+    snap = lambda: health.snapshot(lambda tp: 8, [e.message.tp])  # noqa: E731
+    for _ in range(10):  # 200 s of embedding, a slice done every 20 s
+        now[0] += 20
+        health.touch()
+        assert health.verdict(snap()) is None
+    now[0] += 31  # then nothing for longer than the threshold
+    assert health.verdict(snap())["doc_id"] == "fs:big.txt"
