@@ -411,12 +411,14 @@ def running(status: dict[str, Any] | None) -> bool:
         t["state"] == "RUNNING" for t in status["tasks"])
 
 
-def wait_running(settings: Settings, timeout: float = 60) -> dict[str, Any] | None:
-    """Poll until the connector and every task run (or a task FAILED, or time is up)."""
+def wait_running(settings: Settings, timeout: float = 60, fail_fast: bool = True) -> dict[str, Any] | None:
+    """Poll until the connector and every task run, or time is up; with ``fail_fast`` also
+    stop at a FAILED task (not right after a restart: the old FAILED state lingers a moment)."""
     deadline = time.monotonic() + timeout
     while True:
         st = connector_status(settings)
-        if running(st) or (st and any(t["state"] == "FAILED" for t in st["tasks"])) or time.monotonic() > deadline:
+        failed = bool(st) and any(t["state"] == "FAILED" for t in st["tasks"])
+        if running(st) or (fail_fast and failed) or time.monotonic() > deadline:
             return st
         time.sleep(0.5)
 

@@ -134,7 +134,7 @@ def connect_restart() -> None:
     def run() -> None:
         s = settings()
         restart_connector(s)
-        st = wait_running(s)
+        st = wait_running(s, fail_fast=False)
         if not running(st):
             raise UserError(f"ragstream: {CONNECTOR_NAME} did not come back:\n{_describe(st)}")
         say(f"{CONNECTOR_NAME}: restarted, running")

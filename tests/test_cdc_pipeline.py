@@ -353,7 +353,7 @@ def test_connect_killed_and_postgres_restarted_mid_stream_lose_and_duplicate_not
         trace = st["tasks"][0].get("trace", "") if st else ""
         print(f"\ntask FAILED after the PostgreSQL restart, restarted: {trace.splitlines()[:1]}")
         restart_connector(cdc)
-        st = wait_running(cdc, timeout=120)
+        st = wait_running(cdc, timeout=120, fail_fast=False)
     assert running(st), f"the connector did not come back: {st}"
     settled(cdc, timeout=600)
     assert drift(cdc, index) == []
