@@ -58,7 +58,7 @@ def folder(tmp_path):
     return d
 
 
-def drained(settings: Settings, timeout: float = 900) -> None:
+def drained(settings: Settings, timeout: float = 1500) -> None:
     assert wait_drained(settings, timeout=timeout), "the pipeline did not catch up"
 
 
