@@ -35,6 +35,8 @@ def suite(docs: int, quick: bool) -> dict[str, tuple[str, list[str]]]:
         "pipeline_realworld": ("pipeline", ["--docs", str(small), "--workers", "1", "--corpus", "realworld",
                                             "--out", str(results / "pipeline_realworld.json")]),
         "wire_sizes": ("wire_sizes", ["--docs", "20" if quick else "60", "--large", "0"]),
+        "search_quality": ("search_quality", ["--docs", "40" if quick else "220"]),
+        "search_latency": ("search_latency", ["--rows", "5000" if quick else "100000"]),
         "freshness": ("freshness", ["--n", "5" if quick else "30"]),
         "freshness_load": ("freshness", ["--n", "5" if quick else "30", "--load"]),
         "embedding_runtime": ("embedding_runtime", ["--docs", "10"] if quick else []),
