@@ -109,6 +109,7 @@ def dead_letter_keys(settings: Settings) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.timeout(1800)  # ~4,500 chunks through the real model: minutes on 2 cores
 def test_awkward_real_world_files_load_and_every_one_is_accounted_for(pipeline, index, embedder, folder):
     files = {
         "big.txt": prose(1, 3_000_000).encode(),  # 3 MB of text: thousands of chunks
@@ -197,6 +198,7 @@ def index_model(index: MilvusIndex) -> str:
     return rows[0]["model"] if rows else "sentence-transformers/all-MiniLM-L6-v2"
 
 
+@pytest.mark.timeout(1200)
 def test_milvus_down_for_a_minute_under_load_loses_nothing_and_health_tells(pipeline, index, embedder, folder):
     """Milvus stopped for 60 s while documents flow: the index stage retries within its budget,
     /healthz says which partition is stuck and on which document, nothing is dead-lettered,
