@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,10 @@ STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
 OPTIONAL_STAGES = ("normalize",)
 BATCHED = {"chunk", "embed"}
 
+
+#: The events the current agent task is working on (each agent is its own asyncio task, so
+#: each sees its own): retries report their problem on these partitions.
+_IN_HAND: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("in_hand", default=[])
 
 #: Exit code of a worker that could not even dead-letter within the budget (EX_TEMPFAIL).
 EXIT_UNACKNOWLEDGED = 75
@@ -321,6 +326,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         """Run blocking work on the stage's thread. Transient failures are retried with
         backoff within the budget; the error that ends it is returned as a Permanent."""
         budget = RetryBudget(settings.retry_budget_s)
+        events = events or _IN_HAND.get()  # the event handle_one is working on, for /healthz
         while True:
             try:
                 return await asyncio.get_running_loop().run_in_executor(executor, fn)
@@ -380,6 +386,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                         else decode(contract or logic.contract, event.value, claims=claims))
             ids = ids_of(item, event)
             health.begin([event], [ids["doc_id"]])
+            _IN_HAND.set([event])
             with bound_contextvars(**ids, stage=stage), PROCESSING.labels(stage).time():
                 await work(item)(ids)
         except Exception as exc:  # noqa: BLE001 - nothing escapes an agent (see the module docstring)
