@@ -152,7 +152,8 @@ class PartitionHealth:
         stalled = [p for p in parts if p["waiting"] and p["seconds_since_progress"] > self.stall_after_s]
         if not stalled:
             return None
-        worst = max(stalled, key=lambda p: p["seconds_since_progress"])
+        # The partition stuck on a document in hand first (it names the cause), then the longest.
+        worst = max(stalled, key=lambda p: (p["doc_id"] is not None, p["seconds_since_progress"]))
         why = worst["problem"] or "processing has not finished"
         return {"reason": f"partition {worst['topic']}[{worst['partition']}] has made no progress for "
                           f"{worst['seconds_since_progress']:.0f} s while input waits: {why}",
