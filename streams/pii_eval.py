@@ -7,9 +7,16 @@ mapped: ``EMAIL`` → ``EMAIL_ADDRESS``, ``NAME`` → ``PERSON``, ``SSN`` → ``
 A document may name the types it was labelled for (``"labelled_types": ["PERSON"]``): findings
 of other types are then not scored (a set that labels only names says nothing about dates).
 
-Matching: a finding is a true positive when it has the same type as an unmatched gold span
-and overlaps it; each gold span is matched at most once. ``exact`` counts findings whose
-offsets equal the gold span's. Gold types the detector does not cover are reported as
+Matching (``overlap``, the default): a labelled span is found (``tp``) when a finding of its
+type overlaps it, otherwise missed (``fn``); a finding is right (``hits``) when it overlaps a
+labelled span of its type, otherwise false (``fp``). Precision is hits / findings, recall is
+tp / labelled spans. One finding may thus find several labelled spans: some sets split one
+postal address into building number, street, unit and postcode, each labelled
+``STREET_ADDRESS``, where the detector reports the address once; all of it is hidden.
+``one_to_one`` (``--one-to-one``; the scorer before 2026-11) pairs each finding with at most
+one labelled span and each labelled span with at most one finding, so the other parts of a
+split address count as missed and a second finding inside one name counts as false.
+``exact`` counts labelled spans found with exactly their offsets. Gold types the detector does not cover are reported as
 ``unsupported`` and count against recall. F2 weighs recall twice as much as precision,
 because a missed identifier leaks and a spurious one only hides a word.
 """
@@ -58,10 +65,11 @@ class Counts:
     fp: int = 0
     fn: int = 0
     exact: int = 0
+    hits: int = 0  # findings that overlap a labelled span of their type
 
     @property
     def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+        return self.hits / (self.hits + self.fp) if self.hits + self.fp else 1.0
 
     @property
     def recall(self) -> float:
@@ -72,7 +80,7 @@ class Counts:
         return (1 + beta**2) * p * r / (beta**2 * p + r) if p + r else 0.0
 
     def row(self) -> dict[str, Any]:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "exact": self.exact,
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "exact": self.exact, "hits": self.hits,
                 "precision": round(self.precision, 4), "recall": round(self.recall, 4), "f2": round(self.f(), 4)}
 
 
@@ -91,7 +99,7 @@ class Report:
         c = Counts()
         for t, k in self.per_type.items():
             if t in wanted:
-                c.tp += k.tp; c.fp += k.fp; c.fn += k.fn; c.exact += k.exact  # noqa: E702
+                c.tp += k.tp; c.fp += k.fp; c.fn += k.fn; c.exact += k.exact; c.hits += k.hits  # noqa: E702
         return c
 
     def summary(self) -> dict[str, Any]:
@@ -134,9 +142,12 @@ def load(path: Path) -> list[dict[str, Any]]:
     return docs
 
 
-def evaluate(docs: list[dict[str, Any]], detector: Detector | None = None) -> Report:
+def evaluate(docs: list[dict[str, Any]], detector: Detector | None = None, *, match: str = "overlap") -> Report:
+    """Score ``detector`` on ``docs``; ``match`` is ``overlap`` or ``one_to_one`` (see the module doc)."""
     import time
 
+    if match not in ("overlap", "one_to_one"):
+        raise ValueError(f"match must be 'overlap' or 'one_to_one', not {match!r}")
     detector = detector or Detector()
     detector.analyze("warm-up: load the recognizers before timing")
     report = Report()
@@ -156,25 +167,34 @@ def evaluate(docs: list[dict[str, Any]], detector: Detector | None = None) -> Re
             f = replace(f, entity_type=parent.get(f.entity_type, f.entity_type))
             if scored is not None and f.entity_type not in scored:
                 continue
-            hit = next((i for i, (s, e, t) in enumerate(gold)
-                        if not matched[i] and t == f.entity_type and f.start < e and s < f.end), None)
-            if hit is None:
-                report.per_type[f.entity_type].fp += 1
+            counts = report.per_type[f.entity_type]
+            same = [i for i, (s, e, t) in enumerate(gold) if t == f.entity_type and f.start < e and s < f.end]
+            if match == "one_to_one":
+                same = [i for i in same if not matched[i]][:1]
+            if not same:
+                counts.fp += 1
                 continue
-            matched[hit] = True
-            report.per_type[f.entity_type].tp += 1
-            if (f.start, f.end) == gold[hit][:2]:
-                report.per_type[f.entity_type].exact += 1
+            counts.hits += 1
+            for i in same:
+                if (f.start, f.end) == gold[i][:2] and matched[i] is not True:
+                    matched[i] = True
+                    counts.exact += 1
+                elif not matched[i]:
+                    matched[i] = 1  # found, not (yet) exactly
         for (s, e, t), m in zip(gold, matched):
-            if not m:
+            if m:
+                report.per_type[t].tp += 1
+            else:
                 report.per_type[t].fn += 1
         scored_found = [f for f in found if scored is None or parent.get(f.entity_type, f.entity_type) in scored]
         for f in scored_found:
             if any(f.start < e and s < f.end for s, e, _ in gold):
-                report.any_pii.tp += 1
+                report.any_pii.hits += 1
             else:
                 report.any_pii.fp += 1
-        report.any_pii.fn += sum(1 for s, e, _ in gold if not any(f.start < e and s < f.end for f in scored_found))
+        hidden = sum(1 for s, e, _ in gold if any(f.start < e and s < f.end for f in scored_found))
+        report.any_pii.tp += hidden
+        report.any_pii.fn += len(gold) - hidden
     return report
 
 
@@ -196,17 +216,20 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m streams.pii_eval FILE [--phone-regions US,GB,DE] [--json] [--no-ner]``"""
+    """``python -m streams.pii_eval FILE [--phone-regions US,GB,DE] [--json] [--no-ner] [--one-to-one]``"""
     import argparse
 
     ap = argparse.ArgumentParser(description="Score the PII detector on a labelled JSON-lines set.")
     ap.add_argument("file", type=Path)
     ap.add_argument("--phone-regions", default=None, help="comma-separated ISO 3166 codes (default: US,GB)")
     ap.add_argument("--no-ner", action="store_true", help="without the NER model (cue and gazetteer rules only)")
+    ap.add_argument("--one-to-one", action="store_true",
+                    help="pair each finding with at most one labelled span (the scorer before 2026-11)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     regions = args.phone_regions.split(",") if args.phone_regions else None
-    summary = evaluate(load(args.file), Detector(phone_regions=regions, ner=not args.no_ner)).summary()
+    summary = evaluate(load(args.file), Detector(phone_regions=regions, ner=not args.no_ner),
+                       match="one_to_one" if args.one_to_one else "overlap").summary()
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
 
 
