@@ -134,9 +134,9 @@ def run(docs: int, embed_workers: int, phases: bool, corpus: str = "synthetic") 
                 result: dict = {
                     "corpus": corpus, "corpus_bytes": sum(p.stat().st_size for p in paths),
                     "largest_files_bytes": sorted((p.stat().st_size for p in paths), reverse=True)[:3],
-                    "embed_workers": embed_workers, "docs": stats.upserts, "chunks": len(rows),
-                    "skipped": stats.skipped, "dead_lettered": stats.dead_lettered,
-                    "initial_load": {"seconds": round(load_s, 1), "docs_per_s": round(stats.upserts / load_s, 2),
+                    "embed_workers": embed_workers, "docs": stats.added + stats.changed, "chunks": len(rows),
+                    "skipped": stats.skipped, "dead_lettered": stats.failed,
+                    "initial_load": {"seconds": round(load_s, 1), "docs_per_s": round((stats.added + stats.changed) / load_s, 2),
                                      "chunks_per_s": round(len(rows) / load_s, 1)},
                     "stage_busy_seconds": busy,
                     "worker_peak_rss_mib": {w.removeprefix("worker-"): round(v / 2**20) for w, v in peaks.items()},
@@ -182,7 +182,7 @@ def incremental(s, src: FilesystemSource, paths: list[Path], index: MilvusIndex,
     assert wait_drained(s, timeout=3600)
     drained_s = time.monotonic() - t0
     embedded = sum(metric(p, "ragstream_chunks_embedded_total") for p in embed_ports) - before
-    return {"docs_edited": len(edited), "docs_published": stats.upserts, "chunks_in_edited_docs": chunks_of_edited,
+    return {"docs_edited": len(edited), "docs_published": stats.added + stats.changed, "chunks_in_edited_docs": chunks_of_edited,
             "chunks_reembedded": int(embedded), "seconds_to_converge": round(searchable_s, 2),
             "seconds_until_every_stage_idle": round(drained_s, 2)}
 
@@ -199,7 +199,7 @@ def deletes(s, src: FilesystemSource, paths: list[Path], index: MilvusIndex) -> 
     while rows_left(index, doc_ids):
         assert time.monotonic() - t0 < 600, "deleted documents are still in Milvus after 10 minutes"
         time.sleep(0.05)
-    return {"docs_deleted": stats.deletes, "docs_that_had_rows": len(present),
+    return {"docs_deleted": stats.deleted, "docs_that_had_rows": len(present),
             "seconds_until_all_gone": round(time.monotonic() - t0, 2)}
 
 

@@ -643,7 +643,7 @@ class MilvusIndex:
             "chunk_id": chunk.chunk_id,
             "doc_id": vs.doc_id,
             "source": vs.source,
-            "source_kind": vs.source_kind.value,
+            "source_kind": str(vs.source_kind),
             "version": vs.version,
             "heading": _clip_utf8(chunk.heading or "", MAX_HEADING),
             "title": _clip_utf8(md.title or "", MAX_TITLE),

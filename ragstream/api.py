@@ -298,7 +298,7 @@ class Services:
         return self._embedder
 
     def audit(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
-        from producers.publisher import Publisher
+        from ragstream.publisher import Publisher
         from schemas import topics
         from schemas.events import AuditEvent
         from schemas.serde import encode

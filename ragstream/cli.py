@@ -13,6 +13,8 @@ import click
 from pathlib import Path
 
 from ragstream.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
+from schemas.topics import STAGES as DLQ_STAGES
+from streams.registry import STAGES as STAGE_REGISTRY
 
 
 class UserError(click.ClickException):
@@ -30,7 +32,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         from confluent_kafka import KafkaException
 
         from infra.stack import StackError
-        from producers.publisher import PublishError
+        from ragstream.publisher import PublishError
         from ragstream.admin import AdminError
 
         try:
@@ -49,10 +51,29 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def settings() -> Settings:
+    """The validated settings, including the files they name (policy, auth): every command
+    fails at start-up, with what is wrong, rather than at first use."""
     try:
-        return get_settings()
+        s = get_settings()
     except SettingsError as exc:
         raise UserError(str(exc)) from None
+    _check_files(s)
+    return s
+
+
+@functools.cache
+def _check_files(s: Settings) -> None:
+    from ragstream.auth import AuthConfigError, load_auth_config
+    from streams.policy import PolicyError, load_policy
+
+    try:
+        if s.policy_file is not None:
+            load_policy(s.policy_file)
+        if s.auth_file is not None:
+            load_auth_config(s.auth_file)
+    except (PolicyError, AuthConfigError) as exc:
+        raise UserError(f"ragstream: invalid configuration:\n  {exc}\n"
+                        "Fix the file (or the variable that names it) and run the command again.") from None
 
 
 def say(message: str) -> None:
@@ -141,7 +162,9 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
 
     from prometheus_client import start_http_server
 
-    producer_port = s.metrics_port_base + 6
+    from streams.registry import PIPELINE, PRODUCER_PORT_OFFSET
+
+    producer_port = s.metrics_port_base + PRODUCER_PORT_OFFSET
     start_http_server(producer_port, addr="127.0.0.1")  # the producer's own metrics
     from producers.filesystem import DEFAULT_EXCLUDE
 
@@ -162,7 +185,7 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
     say("")
     say('Search:   ragstream search "your question"        (as you; searching as someone else needs an admin --key)')
     say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
-        "(compliance, chunk, embed, index, audit, dsr workers; this producer)")
+        f"({', '.join(PIPELINE)} workers; this producer)")
     say(f"API:      http://127.0.0.1:{s.api_port}/docs  (keys: ragstream apikey create NAME --role user)")
     say(f"Logs:     {s.home / 'logs'}        Stop: ragstream down")
     if not watch:
@@ -330,8 +353,8 @@ def stack() -> None:
 
 SERVICE_OPTION = click.option(
     "--service", "-s", "services", multiple=True,
-    type=click.Choice(["kafka", "milvus", "worker-compliance", "worker-chunk", "worker-embed", "worker-index",
-                       "worker-audit", "worker-dsr", "api", "postgres", "connect", "worker-normalize"]),
+    type=click.Choice(["kafka", "milvus", *(f"worker-{spec.name}" for spec in STAGE_REGISTRY), "api", "postgres",
+                       "connect"]),
     help="Only this service (repeatable). Default: all.",
 )
 
@@ -449,7 +472,7 @@ def schemas_export(check: bool) -> None:
 
 # ------------------------------------------------------------------------------ worker
 @cli.command()
-@click.argument("stage", type=click.Choice(["compliance", "chunk", "embed", "index", "audit", "dsr", "normalize"]))
+@click.argument("stage", type=click.Choice([spec.name for spec in STAGE_REGISTRY]))
 @click.option("--metrics-port", type=int, default=None,
               help="Serve metrics and /healthz here instead (a second worker of a stage on one host).")
 @friendly
@@ -478,8 +501,7 @@ def dlq() -> None:
     """Dead letters: messages a stage could not process, with the reason."""
 
 
-STAGE_ARG = click.argument("stage", type=click.Choice(
-    ["ingest", "normalize", "compliance", "chunk", "embed", "index", "graph", "dsr", "audit"]))
+STAGE_ARG = click.argument("stage", type=click.Choice(DLQ_STAGES))
 
 
 @dlq.command("list")
@@ -514,14 +536,14 @@ def dlq_replay(stage: str) -> None:
     s = settings()
     replayed, unreadable = replay(s, stage)
     _audit(s, "admin.dlq.replay", f"rag.dlq.{stage}", {"replayed": replayed, "unreadable": unreadable})
-    say(f"replayed {replayed} dead letter(s) from rag.dlq.{stage}" + (f"; {unreadable} unreadable left alone" if unreadable else ""))
+    say(f"replayed {replayed} dead letter(s) from rag.dlq.{stage}" + (f"; {unreadable} not replayable (see the log)" if unreadable else ""))
 
 
 def _audit(s: Settings, action: str, target: str, details: dict[str, Any]) -> None:
     """Record an admin action in the audit chain, as the person at this terminal."""
     import getpass
 
-    from producers.publisher import Publisher
+    from ragstream.publisher import Publisher
     from schemas import topics as t
     from schemas.events import AuditEvent
     from schemas.serde import encode
@@ -907,8 +929,9 @@ def verify(source: str | None, as_json: bool, all_findings: bool) -> None:
     """
     import json
 
-    from producers.filesystem import FilesystemSource, known_sources, load_source
-    from ragstream.verify import chunker_ids, format_report, verify_source, write_textfile, IndexView
+    from producers.filesystem import FilesystemSource
+    from ragstream.connector import ConnectorError, known_sources, open_source
+    from ragstream.verify import IndexView, can_verify, chunker_ids, format_report, verify_source, write_textfile
 
     s = settings()
 
@@ -918,17 +941,20 @@ def verify(source: str | None, as_json: bool, all_findings: bool) -> None:
 
     none: Any = _NoPublisher()
     if source is None:
-        sources = [load_source(s, sid, publisher=none) for sid in known_sources(s)]
+        sources = [open_source(s, sid, publisher=none) for sid in known_sources(s)]
         if not sources:
             raise UserError(f"no source has synced into {s.home} yet; run `ragstream up FOLDER` first")
     elif Path(source).is_dir():
         sources = [FilesystemSource(s, Path(source), publisher=none)]
     else:
         try:
-            sources = [load_source(s, source, publisher=none)]
-        except ValueError as exc:
+            sources = [open_source(s, source, publisher=none)]
+        except ConnectorError as exc:
             known = ", ".join(known_sources(s)) or "none"
             raise UserError(f"ragstream: {exc}; known sources: {known}. Give a source id or a folder.") from None
+    for src in [src for src in sources if not can_verify(src)]:
+        say(f"{src.source_id}: not verified — a {src.kind} source cannot list its documents")
+    sources = [src for src in sources if can_verify(src)]
     index, ids = IndexView(s), chunker_ids(s)
     reports = [verify_source(s, src, index=index, chunk_ids=ids) for src in sources]
     write_textfile(s)

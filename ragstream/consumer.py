@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
 from ragstream.blobs import BlobStore
 from ragstream.failures import Permanent
 from ragstream.kafka import client_config

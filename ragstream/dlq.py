@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message, TopicPartition
 
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
+from ragstream.connector import ConnectorError
 from ragstream.consumer import make_consumer
 from ragstream.logging import get_logger
 from ragstream.settings import Settings
@@ -75,7 +76,9 @@ def list_letters(settings: Settings, stage: str, timeout: float = 30) -> list[Le
 
 
 def replay(settings: Settings, stage: str, timeout: float = 30) -> tuple[int, int]:
-    """Replay every letter not replayed before; returns (replayed, unreadable)."""
+    """Replay every letter not replayed before; returns (replayed, not replayable): a letter
+    that is not ragstream's, or whose source cannot be opened here any more, is logged and
+    passed over."""
     topic = dlq_topic(stage)
     c = make_consumer(settings, f"ragstream-dlq-replay-{stage}", **{"enable.auto.commit": False})
     replayed = unreadable = 0
@@ -96,7 +99,13 @@ def replay(settings: Settings, stage: str, timeout: float = 30) -> tuple[int, in
                     log.warning("not a ragstream dead letter; left alone", partition=msg.partition(), offset=msg.offset())
                     continue
                 if stage == "ingest":
-                    _reingest(settings, item.key)
+                    try:
+                        _reingest(settings, item.key)
+                    except (ConnectorError, OSError) as exc:  # the source is gone: nothing can read it again
+                        unreadable += 1
+                        log.warning("cannot replay: its source cannot be opened here; left behind",
+                                    doc_id=item.key, error=str(exc))
+                        continue
                 else:
                     pub.publish_raw(item.letter.topic, msg.key(), msg.value())
                 replayed += 1
@@ -110,8 +119,7 @@ def replay(settings: Settings, stage: str, timeout: float = 30) -> tuple[int, in
 
 
 def _reingest(settings: Settings, doc_id: str) -> None:
-    from producers.filesystem import load_source
+    """Read the document again from its source (through the connector contract)."""
+    from ragstream.connector import open_source, source_of
 
-    source_id = doc_id.partition(":")[0]
-    source = load_source(settings, source_id)
-    source.sync([source.rel_of(doc_id)], force=True)
+    open_source(settings, source_of(doc_id)).reread([doc_id])

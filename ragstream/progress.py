@@ -109,7 +109,7 @@ class Progress:
         self.t0 = time.monotonic()
         self._registry = registry or self._registry_from_milvus
         if counters is None:
-            from streams.worker import STAGES, metrics_port
+            from streams.registry import PIPELINE as STAGES, metrics_port
 
             counters = Counters({stage: f"http://127.0.0.1:{metrics_port(settings, stage)}/metrics"
                                  for stage in STAGES})

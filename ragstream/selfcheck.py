@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from tqdm import tqdm
 
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
 from ragstream.consumer import make_consumer
 from ragstream.settings import Settings
 from schemas.events import ChangeEvent, DocMetadata, InlineContent, Op, SourceKind

@@ -1,6 +1,6 @@
 """The reconciler: does the index hold exactly what a source holds now?
 
-``ragstream verify [SOURCE]`` takes a source's full listing (:mod:`producers.listing`: every
+``ragstream verify [SOURCE]`` takes a source's full listing (:mod:`ragstream.connector`: every
 document with the version and ACL the source last published, or why it is excluded) and
 compares it with three things:
 
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from producers.listing import Excluded, FullListing, ListedDocument
+from ragstream.connector import Capability, Connector, Excluded, ListedDocument
 from ragstream.settings import Settings
 
 DRIFT = ("missing", "stale", "orphan")
@@ -279,9 +279,13 @@ def _compare_one(entry: ListedDocument, doc: IndexedDocument | None, rec: Compli
     return None
 
 
-def verify_source(settings: Settings, source: FullListing, *, index: IndexView | None = None,
+def verify_source(settings: Settings, source: Connector, *, index: IndexView | None = None,
                   chunk_ids: Callable[[str, str], set[str]] | None = None) -> Report:
-    """Compare one source with the index now (reads Milvus, rag.documents and the dead letters)."""
+    """Compare one source with the index now (reads Milvus, rag.documents and the dead letters).
+    The source must declare the full-listing capability (:func:`can_verify`)."""
+    if not can_verify(source):
+        raise ValueError(f"source {source.source_id} ({source.kind}) cannot list its documents, so it cannot be "
+                         "verified against the index")
     listing = list(source.full_listing())
     index = index or IndexView(settings)
     report = compare(source.source_id, listing, index.documents(source.source_id),
@@ -289,6 +293,10 @@ def verify_source(settings: Settings, source: FullListing, *, index: IndexView |
                      chunk_ids or chunker_ids(settings))
     record_metrics([report])
     return report
+
+
+def can_verify(source: Connector) -> bool:
+    return Capability.full_listing in source.capabilities
 
 
 def chunker_ids(settings: Settings) -> Callable[[str, str], set[str]]:

@@ -40,6 +40,7 @@ from pydantic import (
 
 SOURCE_ID = r"[a-z0-9][a-z0-9_.-]{0,63}"
 SourceId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}$")]
+SourceKindName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 DocId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}:.+$", max_length=2048)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 PRINCIPAL_RE = re.compile(r"^(public|(user|group|service):[^\s|]+)$")
@@ -72,6 +73,10 @@ class Op(StrEnum):
 
 
 class SourceKind(StrEnum):
+    """The kinds of source ragstream ships connectors for. The contracts accept any kind a
+    connector declares (:data:`SourceKindName`: lower case, up to 32 characters), so a new
+    connector needs no change here."""
+
     filesystem = "filesystem"
     sharepoint = "sharepoint"
     s3 = "s3"
@@ -192,7 +197,7 @@ class ChangeEvent(_DocEvent):
     ``content`` is required for an upsert and absent for a delete.
     """
 
-    source_kind: SourceKind
+    source_kind: SourceKindName
     changed_at: AwareDatetime = Field(description="time of the change at the source")
     content: Content | None = None
     content_type: str = Field("text/plain", description="MIME type of the original document")
@@ -212,7 +217,7 @@ class DocumentRecord(_DocEvent):
     """The compliant document (compacted topic ``rag.documents``): redacted text and what
     policy did to it. A delete is an ``op=delete`` record followed by a tombstone."""
 
-    source_kind: SourceKind
+    source_kind: SourceKindName
     changed_at: AwareDatetime
     content: Content | None = None
     content_type: str = "text/plain"
@@ -240,7 +245,7 @@ class Chunk(BaseModel):
 
 
 class _ChunkedDoc(_DocEvent):
-    source_kind: SourceKind
+    source_kind: SourceKindName
     metadata: DocMetadata = Field(default_factory=DocMetadata)
     acl: Acl = Field(default_factory=Acl.unknown)
     classification: Classification = Classification.internal

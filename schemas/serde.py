@@ -37,7 +37,7 @@ def encode_key(doc_id: str) -> bytes:
 
 
 #: A message too large for its topic travels as ``{"claim_check": <BlobRef>}``: the payload
-#: sits in the blob store (see :class:`producers.publisher.Publisher`).
+#: sits in the blob store (see :class:`ragstream.publisher.Publisher`).
 CLAIM_CHECK = "claim_check"
 #: Resolves a claim check's BlobRef (as a dict) to the payload bytes.
 Claims = Callable[[dict[str, Any]], bytes]

@@ -239,7 +239,7 @@ class DsrStage:
             "generated_at": utcnow().isoformat(), "subject_refs": list(req.subject_refs),
             "purpose": "enterprise search and retrieval-augmented generation over the listed sources",
             "documents": [{
-                "doc_id": d.doc_id, "source": d.source, "source_kind": d.source_kind.value,
+                "doc_id": d.doc_id, "source": d.source, "source_kind": str(d.source_kind),
                 "title": d.metadata.title, "uri": d.metadata.uri, "changed_at": d.changed_at.isoformat(),
                 "classification": d.classification.value, "frameworks": list(d.frameworks),
                 "actions_applied": list(d.actions),
@@ -257,26 +257,25 @@ class DsrStage:
                 "export_sha256": hashlib.sha256(data).hexdigest()}
 
     def rectify(self, req: DsrRequest) -> dict[str, Any]:
-        """Art. 16: re-read the subject's documents from their (corrected) sources."""
-        from producers.filesystem import load_source
+        """Art. 16: re-read the subject's documents from their (corrected) sources, each
+        through its connector (:mod:`ragstream.connector`); a source that cannot be opened
+        here is reported as pending at the source."""
         from ragstream.admin import wait_drained
+        from ragstream.connector import ConnectorError, open_source
 
         refs = frozenset(req.subject_refs)
         by_source: dict[str, list[str]] = {}
-        pending: dict[str, int] = {}
         for d in self.referencing(refs):
-            if d.source_kind.value == "filesystem":
-                by_source.setdefault(d.source, []).append(d.metadata.extra.get("path") or d.doc_id.split(":", 1)[1])
-            else:
-                pending[d.source] = pending.get(d.source, 0) + 1
+            by_source.setdefault(d.source, []).append(d.doc_id)
+        pending: dict[str, int] = {}
         reread = 0
-        for source, rels in by_source.items():
+        for source, doc_ids in by_source.items():
             try:
-                load_source(self.settings, source).sync(rels, force=True)
-                reread += len(rels)
-            except (ValueError, FileNotFoundError) as exc:
+                open_source(self.settings, source).reread(doc_ids)
+                reread += len(doc_ids)
+            except (ConnectorError, OSError) as exc:
                 log.warning("cannot re-read a source for rectification", source=source, error=str(exc))
-                pending[source] = pending.get(source, 0) + len(rels)
+                pending[source] = pending.get(source, 0) + len(doc_ids)
         drained = wait_drained(self.settings, timeout=600, stages=("compliance", "chunk", "embed", "index"))
         return {"documents_reread": reread, "pending_at_source": pending, "applied": drained,
                 "verified": drained and not pending}
@@ -434,6 +433,9 @@ class DsrStage:
         self.publish([Output(topics.DOCUMENTS, ROLL_KEY.decode(), None, partition=p) for p in sorted(parts)])
 
     # -- retention -------------------------------------------------------------------------
+    def timers(self) -> list[tuple[float, Any]]:
+        return [(self.settings.retention_sweep_s, self.sweep_retention)]
+
     def sweep_retention(self) -> list["Output"]:
         """Deletes for documents past ``retain_until`` (not under a legal hold), audited."""
         from streams.stages import Output
@@ -500,7 +502,7 @@ def subject_refs_for(keys: "KeyRing", tenant: str, identifiers: dict[str, list[s
 def submit(settings: "Settings", kind: DsrKind, refs: tuple[str, ...], *, framework: str = "GDPR",
            tenant: str = "default", actor: str) -> DsrRequest:
     """Publish a request to ``rag.dsr`` and record its receipt (``dsr.<kind>.received``)."""
-    from producers.publisher import Publisher
+    from ragstream.publisher import Publisher
     from schemas.events import DSR_DEADLINE_DAYS
 
     received = utcnow()

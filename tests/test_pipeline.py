@@ -23,7 +23,7 @@ from consumers.milvus import MilvusIndex, escape_literal
 from infra.stack import WORKERS, Stack, isolated_settings, running_pipeline
 from producers.extract import content_type_for, extract
 from producers.filesystem import FilesystemSource
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
 from ragstream.admin import wait_drained
 from ragstream.dlq import list_letters, replay
 from ragstream.settings import Settings
@@ -155,7 +155,7 @@ def test_changes_made_while_stopped_converge_on_start(pipeline, index, embedder,
     (folder / "new.txt").write_text(paragraphs(42, 2))
     restarted = FilesystemSource(pipeline, folder)  # a new process: state comes from disk
     stats = restarted.sync()
-    assert (stats.upserts, stats.deletes) == (3, 2)
+    assert (stats.added, stats.changed, stats.deleted) == (2, 1, 2)
     drained(pipeline)
     assert indexed(index, restarted.source_id) == expected(restarted, embedder, pipeline)
 
@@ -214,7 +214,7 @@ def test_corrupt_pdf_and_binary_file_do_not_stop_the_pipeline(pipeline, index, e
     (folder / "binary.txt").write_bytes(b"\x00\x01\x02 not text")
     (folder / "fine.md").write_text(paragraphs(5, 2))
     stats = src.sync()
-    assert (stats.upserts, stats.skipped, stats.dead_lettered) == (1, 2, 1)
+    assert (stats.added, stats.skipped, stats.failed) == (1, 2, 1)
     drained(pipeline)
     assert set(indexed(index, src.source_id)) == {src.doc_id("fine.md")}
 

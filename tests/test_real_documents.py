@@ -23,7 +23,7 @@ import pytest
 from consumers.milvus import MilvusIndex
 from infra.stack import Stack
 from producers.filesystem import FilesystemSource
-from producers.publisher import CLAIM_HEADER, Publisher
+from ragstream.publisher import CLAIM_HEADER, Publisher
 from ragstream.admin import wait_drained
 from ragstream.consumer import scan_topic
 from ragstream.dlq import list_letters

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from consumers.milvus import MilvusIndex, escape_literal
 from infra.stack import Stack, settings_env
 from producers.filesystem import FilesystemSource
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
 from ragstream.admin import wait_drained
 from ragstream.settings import Settings
 from schemas import topics
@@ -76,7 +76,7 @@ def test_verify_finds_no_drift_after_a_load_and_each_kind_of_drift_made_on_purpo
     with open(folder / "huge.txt", "wb") as f:  # sparse: above the 64 MiB limit without using the disk
         f.truncate(pipeline.max_document_bytes + 1)
     stats = src.sync()
-    assert (stats.upserts, stats.dead_lettered, stats.skipped_by_reason) == (6, 1, {"too_large": 1, "unsupported": 1})
+    assert (stats.added, stats.failed, stats.skipped_by_reason) == (6, 1, {"too_large": 1, "unsupported": 1})
     assert wait_drained(pipeline, timeout=300)
 
     code, report = verify(pipeline, monkeypatch, src.source_id)
@@ -145,7 +145,7 @@ def test_verify_says_which_sources_exist_when_given_an_unknown_one(pipeline, mon
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 1
-    assert "no file-system source 'fs-nothing-000000'" in result.output and "known sources:" in result.output
+    assert "no source 'fs-nothing-000000' is known here" in result.output and "known sources:" in result.output
 
 
 def run_up(settings: Settings, folder, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -88,7 +88,7 @@ def test_files_above_the_size_limits_are_skipped_with_a_reason_and_counted(tmp_p
     (src.root / "ok.md").write_text("# Fine\n\nsmall")
     before = SOURCE_SKIPPED.labels(src.source_id, "too_large")._value.get()
     stats = src.sync()
-    assert (stats.upserts, stats.skipped, stats.skipped_by_reason) == (1, 2, {"too_large": 1, "text_too_large": 1})
+    assert (stats.added, stats.skipped, stats.skipped_by_reason) == (1, 2, {"too_large": 1, "text_too_large": 1})
     assert "2 skipped (1 text_too_large, 1 too_large)" in str(stats)
     assert [e.doc_id for _, e in pub.events] == [src.doc_id("ok.md")]
     assert SOURCE_SKIPPED.labels(src.source_id, "too_large")._value.get() == before + 1
@@ -107,7 +107,7 @@ def test_a_file_that_grows_past_the_limit_leaves_the_index(tmp_path):
     src.sync()
     (src.root / "grows.txt").write_bytes(b"word " * 3000)
     stats = src.sync()
-    assert (stats.skipped, stats.deletes) == (1, 1)
+    assert (stats.skipped, stats.deleted) == (1, 1)
     assert pub.events[-1][1].op is Op.delete and pub.events[-1][1].doc_id == src.doc_id("grows.txt")
     assert "grows.txt" not in src.files
 
@@ -119,10 +119,10 @@ def test_awkward_files_are_published_not_crashed_on(tmp_path):
     (src.root / "one-line.txt").write_text("x" * 1_000_000)
     (src.root / "line\nbreak and ünïcode ✓.md").write_text("# Odd name\n\nstill a document")
     stats = src.sync()
-    assert (stats.upserts, stats.skipped, stats.dead_lettered) == (4, 0, 0)
+    assert (stats.added, stats.skipped, stats.failed) == (4, 0, 0)
     ids = {e.doc_id for _, e in pub.events}
     odd = src.doc_id("line\nbreak and ünïcode ✓.md")
     assert odd in ids and "\n" not in odd and odd.startswith(f"{src.source_id}:/")
-    assert src.rel_of(odd) == "line\nbreak and ünïcode ✓.md"
-    assert src.rel_of(src.doc_id("sub/plain name.md")) == "sub/plain name.md"
+    assert src.native_id(odd) == "line\nbreak and ünïcode ✓.md"
+    assert src.native_id(src.doc_id("sub/plain name.md")) == "sub/plain name.md"
     assert src.doc_id("sub/plain name.md") == f"{src.source_id}:sub/plain name.md"  # ordinary ids unchanged

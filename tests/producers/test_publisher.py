@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from infra.stack import Stack, java_tool
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
 from ragstream.admin import admin_client, ensure_topics
 from ragstream.consumer import consume, make_consumer
 from ragstream.selfcheck import sample_event
@@ -217,7 +217,7 @@ def test_broker_restart_while_publishing_keeps_every_acknowledged_event_once(pri
 def test_a_message_over_the_limit_travels_as_a_claim_check_and_reads_back(settings, topic, tmp_path):
     """A value larger than RAGSTREAM_MAX_MESSAGE_BYTES is stored in the blob store; the topic
     gets a small envelope; the plain consumer loop resolves it to the very same event."""
-    from producers.publisher import CLAIM_HEADER
+    from ragstream.publisher import CLAIM_HEADER
     from schemas.events import InlineContent
 
     s = settings.model_copy(update={"home": tmp_path / "home", "max_message_bytes": 65_536})

@@ -425,7 +425,7 @@ algorithms = ["RS256"]
 
 
 def test_dead_letter_listing_shows_only_documents_the_caller_may_read(api, jwks):
-    from producers.publisher import Publisher
+    from ragstream.publisher import Publisher
 
     client, _, settings = api
     docs = ("apitest:alice-notes", "apitest:finance-only", "apitest:never-indexed")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from infra.stack import Stack, free_port, settings_env
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
 from ragstream.admin import ensure_topics, wait_drained
 from schemas import topics
 from schemas.events import AuditEvent

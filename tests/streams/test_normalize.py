@@ -94,7 +94,7 @@ def test_snapshot_read_and_insert_become_upserts(stage: NormalizeStage) -> None:
         assert ev.metadata.uri == "https://intranet.example/articles/7"
         assert ev.metadata.extra == {"category": "hr"}
         assert ev.acl.principals == ("group:eng", "user:ann")
-        assert ev.source_kind.value == "postgres" and ev.changed_at.year == 2023
+        assert ev.source_kind == "postgres" and ev.changed_at.year == 2023
 
 
 def test_update_of_text_is_an_upsert(stage: NormalizeStage) -> None:
