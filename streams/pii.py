@@ -165,15 +165,17 @@ _HAS_DIGIT = re.compile(r"\d")
 # -- names ----------------------------------------------------------------------------------
 
 _NAME_LOCALES = ("en_US", "en_GB", "en_IE", "en_CA", "en_IN", "en_NZ", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL")
-_LOWER = r"(?:(?![A-ZÀ-ÖØ-Þ])[^\W\d_])"  # a lower-case letter of any Latin alphabet
-_CAP = rf"(?:[A-Z]['’]|Mc|Mac)?(?:[A-Z]|[À-ÖØ-Þ]){_LOWER}+(?:-(?:[A-Z]|[À-ÖØ-Þ]){_LOWER}+)?"
+# An upper-case letter: Latin (with Latin-1 and Latin Extended-A capitals), Greek, Cyrillic.
+_UP = r"(?:[A-ZÀ-ÖØ-ÞĀĂĄĆĈĊČĎĐĒĔĖĘĚĜĞĠĢĤĦĨĪĬĮİĲĴĶĹĻĽĿŁŃŅŇŊŌŎŐŒŔŖŘŚŜŞŠŢŤŦŨŪŬŮŰŲŴŶŸŹŻŽΆΈΉΊΌΎΏΑ-ΩА-ЯЁ])"
+_LOWER = rf"(?:(?!{_UP})[^\W\d_])"  # a lower-case letter
+_CAP = rf"(?:[A-Z]['’]|Mc|Mac)?{_UP}{_LOWER}+(?:-{_UP}{_LOWER}+)?"
 _PAIR = re.compile(rf"\b({_CAP})(?:\s+([A-Z])\.?)?\s+((?:De |Van |Von |van |de )?{_CAP})\b")
 _HONORIFIC = re.compile(rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Rev|(?i:mr|mrs|ms|dr)\.)\.?\s+((?:{_CAP})(?:\s+[A-Z]\.)?(?:\s+{_CAP}){{0,2}})")
 _SALUTATION = re.compile(rf"\b(?:Dear|Hi|Hello|Thanks|Thank you|Regards|Sincerely|Cheers|Best|Attn|Attention|Signed|From|To|Cc|Patient|Name|Contact|Author|Owner|Employee|Customer)[,:]?\s+({_CAP}(?:\s+(?:[A-Z]\.\s+)?{_CAP})?)\b")
 
 _LETTERS = r"[^\W\d_]"
 _NAME_WORD = rf"{_LETTERS}+(?:[-'’]{_LETTERS}+)?"
-_UPPER_WORD = rf"(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}*(?:[-'’]{_LETTERS}+)?"
+_UPPER_WORD = rf"{_UP}{_LETTERS}*(?:[-'’]{_LETTERS}+)?"
 # "my name is jürgen müller": any case, any script; the words up to a stop word.
 _MY_NAME = re.compile(rf"\b(?i:my\s+name\s+is|my\s+name's|my\s+names\s+is|i\s+am\s+called|i'm\s+called|they\s+call\s+me)\s+"
                       rf"({_NAME_WORD}(?:\s+{_NAME_WORD}){{0,2}})")
@@ -348,7 +350,7 @@ _EU_STREET = re.compile(
     rf"\b(?:(?:Via|Viale|Piazza|Corso|Rue|Avenue|Boulevard|Chemin|Calle|Avenida|Rua|Praça|Plaza|Paseo|Carrer|"
     rf"ul\.|ulica|Ulica)\s+(?:(?:de|del|della|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
     rf"(?:\s+{_UPPER_WORD}){{0,3}}"
-    rf"|(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
+    rf"|{_UP}{_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
     rf"plein|vej|gade|gatan|gata|vägen|veien|vei|utca|tie|katu)"
     rf"|{_UPPER_WORD}\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|ulice|tie|katu))"
     rf",?\s+\d{{1,5}}[A-Za-z]?\b"
@@ -383,8 +385,24 @@ _NUMBER_FIRST_STREET = re.compile(
 
 # Any street form, when a unit follows: "Rebbåsbakken 48 Suite 372", "307 Alvaro Cunqueiro 55, Apt. 440".
 _UNIT_ANCHORED = re.compile(
-    rf"\b(?:\d{{1,6}}\s+)?{_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,3}}\s+\d{{1,5}}[A-Za-z]?,?\s*\n?\s*"
+    rf"\b(?:\d{{1,6}}\s+)?{_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,3}}\s+\d{{1,5}}[A-Za-z]?\.?,?[ \t]*(?:\n[^\w\n]{{0,4}})?[ \t]*"
     r"(?:Apt\.?|Suite|Unit|Flat)\s*[\w-]{1,6}\b"
+)
+# The street-then-number form of most of Europe and Latin America ("Ånhult 81",
+# "Calle Mayor 3", "Πεντέλης 210"), after an address cue: "lives at", "is on", "address:" ...
+_CUED_STREET = re.compile(
+    r"(?i:\b(?:live[sd]?|living|located|situated|based|address(?:\s+is)?|moved|move|ship|send|deliver|"
+    r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?)\s+(?:at|on|to|in)\b|\baddress(?:es)?\s*:)"
+    rf"\s+((?:\d{{1,6}}\s+)?{_UPPER_WORD}\.?(?:\s+{_UPPER_WORD}\.?|\s+(?:de|da|do|dos|das|del|di|du|la|le|van|von|u\.)){{0,4}}"
+    r"\s+\d{1,5}[A-Za-z]?\b(?![.,]?\d))"
+)
+# A named street without a number: "on Baker Street", "the corner of Elm St. and Oak Avenue".
+_STREET_WORDS = ("Street|Avenue|Road|Boulevard|Lane|Drive|Terrace|Place|Court|Crescent|Parkway|Highway|"
+                 "Square|Alley|Way|Manors?|Lodge|Gardens|Hills?|Heights|Meadows?|Shoals?|Cove|Ranch|Extensions?|"
+                 "St\\.|Ave\\.|Rd\\.|Blvd\\.|Ln\\.|Dr\\.")
+_NAMED_STREET = re.compile(
+    rf"(?i:\b(?:on|at|corner\s+of|and|off|along|near|down|up|lives\s+on)\s+)"
+    rf"((?!The\b){_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,2}}\s+(?:{_STREET_WORDS}))(?=[\s.,;:!?)]|$)(?!\s+[A-Z])"
 )
 
 
@@ -396,6 +414,13 @@ def _streets(text: str) -> Iterator[Finding]:
         yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.95, "regex:STREET_ADDRESS")
     for m in _EU_STREET.finditer(text):
         yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")
+    for m in _CUED_STREET.finditer(text):
+        words = re.findall(_UPPER_WORD, m.group(1))
+        # "is on Monday 12", "live in London 2", "is at Version 3": a word, a day or a place, then a number
+        if words and not _is_common(words[-1].rstrip(".")) and not _is_place(" ".join(words)):
+            yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.85, "regex:STREET_ADDRESS")
+    for m in _NAMED_STREET.finditer(text):
+        yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.7, "regex:STREET_ADDRESS")
 
 
 # -- validators -----------------------------------------------------------------------------
@@ -839,7 +864,7 @@ _SPEAKER = re.compile(rf"^[ \t]*({_UPPER_WORD}(?:[ ][A-Z]\.?)?(?:[ ]{_UPPER_WORD
 # Coordinated single capitalised words: "Platt, David, Claudia and Oscar", "Eriksson and Kim".
 _WORD_LIST = re.compile(rf"(?<![\w'’-])({_UPPER_WORD}(?:,\s+{_UPPER_WORD}){{0,8}},?\s+(?:and|&)\s+{_UPPER_WORD})(?![\w'’-])")
 _LIST_ITEM = re.compile(_UPPER_WORD)
-_CAP_WORD = re.compile(rf"(?<![\w'’-])(?:[A-Z]|[À-ÖØ-Þ]){_LETTERS}+(?:-{_UPPER_WORD})?(?![\w-])")
+_CAP_WORD = re.compile(rf"(?<![\w'’-]){_UP}{_LETTERS}+(?:-{_UPPER_WORD})?(?![\w-])")
 _NAMED_SOURCES = ("ner:", "gazetteer:", "regex:ORGANIZATION", "name:")
 
 
