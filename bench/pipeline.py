@@ -53,7 +53,7 @@ from infra.stack import WORKERS, free_port, isolated_settings, rss_bytes, runnin
 from producers.filesystem import FilesystemSource  # noqa: E402
 from ragstream.admin import wait_drained  # noqa: E402
 from streams.embedding import make_embedder, model_dim  # noqa: E402
-from streams.worker import STAGES, metrics_port  # noqa: E402
+from streams.registry import PIPELINE as STAGES, metrics_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "pipeline.json"
 

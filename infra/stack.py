@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ragstream.settings import Settings, load_settings
+from streams.registry import PIPELINE
 
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_DIR / "pom.xml"
@@ -571,7 +572,7 @@ class StageWorker(Service):
 
     @property
     def port(self) -> int:
-        from streams.worker import metrics_port
+        from streams.registry import metrics_port
 
         return metrics_port(self.settings, self.stage)
 
@@ -663,7 +664,7 @@ def _worker(stage: str) -> type[StageWorker]:
     return type(f"{stage.title()}Worker", (StageWorker,), {"name": f"worker-{stage}", "stage": stage})
 
 
-PIPELINE_STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
+PIPELINE_STAGES = PIPELINE  # the stage registry's (streams/registry.py) non-optional stages
 WORKERS = tuple(f"worker-{s}" for s in PIPELINE_STAGES)
 SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "milvus": MilvusLite,
                                       **{f"worker-{s}": _worker(s) for s in PIPELINE_STAGES}, "api": ApiServer}

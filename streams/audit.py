@@ -270,6 +270,12 @@ class AuditStage:
         AUDIT_RECORDS.labels(event.action).inc()
         return [] if self.writer is not None else [Output(topics.AUDIT, str(record.seq), encode(record))]
 
+    def after_publish(self, _event: Any = None) -> None:
+        self.committed()
+
+    def timers(self) -> list[tuple[float, Any]]:
+        return [(5.0, self.checkpoint)]  # only records already acknowledged are vouched for
+
     def committed(self) -> None:
         """Called after the records are acknowledged: checkpoint now and then."""
         if self.unchecked >= CHECKPOINT_EVERY:

@@ -98,6 +98,14 @@ class ComplianceStage:
         self.detector = detector or Detector(threshold=self.policy.threshold, phone_regions=self.policy.phone_regions)
         self.keys = keys or KeyRing(blobs.root.parent / "keys")
         self.erased = erased or (lambda: frozenset())
+        self._seen: dict[str, int] = {}  # version guard: the newest version published per document
+
+    def stale(self, change: ChangeEvent) -> bool:
+        """Older than (or the same as) a version this worker already published: dropped."""
+        return change.version <= self._seen.get(change.doc_id, -1)
+
+    def after_publish(self, change: ChangeEvent) -> None:
+        self._seen[change.doc_id] = change.version
 
     def process(self, change: ChangeEvent) -> list[Output]:
         from streams.policy import decide
@@ -268,6 +276,20 @@ class IndexStage:
     def __init__(self, index: MilvusIndex) -> None:
         self.index = index
         self.dirty = False  # writes since the last flush
+
+    def timers(self) -> list[tuple[float, Callable[[], Any]]]:
+        return [(1.0, self.flush)]
+
+    def flush(self) -> None:
+        """Searches right after unflushed inserts are slow on milvus-lite: seal writes
+        within a second, but only when there were any."""
+        if self.dirty:
+            self.dirty = False
+            try:
+                self.index.flush()
+            except BaseException:
+                self.dirty = True  # the next tick retries
+                raise
 
     def process(self, vs: VectorSet) -> bool:
         from consumers.milvus import decode_acl, stored_acl

@@ -2,7 +2,7 @@
 
 ``ragstream worker <stage>`` runs one; ``ragstream up`` runs them all, one process each.
 Agents stay thin: decode, call the stage's plain logic (:mod:`streams.stages`) on a worker
-thread, publish through the one :class:`~producers.publisher.Publisher`, and wait for the
+thread, publish through the one :class:`~ragstream.publisher.Publisher`, and wait for the
 broker's acknowledgement before the input is acknowledged (at-least-once; every sink is
 idempotent, so redeliveries after a crash or rebalance are harmless).
 
@@ -47,7 +47,7 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from structlog.contextvars import bound_contextvars
 
-from producers.publisher import Publisher
+from ragstream.publisher import Publisher
 from ragstream.blobs import BlobStore
 from ragstream.consumer import blob_claims
 from ragstream.failures import BudgetExhausted, Kind, Permanent, RetryBudget, as_permanent, classify, reason
@@ -66,14 +66,10 @@ from ragstream.metrics import (
 from ragstream.settings import Settings
 from schemas.serde import decode
 from streams.audit import WriterFenced
-from streams.stages import ChunkStage, ComplianceStage, EmbedStage, IndexStage, Output
+from streams.registry import ExtraInput, StageSpec, metrics_port, stage as stage_spec
+from streams.stages import Output
 
 log = get_logger(__name__)
-
-STAGES = ("compliance", "chunk", "embed", "index", "audit", "dsr")
-#: Run only where configured (database CDC: RAGSTREAM_CDC_MAPPING_FILE); not part of every pipeline.
-OPTIONAL_STAGES = ("normalize",)
-BATCHED = {"chunk", "embed"}
 
 
 #: The events the current agent task is working on (each agent is its own asyncio task, so
@@ -161,64 +157,19 @@ class PartitionHealth:
                 "stalled_s": worst["seconds_since_progress"]}
 
 
-def metrics_port(settings: Settings, stage: str) -> int:
-    # base + 6 is the producer's (`ragstream up`), so normalize, added later, takes base + 7.
-    return settings.metrics_port_base + (7 if stage == "normalize" else STAGES.index(stage))
-
-
 def make_stage(stage: str, settings: Settings, publish: Callable[[list[Output]], None] | None = None) -> Any:
-    if stage == "normalize":  # Debezium's cdc.* topics → rag.changes / rag.acl (streams/normalize.py)
-        from streams.normalize import NormalizeStage
+    """The plain logic of a stage, as its registry entry builds it."""
+    def unset(_outputs: list[Output]) -> None:
+        raise ValueError(f"the {stage} stage publishes as it goes: pass publish=")
 
-        return NormalizeStage.from_settings(settings)
-    blobs = BlobStore(settings.blob_dir)
-    if stage == "compliance":
-        from streams.dsr import ErasedSubjects
-        from streams.policy import KeyRing, load_policy
-
-        return ComplianceStage(blobs, settings.inline_max_bytes, policy=load_policy(settings.policy_file),
-                               keys=KeyRing(settings.home / "keys"), erased=ErasedSubjects(settings).start())
-    if stage == "audit":
-        from streams.audit import AuditStage, ChainWriter, Checkpoints
-
-        return AuditStage(None, Checkpoints(settings.home), writer=ChainWriter(settings))
-    if stage == "chunk":
-        from streams.chunking import Chunker
-        from streams.embedding import token_counter
-
-        return ChunkStage(Chunker(count=token_counter(settings), max_tokens=settings.chunk_max_tokens,
-                                  overlap_tokens=settings.chunk_overlap_tokens), blobs)
-    from consumers.milvus import MilvusIndex
-    from streams.embedding import make_embedder, model_dim
-
-    if stage == "embed":
-        embedder = make_embedder(settings)
-        index = MilvusIndex(settings.resolved_milvus_uri, settings.collection, embedder.dim)
-        index.ensure()
-        return EmbedStage(embedder, index)
-    if stage == "index":
-        index = MilvusIndex(settings.resolved_milvus_uri, settings.collection, model_dim(settings))
-        index.ensure()
-        return IndexStage(index)
-    if stage == "dsr":
-        from streams.dsr import DsrStage
-        from streams.policy import KeyRing, load_policy
-
-        if publish is None:
-            raise ValueError("the dsr stage publishes as it goes: pass publish=")
-        index = MilvusIndex(settings.resolved_milvus_uri, settings.collection, model_dim(settings))
-        index.ensure()
-        return DsrStage(settings, publish, policy=load_policy(settings.policy_file),
-                        keys=KeyRing(settings.home / "keys"), index=index)
-    raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    return stage_spec(stage).build(settings, publish or unset)
 
 
 def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = None,
               web_port: int | None = None) -> faust.App:
     """The Faust app of one stage worker. ``web_port`` (metrics, /healthz) defaults to the
     stage's port; a second worker of the same stage on this host needs another one."""
-    if stage not in STAGES + OPTIONAL_STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES + OPTIONAL_STAGES)}")
+    spec: StageSpec = stage_spec(stage)  # raises for an unknown stage, naming the known ones
     web_port = web_port or metrics_port(settings, stage)
     datadir = settings.home / "faust" / (stage if web_port == metrics_port(settings, stage) else f"{stage}-{web_port}")
     datadir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +232,9 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         logic.on_progress = progressed
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
     source = app.topic(*getattr(logic, "input_topics", (logic.input_topic,)), key_type=bytes, value_type=bytes)
-    seen_versions: dict[bytes, int] = {}  # compliance's in-memory guard
+    foreign = getattr(logic, "decode", None)  # a format that is not one of our contracts (Debezium JSON)
+    stale = getattr(logic, "stale", None)
+    after_publish = getattr(logic, "after_publish", None)
 
     def assigned() -> list[Any]:
         try:
@@ -383,7 +336,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                 track(event)
                 if event.value is None:
                     return  # a tombstone after a delete record: nothing to do
-                item = (logic.decode(event.value) if stage == "normalize"  # Debezium JSON, not a contract
+                item = (foreign(event.value) if foreign is not None and contract is None
                         else decode(contract or logic.contract, event.value, claims=claims))
             ids = ids_of(item, event)
             health.begin([event], [ids["doc_id"]])
@@ -406,28 +359,25 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
 
     def process_and_publish(item: Any) -> Callable[[dict[str, Any]], Any]:
         async def run(ids: dict[str, Any]) -> None:
-            if stage == "compliance":
-                key = item.doc_id
-                if item.version <= seen_versions.get(key, -1):
-                    STALE_DROPPED.labels(stage).inc()
-                    return
+            if stale is not None and stale(item):
+                STALE_DROPPED.labels(stage).inc()
+                return
             outputs = await attempt(lambda: logic.process(item), [], ids)
-            if stage == "index":
+            if spec.sink:  # applied to a store; False: stale or a redelivery
                 if not outputs:
                     STALE_DROPPED.labels(stage).inc()
                 return
-            box = Outbox(outputs)
-            await attempt(box.send, [], ids)
-            if stage == "compliance":
-                seen_versions[item.doc_id] = item.version
-            if stage == "audit":
-                logic.committed()
+            await attempt(Outbox(outputs).send, [], ids)
+            if after_publish is not None:
+                after_publish(item)
         return run
 
-    if stage in BATCHED:
+    if spec.batch is not None:
+        batch_of = getattr(logic, "process_batch", None)
+
         @app.agent(source, name=f"{stage}-agent")
         async def batched(stream: Any) -> None:
-            size = settings.embed_batch_size if stage == "embed" else 64
+            size = spec.batch(settings)
             async for events in stream.noack_take(size, within=0.05):
                 try:
                     await handle_batch(stream, events)
@@ -452,11 +402,11 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
             if not good:
                 return
             health.begin([e for e, _ in good], [i.doc_id for _, i in good])
-            if stage == "embed" and len(good) > 1:
+            if batch_of is not None and len(good) > 1:
                 ids = {"doc_id": [i.doc_id for _, i in good], "event_id": [i.event_id for _, i in good]}
                 try:
                     with PROCESSING.labels(stage).time():
-                        outputs = await attempt(lambda: logic.process_batch([i for _, i in good]),
+                        outputs = await attempt(lambda: batch_of([i for _, i in good]),
                                                 [e for e, _ in good], ids)
                 except BudgetExhausted as exc:  # a dependency stayed down: every member waited its budget
                     for event, item in good:
@@ -474,7 +424,7 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
 
         def single_batch(item: Any) -> Callable[[dict[str, Any]], Any]:
             async def run(ids: dict[str, Any]) -> None:
-                fn = (lambda: logic.process_batch([item])) if stage == "embed" else (lambda: logic.process(item))
+                fn = (lambda: batch_of([item])) if batch_of is not None else (lambda: logic.process(item))
                 outputs = await attempt(fn, [], ids)
                 await attempt(Outbox(outputs).send, [], ids)
             return run
@@ -499,60 +449,55 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                                  error=reason(exc))
                     os._exit(EXIT_UNACKNOWLEDGED)
 
-    if stage == "index":
-        from schemas import topics as _topics
-        from schemas.events import AclChange
+    for extra in spec.extra_inputs:
+        add_extra_input(app, extra, logic, stage, attempt, handle_one)
 
-        def apply_acl(change: Any) -> Callable[[dict[str, Any]], Any]:
-            async def run(ids: dict[str, Any]) -> None:
-                if not await attempt(lambda: logic.apply_acl(change), [], ids):
-                    STALE_DROPPED.labels(stage).inc()
-            return run
-
-        @app.agent(app.topic(_topics.ACL, key_type=bytes, value_type=bytes), name="index-acl-agent")
-        async def permissions(stream: Any) -> None:
-            """Permission-only changes: same consumer group, applied on the stage's thread."""
-            acks = stream.noack()
-            async for event in acks.events():
-                try:
-                    await handle_one(acks, event, apply_acl, contract=AclChange)
-                except Exception as exc:  # noqa: BLE001
-                    log.critical("permission change handling failed; exiting without acknowledging",
-                                 stage=stage, error=reason(exc))
-                    os._exit(EXIT_UNACKNOWLEDGED)
-
-    if stage == "audit":
-        @app.timer(interval=5.0)
-        async def checkpoint() -> None:
-            try:
-                await attempt(logic.checkpoint, [], {})  # only records already acknowledged are vouched for
-            except Permanent as exc:
-                log.error("audit checkpoint failed; the next one retries", stage=stage, error=str(exc))
-
-    if stage == "dsr":
-        @app.timer(interval=settings.retention_sweep_s)
-        async def retention() -> None:
-            try:
-                outputs = await attempt(logic.sweep_retention, [], {})
-                if outputs:
-                    await attempt(Outbox(outputs).send, [], {})
-            except Permanent as exc:
-                log.error("retention sweep failed; the next sweep retries", stage=stage, error=str(exc))
-
-    if stage == "index":
-        @app.timer(interval=1.0)
-        async def flush_index() -> None:
-            # Searches right after unflushed inserts are slow on milvus-lite: seal writes
-            # within a second, but only when there were any.
-            if logic.dirty:
-                logic.dirty = False
-                try:
-                    await attempt(logic.index.flush, [], {})
-                except Permanent as exc:
-                    logic.dirty = True
-                    log.warning("Milvus flush failed; retried in a second", stage=stage, error=str(exc))
+    for n, (interval, fn) in enumerate(getattr(logic, "timers", lambda: [])()):
+        add_timer(app, stage, n, interval, fn, attempt, Outbox)
 
     return app
+
+
+def add_extra_input(app: faust.App, extra: ExtraInput, logic: Any, stage: str, attempt: Any, handle_one: Any) -> None:
+    """A second input of the stage (e.g. index's rag.acl): same group, same thread, same
+    acknowledgement and dead-letter rules."""
+    import schemas.events
+
+    contract = getattr(schemas.events, extra.contract)
+    method = getattr(logic, extra.method)
+
+    def apply(item: Any) -> Callable[[dict[str, Any]], Any]:
+        async def run(ids: dict[str, Any]) -> None:
+            if not await attempt(lambda: method(item), [], ids):
+                STALE_DROPPED.labels(stage).inc()
+        return run
+
+    @app.agent(app.topic(extra.topic, key_type=bytes, value_type=bytes), name=f"{stage}-{extra.method}-agent")
+    async def consume(stream: Any) -> None:
+        acks = stream.noack()
+        async for event in acks.events():
+            try:
+                await handle_one(acks, event, apply, contract=contract)
+            except Exception as exc:  # noqa: BLE001 - handle_one catches all; this is a bug
+                log.critical("event handling failed; exiting without acknowledging", stage=stage,
+                             input=extra.topic, error=reason(exc))
+                os._exit(EXIT_UNACKNOWLEDGED)
+
+
+def add_timer(app: faust.App, stage: str, n: int, interval: float, fn: Callable[[], Any], attempt: Any,
+              outbox: Any) -> None:
+    """Periodic work of the stage on its thread; outputs it returns are published. A failure
+    is logged and the next tick tries again."""
+    async def tick() -> None:
+        try:
+            outputs = await attempt(fn, [], {})
+            if outputs:
+                await attempt(outbox(outputs).send, [], {})
+        except Permanent as exc:
+            log.error("periodic work failed; the next run retries", stage=stage, work=fn.__name__, error=str(exc))
+
+    tick.__name__ = f"{stage}_{fn.__name__}_{n}"
+    app.timer(interval=interval)(tick)
 
 
 def _key(event: Any) -> str | None:

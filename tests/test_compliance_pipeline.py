@@ -21,7 +21,7 @@ from ragstream.admin import wait_drained
 from schemas import topics
 from streams.audit import Checkpoints, read_chain, verify
 from streams.embedding import model_dim
-from streams.worker import STAGES, metrics_port
+from streams.registry import PIPELINE as STAGES, metrics_port
 
 pytestmark = pytest.mark.integration
 

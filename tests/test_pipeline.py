@@ -115,7 +115,7 @@ def paragraphs(seed: int, n: int, words: int = 70) -> str:
 
 
 def metric(settings: Settings, stage: str, name: str) -> float:
-    from streams.worker import metrics_port
+    from streams.registry import metrics_port
 
     body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(settings, stage)}/metrics", timeout=5).read().decode()
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", body, re.M))
@@ -333,7 +333,7 @@ def test_search_command_filters_by_acl(pipeline, index, folder, monkeypatch):
 def test_every_worker_serves_health_and_metrics(pipeline):
     import json as _json
 
-    from streams.worker import STAGES, metrics_port
+    from streams.registry import PIPELINE as STAGES, metrics_port
 
     for stage in STAGES:
         port = metrics_port(pipeline, stage)

@@ -31,7 +31,7 @@ from ragstream.settings import Settings
 from schemas import topics
 from schemas.events import EmbeddedChunk, VectorSet
 from schemas.serde import encode
-from streams.worker import metrics_port
+from streams.registry import metrics_port
 from tests.test_pipeline import expected, indexed, metric, paragraphs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

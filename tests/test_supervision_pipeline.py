@@ -55,7 +55,7 @@ def restarts_metric(port: int, stage: str) -> float:
 
 @pytest.mark.timeout(2400)
 def test_kill_9_of_a_random_stage_worker_20_times_during_a_500_document_load(pipeline, tmp_path):
-    from streams.worker import metrics_port
+    from streams.registry import metrics_port
 
     rng = random.Random(20261125)
     folder = tmp_path / "load"

@@ -220,7 +220,7 @@ def test_stack_status_shows_a_worker_whose_healthz_is_503_as_degraded_with_the_r
     from infra.stack import settings_env
     from ragstream.cli import cli
     from ragstream.settings import get_settings
-    from streams.worker import metrics_port
+    from streams.registry import metrics_port
 
     s = settings_for(tmp_path)
     (s.home / "health").write_text("503")
