@@ -66,7 +66,7 @@ def connect_up(sample: bool) -> None:
 
 def _mapping(s=None):  # -> Mapping
     from ragstream.cli import UserError, settings
-    from streams.normalize import MappingError, load_mapping
+    from ragstream.cdc_mapping import MappingError, load_mapping
 
     try:
         return load_mapping((s or settings()).cdc_mapping_file)

@@ -23,7 +23,7 @@ from ragstream.settings import PROJECT_ROOT
 #: The foundation inside the ``ragstream`` package; every other ragstream module is shell.
 FOUNDATION = frozenset({
     "settings", "logging", "metrics", "kafka", "admin", "blobs", "failures", "consumer", "publisher",
-    "configfile", "keyfile", "connector",
+    "configfile", "keyfile", "connector", "cdc_mapping",
 })
 
 RANK = {"contracts": 0, "foundation": 1, "sinks": 2, "sources": 3, "stages": 3, "shell": 4}
