@@ -26,7 +26,9 @@ What is detected, and how (``ENTITIES`` is the list):
   salutations and sign-offs (``Dear Jane``), "my name is …" in any case and script, role
   nouns ("tennis player X Y"), a known given name as the subject of a verb, pairs of a known
   given name or surname (Faker's name lists, every locale), countries and US states by
-  name, organisations by legal form (``Contoso Ltd``).
+  name, organisations by legal form (``Contoso Ltd``); then, per document (``in_context``,
+  docs/pii.md): model types re-checked against name lists and GeoNames places, transcript
+  speakers, coordinated lists, and a found name's words wherever the document repeats them.
 
 Context words before a finding (``phone``, ``ssn``, ``card`` …, within 48 characters) raise
 its score by 0.35: a cheap stand-in for Presidio's lemma-based enhancer, which needs NLP
