@@ -243,18 +243,25 @@ def _compare_one(entry: ListedDocument, doc: IndexedDocument | None, rec: Compli
                  chunk_ids: Callable[[str, str], set[str]], acl: str) -> Finding | None:
     d = entry.doc_id
     present = doc is not None and (not doc.deleted or bool(doc.rows))
-    if entry.changed_since_published or entry.version is None:
+    if entry.changed_since_published:
         if not present:
             return Finding(d, "missing", "changed at the source and not published yet" if entry.version is None
                            else "not in the index, and changed at the source since it was published")
         return Finding(d, "stale", "changed at the source since it was last published (the next sync publishes it)")
-    if doc is not None and not present and doc.version == entry.version:
+    # version None, not changed: a source whose changes reach the pipeline by another path
+    # (a database through Debezium, versions = LSNs) lists what it holds without the
+    # version; the document is then checked for presence, chunk ids and ACL, not version.
+    if entry.version is not None and doc is not None and not present and doc.version == entry.version:
         # The source published an upsert of this version; compliance turned it into a delete.
         return Finding(d, "blocked", "the compliance policy keeps it out of the index (audit: compliance.block)")
     if doc is None or not present:
+        if entry.version is None:
+            return Finding(d, "missing", "not in the index" if doc is None else
+                           f"deleted in the index at version {doc.version} (a change not applied, or the "
+                           "compliance policy blocks it: audit compliance.block)")
         return Finding(d, "missing", f"not in the index (the source published version {entry.version})")
     applied = max(doc.version, doc.acl_version)
-    if applied != entry.version:
+    if entry.version is not None and applied != entry.version:
         return Finding(d, "stale", f"the index applied version {applied}; the source published {entry.version}")
     if rec is not None and rec.problem:
         return Finding(d, "stale", f"its record on rag.documents cannot be read ({rec.problem})")
