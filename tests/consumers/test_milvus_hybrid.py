@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from consumers.milvus import (IndexSchemaError, MilvusIndex, SearchFilters, SPARSE_FIELD, exact_terms, rrf,
+from consumers.milvus import (IndexSchemaError, MilvusIndex, SearchFilters, exact_terms, rrf,
                               stored_acl)
+from consumers.milvus.schema import SPARSE_FIELD
 from ragstream.settings import load_settings
 from schemas.events import Acl, Classification, DocMetadata, EmbeddedChunk, Op, SourceKind, VectorSet
 from streams.embedding import make_embedder

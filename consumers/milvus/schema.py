@@ -1,0 +1,82 @@
+"""Milvus connection, limits, field names and the errors the sink raises."""
+
+from __future__ import annotations
+
+from pymilvus import MilvusClient
+from ragstream.failures import Permanent, Transient
+
+
+MAX_TEXT = 65535
+#: VARCHAR limits of the chunk collection, in bytes (Milvus counts UTF-8 bytes).
+MAX_HEADING = 1024
+MAX_TITLE = 1024
+MAX_URI = 2048
+MAX_ACL = 16384
+MAX_SUBJECTS = 16384
+_VARCHAR_LIMITS = {"chunk_id": 64, "doc_id": 2048, "source": 64, "source_kind": 32, "heading": MAX_HEADING,
+                   "title": MAX_TITLE, "uri": MAX_URI, "text": MAX_TEXT, "acl": MAX_ACL, "acl_key": 32,
+                   "classification": 32, "subjects": MAX_SUBJECTS, "model": 256}
+
+
+#: gRPC channel options for every client: pymilvus pings every 10 s even when idle, which
+#: milvus-lite's gRPC server (5-minute minimum ping interval) answers with GOAWAY
+#: "too_many_pings", breaking the pooled channel under whoever uses it next.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+
+
+def milvus_client(uri: str, timeout: float | None = None) -> MilvusClient:
+    """The one way to make a Milvus client (pymilvus pools channels per address: a client
+    created with other options would share, and keep, the first one's)."""
+    return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS))
+
+
+class TransientIndexError(Transient):
+    """Milvus is unreachable or busy: retry with backoff (within the budget)."""
+
+
+class IndexInputError(Permanent):
+    """Milvus rejected this document's data (invalid for the collection's schema)."""
+
+
+class IndexSchemaError(RuntimeError):
+    """The collection behind the alias was made by an older ragstream (fields missing)."""
+
+
+#: Fields a collection must have; an older one lacks some and must be rebuilt.
+REQUIRED_FIELDS = ("chunk_id", "doc_id", "source", "source_kind", "version", "heading", "title", "uri", "text",
+                   "acl", "acl_key", "classification", "subjects", "retain_until", "model", "vector")
+
+#: Optional fields (a collection made before them lacks them and is still served): the BM25
+#: output of hybrid search, and the document's modification time (epoch seconds, 0 unknown: the source gave no ``modified_at``).
+SPARSE_FIELD = "sparse"
+MODIFIED_FIELD = "modified"
+#: How ``text`` is split for BM25: Unicode word boundaries, lower-cased (no stemming, no stop
+#: words: an identifier or a version number is one token or several, never dropped).
+ANALYZER = {"tokenizer": "standard", "filter": ["lowercase"]}
+#: Search modes; hybrid is the default (bench/README.md, "Search quality").
+MODES = ("hybrid", "dense", "lexical")
+#: The mode a search runs in when none is asked for (chosen by bench/search_quality.py).
+DEFAULT_MODE = "hybrid"
+#: Reciprocal rank fusion constant (Cormack et al.; Milvus' RRFRanker default).
+RRF_K = 60
+#: Candidates each leg contributes to the fusion: at least this many, or 3x the page.
+FUSION_CANDIDATES = 30
+#: At most this many verbatim identifiers are looked up per query (one ``like`` scan each).
+EXACT_TERMS_MAX = 3
+
+#: HNSW beam width: at least EF_SEARCH, at most EF_MAX, and EF_PER_SELECTIVITY x limit /
+#: the share of rows the caller may see (estimated as their share of the ACL sets). A walk
+#: filtered to a small share must look at more of the graph to find ``limit`` visible
+#: neighbours; measured at 100k rows, recall@10 of ef 128 → 4096: 2% visible 0.49 → 0.99,
+#: 0.05% visible 0.16 → 0.85, 19% visible 0.96 → 1.0 (bench/README.md).
+EF_SEARCH = 128
+EF_MAX = 4096
+EF_PER_SELECTIVITY = 4
+#: Above this many keys per principal, an ``acl like`` scan is cheaper than the key list
+#: (milvus-lite 3, measured: ~5 µs per listed key against ~7 ms per ``like`` clause at 100k
+#: rows).
+KEYS_PER_PRINCIPAL_MAX = 1400
+#: How far behind the newest registration time a refresh looks again (writers' clocks differ).
+CLOCK_SLACK_MS = 5_000
+#: Every this many refreshes, fetch every set (see AclSets._refresher).
+FULL_RELOAD_EVERY = 60
