@@ -25,14 +25,29 @@ import shutil
 import signal
 import string
 import subprocess
+import sys
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from infra.stack import LOG4J, SERVICES, Service, StackError, _worker, find_java, jars, pid_alive, port_open
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from infra.stack import (
+    LOG4J,
+    SERVICES,
+    Service,
+    StackError,
+    _worker,
+    find_java,
+    jars,
+    pid_alive,
+    port_open,
+    settings_env,
+)
 from ragstream.settings import Settings
 
 CONNECT_POM = Path(__file__).resolve().parent / "connect" / "pom.xml"
@@ -298,10 +313,18 @@ class KafkaConnect(Service):
         conf = self.home / "connect" / "worker.properties"
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(self.properties(plugins))
-        return [java, "-Xms128m", f"-Xmx{self.settings.connect_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=50",
-                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
-                f"-Dragstream.home={self.home}",  # lets `pid()` recognise our process by its cmdline
-                "-cp", classpath, "org.apache.kafka.connect.cli.ConnectDistributed", str(conf)]
+        jvm = [java, "-Xms128m", f"-Xmx{self.settings.connect_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=50",
+               "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
+               f"-Dragstream.home={self.home}",  # lets `pid()` recognise our process by its cmdline
+               "-cp", classpath, "org.apache.kafka.connect.cli.ConnectDistributed", str(conf)]
+        # The JVM runs under a small Python parent that also restarts failed connector tasks
+        # (TaskRecovery, below): it lives exactly as long as the worker it watches.
+        return [sys.executable, "-m", "infra.cdc", "connect-worker", "--", *jvm]
+
+    def environment(self) -> dict[str, str]:
+        # The wrapper reads its settings (retry budget, backoff, Connect URL) from these;
+        # its own log lines are JSON among Connect's in the service log.
+        return {**settings_env(self.settings), "RAGSTREAM_LOG_FORMAT": "json"}
 
     def ready(self) -> bool:
         if not port_open(self.settings.connect_port):
@@ -469,3 +492,266 @@ def load_sample(settings: Settings) -> str:
         conn.execute((SAMPLE_DIR / "schema.sql").read_text(encoding="utf-8"))
         n = conn.execute("SELECT (SELECT count(*) FROM articles) + (SELECT count(*) FROM tickets)").fetchone()[0]
     return f"loaded {n} rows (connect/sample/schema.sql)"
+
+
+# --------------------------------------------------------------------------------------
+# Automatic recovery: failed connector tasks restarted within a retry budget
+# --------------------------------------------------------------------------------------
+
+#: The watcher's metrics, in a registry of their own: infra.cdc is imported by every CLI
+#: process, and only the watcher's process may export them. The local worker's watcher
+#: writes them to <home>/metrics/connect.prom (node exporter textfile format) after each
+#: change; `ragstream connect watch --metrics-port` also serves them.
+WATCH_REGISTRY = CollectorRegistry(auto_describe=True)
+TASK_RESTARTS = Counter(
+    "ragstream_connect_task_restarts", "Failed Kafka Connect connector tasks restarted automatically.",
+    ["connector"], registry=WATCH_REGISTRY)
+RESTART_BUDGET_SPENT = Gauge(
+    "ragstream_connect_restart_budget_exhausted",
+    "1 while automatic restarts of a connector's failed tasks have stopped: the retry budget is spent.",
+    ["connector"], registry=WATCH_REGISTRY)
+
+
+def recovery_state_path(settings: Settings) -> Path:
+    return settings.home / "run" / "connect-recovery.json"
+
+
+def read_recovery_state(settings: Settings) -> dict[str, Any] | None:
+    """What the watcher last wrote, with ``watching`` = its process still runs."""
+    try:
+        state = json.loads(recovery_state_path(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    state["watching"] = bool(state.get("pid")) and pid_alive(int(state["pid"]))
+    return state
+
+
+def failure_reason(trace: str | None) -> tuple[str, str | None]:
+    """A failed task's trace → (its first line, its last ``Caused by:`` line)."""
+    lines = (trace or "").strip().splitlines()
+    first = lines[0][:400] if lines else "(no trace)"
+    causes = [ln for ln in lines if ln.startswith("Caused by:")]
+    return first, causes[-1][:400] if causes else None
+
+
+class TaskRecovery:
+    """Watches a connector through the Connect REST API and restarts what failed.
+
+    Kafka Connect never restarts a FAILED task itself, and Debezium's own reconnects do not
+    cover a task whose *start* failed (PostgreSQL still shutting down when it reconnected,
+    docs/cdc.md). Every ``interval_s`` this reads the connector's status; when the connector
+    or a task is FAILED it asks Connect to restart only what failed
+    (``POST /connectors/<name>/restart?includeTasks=true&onlyFailed=true``), which resumes
+    from the replication slot. The restarts are bounded by a
+    :class:`~ragstream.failures.RetryBudget` (``RAGSTREAM_RETRY_BUDGET_S``, backoff from
+    ``RAGSTREAM_RESTART_BACKOFF_S`` doubling to ``RAGSTREAM_RESTART_BACKOFF_MAX_S``); the
+    budget is renewed once the connector has run for ``RAGSTREAM_RESTART_RESET_AFTER_S``.
+    A spent budget stops the restarts and says so: an ERROR log line, the state file that
+    ``ragstream connect status`` prints, the gauge ``ragstream_connect_restart_budget_exhausted``.
+    After the operator's ``ragstream connect restart`` (or anything else that makes it run),
+    automatic restarts resume with a fresh budget.
+
+    Every failure gets the same treatment: a task's trace is Java text, not an error
+    :func:`ragstream.failures.classify` can read, and a permanent cause (a revoked
+    permission, a dropped publication) fails each restart within seconds, so the budget is
+    what tells the two apart. Connect not answering is not a task failure: it spends no
+    budget (the worker's own supervision is the service's business).
+    """
+
+    def __init__(self, settings: Settings, connector: str = CONNECTOR_NAME, *, interval_s: float = 5.0,
+                 request: Callable[..., tuple[int, Any]] | None = None, clock: Callable[[], float] = time.monotonic,
+                 state_path: Path | None = None, textfile: Path | None = None) -> None:
+        from ragstream.logging import get_logger
+
+        self.settings, self.connector, self.interval_s = settings, connector, interval_s
+        self._request = request or (lambda method, path: connect_request(settings, method, path, timeout=10))
+        self._clock = clock
+        self.state_path = state_path if state_path is not None else recovery_state_path(settings)
+        self.textfile = textfile
+        self.log = get_logger("infra.cdc.recovery")
+        self.budget = self._new_budget()
+        self.restarts = 0
+        self.exhausted = False
+        self.last: dict[str, Any] | None = None
+        self._running_since: float | None = None
+        self._unreachable = False
+        self.restarts_metric = TASK_RESTARTS.labels(connector)
+        self.spent_metric = RESTART_BUDGET_SPENT.labels(connector)
+        self.spent_metric.set(0)
+        self._save()
+
+    def _new_budget(self):  # -> RetryBudget
+        from ragstream.failures import RetryBudget
+
+        s = self.settings
+        return RetryBudget(s.retry_budget_s, first_delay_s=s.restart_backoff_s, max_delay_s=s.restart_backoff_max_s,
+                           clock=self._clock)
+
+    # -- one look ------------------------------------------------------------------------
+    def check(self) -> float:
+        """Look at the connector once, restart what failed if the budget allows; returns how
+        long to wait before looking again."""
+        try:
+            code, st = self._request("GET", f"/connectors/{self.connector}/status")
+        except StackError as exc:
+            if not self._unreachable:
+                self.log.warning("Kafka Connect does not answer; watching on", connector=self.connector,
+                                 error=exc.problem)
+            self._unreachable = True
+            return self.interval_s
+        self._unreachable = False
+        if code == 404 or not isinstance(st, dict) or code >= 300:
+            return self.interval_s  # not created (yet), or deleted
+        failed = [t for t in st.get("tasks", []) if t.get("state") == "FAILED"]
+        connector_failed = st.get("connector", {}).get("state") == "FAILED"
+        if not failed and not connector_failed:
+            if running(st):
+                self._ran()
+            else:
+                self._running_since = None  # starting, restarting, paused, unassigned
+            return self.interval_s
+        self._running_since = None
+        if self.exhausted:
+            return self.interval_s  # said loudly once; the state file keeps saying it
+        where = f"task {failed[0]['id']}" if failed else "connector"
+        reason, cause = failure_reason((failed[0] if failed else st["connector"]).get("trace"))
+        if not self.budget.spend():
+            self._give_up(where, reason, cause)
+            return self.interval_s
+        delay = self.budget.next_delay()
+        code, body = self._request("POST", f"/connectors/{self.connector}/restart?includeTasks=true&onlyFailed=true")
+        ok = code < 300
+        self.restarts += ok
+        if ok:
+            self.restarts_metric.inc()
+        self.last = {"at": time.time(), "what": where, "reason": reason, "cause": cause, "accepted": ok,
+                     **({} if ok else {"refused": f"HTTP {code}: {(body or {}).get('message') if isinstance(body, dict) else body}"})}
+        (self.log.warning if ok else self.log.error)(
+            "restarting a failed Kafka Connect task" if ok else "Kafka Connect refused to restart a failed task",
+            connector=self.connector, what=where, reason=reason, cause=cause, attempt=self.budget.attempts,
+            restarts=self.restarts, next_check_s=max(self.interval_s, delay),
+            budget_left_s=round(max(self.budget.budget_s - self.budget.elapsed_s, 0), 1),
+            **({} if ok else {"http_status": code}))
+        self._save()
+        return max(self.interval_s, delay)
+
+    def _ran(self) -> None:
+        now = self._clock()
+        if self._running_since is None:
+            self._running_since = now
+        if self.exhausted:
+            self.log.warning("connector running again: automatic restarts resume with a fresh budget",
+                             connector=self.connector)
+            self.exhausted = False
+            self.spent_metric.set(0)
+            self.budget = self._new_budget()
+            self._save()
+        elif self.budget.attempts and now - self._running_since >= self.settings.restart_reset_after_s:
+            self.budget = self._new_budget()  # stable again: the next failure gets the whole budget
+            self._save()
+
+    def _give_up(self, where: str, reason: str, cause: str | None) -> None:
+        self.exhausted = True
+        self.spent_metric.set(1)
+        self.last = {**(self.last or {}), "gave_up_at": time.time(), "what": where, "reason": reason, "cause": cause}
+        self.log.error(
+            "AUTOMATIC RESTARTS STOPPED: the connector keeps failing and the retry budget is spent",
+            connector=self.connector, what=where, reason=reason, cause=cause, attempts=self.budget.attempts,
+            elapsed_s=round(self.budget.elapsed_s, 1), budget_s=self.budget.budget_s,
+            hint="fix the cause (see the reason and the Connect log), then `ragstream connect restart`")
+        self._save()
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set. An unexpected error in one look is logged and the loop goes
+        on (the thread must outlive anything one status document can do to it)."""
+        self.log.info("watching the connector for failed tasks", connector=self.connector,
+                      url=self.settings.resolved_connect_url, interval_s=self.interval_s,
+                      budget_s=self.settings.retry_budget_s)
+        while not stop.is_set():
+            try:
+                wait = self.check()
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                from ragstream.failures import reason
+
+                self.log.error("connector watch failed; retrying", connector=self.connector, error=reason(exc))
+                wait = self.interval_s
+            stop.wait(wait)
+
+    def state(self) -> dict[str, Any]:
+        return {"connector": self.connector, "pid": os.getpid(), "restarts": self.restarts,
+                "exhausted": self.exhausted, "last": self.last, "budget_s": self.budget.budget_s,
+                "attempts": self.budget.attempts, "elapsed_s": round(self.budget.elapsed_s, 1),
+                "updated_at": time.time()}
+
+    def _save(self) -> None:
+        path = self.state_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state(), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        if self.textfile is not None:
+            from prometheus_client import write_to_textfile
+
+            self.textfile.parent.mkdir(parents=True, exist_ok=True)
+            write_to_textfile(str(self.textfile), WATCH_REGISTRY)
+
+
+def describe_recovery(state: dict[str, Any] | None) -> list[str]:
+    """Lines for `ragstream connect status`: what automatic recovery is doing."""
+    if state is None or not state.get("watching"):
+        return ["automatic restarts: OFF (no watcher runs: the local Connect worker runs one; for another "
+                "Connect cluster run `ragstream connect watch`)"]
+    last = state.get("last") or {}
+    if state.get("exhausted"):
+        return [f"AUTOMATIC RESTARTS STOPPED: {last.get('what', 'a task')} failed {state.get('attempts')} time(s) in "
+                f"{state.get('elapsed_s', 0):.0f} s and the retry budget ({state.get('budget_s', 0):.0f} s, "
+                "RAGSTREAM_RETRY_BUDGET_S) is spent",
+                f"  last failure: {last.get('reason')}" + (f" / {last['cause']}" if last.get("cause") else ""),
+                "  → fix the cause, then `ragstream connect restart` (automatic restarts then resume)"]
+    lines = [f"automatic restarts: on (watcher pid {state.get('pid')}), {state.get('restarts', 0)} so far"]
+    if last.get("at"):
+        lines.append(f"  last: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['at']))} "
+                     f"{last.get('what')}: {last.get('reason')}")
+    return lines
+
+
+def run_connect_worker(command: list[str]) -> int:
+    """The local Connect worker's parent process: run the JVM, watch its connector in a
+    thread (:class:`TaskRecovery`), forward stop signals, exit with the JVM's status."""
+    from infra.supervise import _die_with_parent
+    from ragstream.logging import configure_logging
+    from ragstream.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    child = subprocess.Popen(command, preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only
+    stop = threading.Event()
+
+    def forward(signum: int, _frame: Any) -> None:
+        stop.set()
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    recovery = TaskRecovery(settings, textfile=settings.home / "metrics" / "connect.prom")
+    threading.Thread(target=recovery.run, args=(stop,), name="connect-task-recovery", daemon=True).start()
+    code = child.wait()
+    stop.set()
+    return code if code >= 0 else 128 - code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:2] != ["connect-worker", "--"] or len(args) < 3:
+        print("usage: python -m infra.cdc connect-worker -- <the Connect worker's java command>", file=sys.stderr)
+        return 2
+    return run_connect_worker(args[2:])
+
+
+if __name__ == "__main__":
+    # Run the module's real copy (infra.stack imports it too), not this __main__ one.
+    from infra.cdc import main as _main
+
+    sys.exit(_main())

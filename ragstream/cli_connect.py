@@ -54,6 +54,7 @@ def connect_up(sample: bool) -> None:
         if sample:
             say(f"sample database: {load_sample(s)}")
         say(f"{CONNECTOR_NAME}: {apply_connector(s, mapping)} (tables: {', '.join(mapping.captured())})")
+        _register(s, mapping)
         if not running(st := wait_running(s)):
             raise UserError(f"ragstream: {CONNECTOR_NAME} is not running:\n{_describe(st)}")
         for name, new in Stack(s, ("worker-normalize",)).up(progress=say).items():
@@ -74,6 +75,20 @@ def _mapping(s=None):  # -> Mapping
         raise UserError(f"ragstream: {exc}") from None
 
 
+def _register(s, mapping) -> None:
+    """The database as a source of this home (its cursor): `ragstream verify` lists its tables."""
+    from producers.postgres import PostgresSource
+    from ragstream.cli import UserError, say
+    from ragstream.connector import ConnectorError
+
+    try:
+        path = PostgresSource.register(s, s.cdc_mapping_file, mapping)
+    except ConnectorError as exc:
+        raise UserError(f"ragstream: {exc}") from None
+    say(f"source {mapping.source}: registered ({path}); `ragstream verify {mapping.source}` compares the tables "
+        "with the index")
+
+
 @connect.command("apply")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the connector and its task run.")
 def connect_apply(wait: bool) -> None:
@@ -84,8 +99,9 @@ def connect_apply(wait: bool) -> None:
     @friendly
     def run() -> None:
         s = settings()
-        mapping = _mapping()
+        mapping = _mapping(s)
         say(f"{CONNECTOR_NAME}: {apply_connector(s, mapping)} (tables: {', '.join(mapping.captured())})")
+        _register(s, mapping)
         if wait:
             st = wait_running(s)
             if not running(st):
@@ -99,9 +115,10 @@ def connect_apply(wait: bool) -> None:
 @connect.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print Connect's status document and the slot as JSON.")
 def connect_status(as_json: bool) -> None:
-    """The connector's and its task's state (with the error of a failed task) and its replication
-    slot's retained WAL. Exit 3 unless everything runs."""
-    from infra.cdc import CONNECTOR_NAME, connector_status, running, slot_lag
+    """The connector's and its task's state (with the error of a failed task), its replication
+    slot's retained WAL and what automatic recovery is doing (restarts so far, or that it
+    stopped: retry budget spent). Exit 3 unless everything runs and recovery has not stopped."""
+    from infra.cdc import CONNECTOR_NAME, connector_status, describe_recovery, read_recovery_state, running, slot_lag
     from ragstream.cli import friendly, settings
 
     @friendly
@@ -109,8 +126,9 @@ def connect_status(as_json: bool) -> None:
         s = settings()
         st = connector_status(s)
         slot = slot_lag(s)
+        recovery = read_recovery_state(s)
         if as_json:
-            click.echo(json.dumps({"connector": st, "slot": slot}, indent=2))
+            click.echo(json.dumps({"connector": st, "slot": slot, "recovery": recovery}, indent=2))
         elif st is None:
             click.echo(f"{CONNECTOR_NAME}: not created (run `ragstream connect apply`)")
         else:
@@ -118,7 +136,10 @@ def connect_status(as_json: bool) -> None:
         if slot and not as_json:
             click.echo(f"slot {slot['slot']}: {'active' if slot['active'] else 'INACTIVE'}, "
                        f"retained WAL {slot['retained_wal_bytes'] or 0:,} bytes")
-        if not running(st):
+        if not as_json:
+            for line in describe_recovery(recovery):
+                click.echo(line)
+        if not running(st) or (recovery and recovery.get("exhausted")):
             sys.exit(3)
 
     run()
@@ -138,6 +159,45 @@ def connect_restart() -> None:
         if not running(st):
             raise UserError(f"ragstream: {CONNECTOR_NAME} did not come back:\n{_describe(st)}")
         say(f"{CONNECTOR_NAME}: restarted, running")
+
+    run()
+
+
+@connect.command("watch")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between two looks at the connector.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve ragstream_connect_task_restarts_total on this port (/metrics).")
+def connect_watch(interval: float, metrics_port: int | None) -> None:
+    """Restart the connector's failed tasks automatically, within the retry budget, in the
+    foreground (Ctrl-C stops). The local Connect worker (`stack up -s connect`) already runs
+    this next to itself; use it for a Connect cluster of your own (RAGSTREAM_CONNECT_URL).
+
+    \b
+    Budget: RAGSTREAM_RETRY_BUDGET_S from the first failure, restarts spaced from
+    RAGSTREAM_RESTART_BACKOFF_S doubling to RAGSTREAM_RESTART_BACKOFF_MAX_S; renewed after
+    RAGSTREAM_RESTART_RESET_AFTER_S of running. When it is spent, restarts stop and
+    `ragstream connect status` says so until the connector runs again.
+    """
+    import threading
+
+    from infra.cdc import WATCH_REGISTRY, TaskRecovery
+    from ragstream.cli import friendly, say, settings
+
+    @friendly
+    def run() -> None:
+        s = settings()
+        if metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, addr="127.0.0.1", registry=WATCH_REGISTRY)
+            say(f"metrics: http://127.0.0.1:{metrics_port}/metrics")
+        recovery = TaskRecovery(s, interval_s=interval, textfile=s.home / "metrics" / "connect.prom")
+        stop = threading.Event()
+        say(f"watching {recovery.connector} at {s.resolved_connect_url} (Ctrl-C stops)")
+        try:
+            recovery.run(stop)
+        except KeyboardInterrupt:
+            stop.set()
 
     run()
 
@@ -172,5 +232,6 @@ def _describe(st: dict | None) -> str:
             cause = [ln for ln in t["trace"].splitlines() if ln.startswith("Caused by:")]
             if cause:
                 lines.append("    " + cause[-1][:400])
-            lines.append("    → fix the cause, then `ragstream connect restart` (it resumes from the replication slot)")
+            lines.append("    → restarted automatically within the retry budget (below); otherwise fix the cause, then "
+                         "`ragstream connect restart` (it resumes from the replication slot)")
     return "\n".join(lines)
