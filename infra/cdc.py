@@ -574,7 +574,7 @@ class TaskRecovery:
         self.exhausted = False
         self.last: dict[str, Any] | None = None
         self._running_since: float | None = None
-        self._unreachable = False
+        self._unreachable = self._answered = False
         self.restarts_metric = TASK_RESTARTS.labels(connector)
         self.spent_metric = RESTART_BUDGET_SPENT.labels(connector)
         self.spent_metric.set(0)
@@ -594,12 +594,12 @@ class TaskRecovery:
         try:
             code, st = self._request("GET", f"/connectors/{self.connector}/status")
         except StackError as exc:
-            if not self._unreachable:
+            if not self._unreachable and self._answered:  # not while the worker is still starting
                 self.log.warning("Kafka Connect does not answer; watching on", connector=self.connector,
                                  error=exc.problem)
             self._unreachable = True
             return self.interval_s
-        self._unreachable = False
+        self._unreachable, self._answered = False, True
         if code == 404 or not isinstance(st, dict) or code >= 300:
             return self.interval_s  # not created (yet), or deleted
         failed = [t for t in st.get("tasks", []) if t.get("state") == "FAILED"]
