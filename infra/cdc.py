@@ -40,6 +40,7 @@ from infra.stack import (
     LOG4J,
     SERVICES,
     Service,
+    ServiceStatus,
     StackError,
     _worker,
     find_java,
@@ -325,6 +326,26 @@ class KafkaConnect(Service):
         # The wrapper reads its settings (retry budget, backoff, Connect URL) from these;
         # its own log lines are JSON among Connect's in the service log.
         return {**settings_env(self.settings), "RAGSTREAM_LOG_FORMAT": "json"}
+
+    def jvm_pid(self) -> int | None:
+        """The worker JVM (the child of the recovery wrapper whose pid the pid file holds)."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
+
+    def status(self) -> ServiceStatus:
+        st = super().status()
+        jvm = self.jvm_pid() if st.running else None
+        if jvm is not None:  # the memory that matters is the JVM's, not the wrapper's
+            st.child_pid = jvm
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                st.rss = int(Path(f"/proc/{jvm}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return st
 
     def ready(self) -> bool:
         if not port_open(self.settings.connect_port):
