@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.corpus import edit_tenth, generate  # noqa: E402
 from consumers.milvus import MilvusIndex, escape_literal  # noqa: E402
-from infra.stack import WORKERS, free_port, isolated_settings, rss_bytes, running_pipeline, settings_env  # noqa: E402
+from infra.service import free_port, rss_bytes, settings_env  # noqa: E402
+from infra.stack import WORKERS, isolated_settings, running_pipeline  # noqa: E402
 from producers.filesystem import FilesystemSource  # noqa: E402
 from ragstream.admin import wait_drained  # noqa: E402
 from streams.embedding import make_embedder, model_dim  # noqa: E402

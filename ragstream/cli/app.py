@@ -24,7 +24,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from confluent_kafka import KafkaException
 
-        from infra.stack import StackError
+        from infra.service import StackError
         from ragstream.publisher import PublishError
         from ragstream.admin import AdminError
 

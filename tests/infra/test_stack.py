@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack import Stack, StackError, jars
+from infra.jvm import jars
+from infra.service import StackError
+from infra.stack import Stack
 from ragstream.settings import load_settings
 
 pytestmark = pytest.mark.integration

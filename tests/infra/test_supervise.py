@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from infra.stack import SERVICES, Service, StackError, isolated_settings, pid_alive
+from infra.service import Service, StackError, pid_alive
+from infra.stack import SERVICES, isolated_settings
 from infra.supervise import Supervisor, read_state
 from ragstream.settings import Settings
 

@@ -10,7 +10,8 @@ from collections import defaultdict
 import pytest
 from confluent_kafka import TopicPartition
 
-from infra.stack import Stack, java_tool
+from infra.jvm import java_tool
+from infra.stack import Stack
 from ragstream.publisher import Publisher
 from ragstream.admin import admin_client, ensure_topics
 from ragstream.consumer import consume, make_consumer
