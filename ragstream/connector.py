@@ -53,7 +53,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 from ragstream.logging import get_logger

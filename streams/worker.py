@@ -48,7 +48,6 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from structlog.contextvars import bound_contextvars
 
 from ragstream.publisher import Publisher
-from ragstream.blobs import BlobStore
 from ragstream.consumer import blob_claims
 from ragstream.failures import BudgetExhausted, Kind, Permanent, RetryBudget, as_permanent, classify, reason
 from ragstream.logging import get_logger

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Iterable
 from pymilvus import DataType, Function, FunctionType
