@@ -55,6 +55,8 @@ from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
+from pydantic import BaseModel
+
 from ragstream.logging import get_logger
 from ragstream.metrics import SOURCE_EVENTS, SOURCE_SKIPPED
 from ragstream.publisher import Publisher
@@ -243,6 +245,9 @@ class Connector(ABC):
 
     kind: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: The pydantic model of this kind's section in the sources file (``extra="forbid"``
+    #: recommended, so a misspelt key is an error); None: the kind cannot be declared there.
+    Config: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, settings: Settings, source_id: str, identity: dict[str, Any],
                  publisher: Publisher | None = None) -> None:
@@ -257,6 +262,17 @@ class Connector(ABC):
     def open(cls, settings: Settings, source_id: str, identity: dict[str, Any],
              publisher: Publisher | None = None) -> Connector:
         """The source ``source_id`` again, from what its cursor recorded (``identity``)."""
+
+    @classmethod
+    def from_config(cls, settings: Settings, source_id: str, config: Any,
+                    publisher: Publisher | None = None) -> Connector:
+        """The source a sources-file section declares (``config`` is a validated ``Config``)."""
+        raise NotImplementedError(f"a {cls.kind} source cannot be declared in the sources file")
+
+    def test_connection(self) -> str:
+        """Reach the source with its credentials and say what was found (``ragstream sources
+        test``); raise a ConnectorError that says what is wrong otherwise."""
+        return "no connection test for this kind of source"
 
     @abstractmethod
     def sync(self, native_ids: Iterable[str] | None = None, *, force: bool = False,
@@ -438,6 +454,67 @@ def open_source(settings: Settings, source_id: str, publisher: Publisher | None 
                              f"is loaded (known: {', '.join(sorted(classes)) or 'none'}); "
                              "set RAGSTREAM_CONNECTOR_MODULES to its package")
     return cls.open(settings, source_id, data.get("identity", {}), publisher=publisher)
+
+
+class SourcesFileError(SystemExit):
+    """The sources file is missing, not TOML, or a section is invalid: says which and what to do."""
+
+
+def declared_sources(settings: Settings, publisher: Publisher | None = None) -> list[Connector]:
+    """The sources ``RAGSTREAM_SOURCES_FILE`` declares, validated (all sections, before any
+    source is opened), in file order. The file::
+
+        [sources.team-docs]          # the source id: lower case, digits, '.', '_' and '-'
+        kind = "s3"                  # a connector kind (see connector_classes)
+        bucket = "team-docs"         # ... the keys of that kind's Config model
+
+    Credentials are never written in the file: a kind's Config names an environment
+    variable or a secret file to read them from.
+    """
+    if settings.sources_file is None:
+        return []
+    import re
+    import tomllib
+
+    from pydantic import ValidationError
+
+    path = settings.sources_file
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SourcesFileError(f"sources file {path} does not exist: create it or unset RAGSTREAM_SOURCES_FILE") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SourcesFileError(f"sources file {path} is not valid TOML: {exc}") from None
+    sections = data.pop("sources", None)
+    if data or not isinstance(sections, dict):
+        raise SourcesFileError(f"sources file {path}: declare each source as a [sources.<id>] table "
+                               f"(unexpected: {', '.join(data) or 'no [sources.*] table'})")
+    classes = connector_classes(settings)
+    problems: list[str] = []
+    validated: list[tuple[str, type[Connector], Any]] = []
+    for source_id, section in sections.items():
+        where = f"[sources.{source_id}]"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", source_id):
+            problems.append(f"{where}: the id must be lower case letters, digits, '.', '_' or '-' (at most 64)")
+            continue
+        if not isinstance(section, dict):
+            problems.append(f"{where}: must be a table")
+            continue
+        section = dict(section)
+        kind = section.pop("kind", None)
+        cls = classes.get(kind or "")
+        if cls is None or cls.Config is None:
+            declarable = sorted(k for k, c in classes.items() if c.Config is not None)
+            problems.append(f"{where} kind: {kind!r} is not a kind of source that can be declared "
+                            f"(declarable: {', '.join(declarable) or 'none'})")
+            continue
+        try:
+            validated.append((source_id, cls, cls.Config.model_validate(section)))
+        except ValidationError as exc:
+            problems += [f"{where} {'.'.join(str(p) for p in e['loc']) or '(section)'}: {e['msg']}" for e in exc.errors()]
+    if problems:
+        raise SourcesFileError(f"sources file {path} is invalid:\n  " + "\n  ".join(problems))
+    return [cls.from_config(settings, sid, cfg, publisher=publisher) for sid, cls, cfg in validated]
 
 
 def source_of(doc_id: str) -> str:

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
                             description="Milvus alias that search reads; reindexing swaps what it points at.")
     metrics_port_base: Port = Field(9300, description="Stage metrics ports: base + offset per worker.")
 
+    sources_file: Path | None = Field(
+        None, description="Sources to index, TOML: one [sources.<id>] table per source with its kind and settings "
+                          "(ragstream/connector.py, declared_sources); `ragstream up` runs them.")
     connector_modules: str = Field(
         "", pattern=r"^[A-Za-z0-9_., ]*$",
         description="Extra source connector packages, comma-separated import paths, each defining CONNECTOR "

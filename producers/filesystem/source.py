@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from pydantic import BaseModel, ConfigDict
+
 from producers.extract import ExtractionError, UnsupportedContent, content_type_for, extract
 from ragstream.connector import Capability, Connector, Excluded, ListedDocument, UpdateStats
 from ragstream.logging import get_logger
@@ -34,8 +36,22 @@ _TITLE = re.compile(r"^#\s+(.+)$", re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+class FilesystemConfig(BaseModel):
+    """``[sources.<id>] kind = "filesystem"`` in the sources file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: Path
+    include: tuple[str, ...] = ("**",)
+    #: Added to the hidden, temporary and editor files that are always skipped.
+    exclude: tuple[str, ...] = ()
+    world_readable_is_public: bool = False
+
+
 class FilesystemSource(Connector):
     """A folder. ``include``/``exclude`` are glob patterns on the path relative to ``root``."""
+
+    Config = FilesystemConfig
 
     kind = "filesystem"
     capabilities = frozenset({Capability.full_listing, Capability.incremental, Capability.permission_sync,
@@ -59,6 +75,16 @@ class FilesystemSource(Connector):
     def open(cls, settings: Settings, source_id: str, identity: dict, publisher: Publisher | None = None
              ) -> FilesystemSource:
         return cls(settings, Path(identity["root"]), source_id=source_id, publisher=publisher)
+
+    @classmethod
+    def from_config(cls, settings: Settings, source_id: str, config: FilesystemConfig,
+                    publisher: Publisher | None = None) -> FilesystemSource:
+        return cls(settings, config.root, source_id=source_id, include=config.include,
+                   exclude=DEFAULT_EXCLUDE + config.exclude, world_readable_is_public=config.world_readable_is_public,
+                   publisher=publisher)
+
+    def test_connection(self) -> str:
+        return f"{self.root}: {len(self.listing())} file(s) selected"
 
     @property
     def files(self) -> dict[str, dict]:

@@ -66,3 +66,33 @@ def test_update_stats_add_up_and_read_well():
     assert (total.published, total.skipped_by_reason) == (4, {"too_large": 1})
     assert str(total) == ("2 added, 1 changed, 0 permission-only, 1 deleted, 0 unchanged, "
                           "1 skipped (1 too_large), 1 dead-lettered")
+
+
+def test_a_sources_file_is_validated_whole_with_errors_that_name_the_field(settings, tmp_path):
+    from ragstream.connector import SourcesFileError, declared_sources
+
+    path = tmp_path / "sources.toml"
+    path.write_text('[sources.Bad]\nkind = "filesystem"\n[sources.x]\nkind = "nosuch"\n')
+    s = settings.model_copy(update={"sources_file": path})
+    with pytest.raises(SourcesFileError) as err:
+        declared_sources(s)
+    assert "[sources.Bad]: the id must be lower case" in str(err.value)
+    assert "[sources.x] kind: 'nosuch' is not a kind of source that can be declared" in str(err.value)
+    path.write_text("title = 1\n")
+    with pytest.raises(SourcesFileError, match=r"declare each source as a \[sources.<id>\] table"):
+        declared_sources(s)
+    assert declared_sources(settings) == []  # no file: nothing declared
+
+
+def test_a_folder_declared_in_the_sources_file_is_a_file_system_source(settings, tmp_path):
+    from ragstream.connector import declared_sources
+
+    (tmp_path / "docs").mkdir()
+    path = tmp_path / "sources.toml"
+    path.write_text(f'[sources.team-docs]\nkind = "filesystem"\nroot = "{tmp_path / "docs"}"\nexclude = ["*.log"]\n')
+    [source] = declared_sources(settings.model_copy(update={"sources_file": path}), publisher=object())
+    assert (source.source_id, source.kind, source.root) == ("team-docs", "filesystem", tmp_path / "docs")
+    assert not source.selected("debug.log") and source.selected("a.md")
+    path.write_text('[sources.team-docs]\nkind = "filesystem"\nrot = "/x"\n')
+    with pytest.raises(SystemExit, match=r"\[sources.team-docs\] root: Field required"):
+        declared_sources(settings.model_copy(update={"sources_file": path}))
