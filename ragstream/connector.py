@@ -269,6 +269,10 @@ class Connector(ABC):
         """The source a sources-file section declares (``config`` is a validated ``Config``)."""
         raise NotImplementedError(f"a {cls.kind} source cannot be declared in the sources file")
 
+    def estimate(self) -> int | None:
+        """How many items a full sync will consider, if cheap to know (progress displays)."""
+        return None
+
     def test_connection(self) -> str:
         """Reach the source with its credentials and say what was found (``ragstream sources
         test``); raise a ConnectorError that says what is wrong otherwise."""

@@ -94,7 +94,7 @@ def _fetch(url: str) -> str:
 class Progress:
     """The live display of one initial load: feed it, it renders itself."""
 
-    def __init__(self, settings: Settings, source_id: str, files_total: int, *, out: IO[str] | None = None,
+    def __init__(self, settings: Settings, source_id: str, files_total: int | None, *, out: IO[str] | None = None,
                  tty: bool | None = None, interval: float = 10.0,
                  registry: Callable[[], dict[str, int]] | None = None,
                  counters: Counters | None = None) -> None:
@@ -191,7 +191,7 @@ class Progress:
         if self._first_indexed_at is not None and self._indexed and remaining > 0:
             rate = self._indexed / max(now - self._first_indexed_at, 1e-3)
             eta = remaining / rate
-        elif remaining == 0 and files_done >= self.files_total:
+        elif remaining == 0 and files_done >= (self.files_total or 0):
             eta = 0.0
         self._snapshot = Snapshot(self.files_total, files_done, published, self._indexed, self._chunks,
                                   self._letters, self._skipped, now - self.t0, eta)

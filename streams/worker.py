@@ -194,6 +194,8 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
         loghandlers=loghandlers or [],
     )
     setup_prometheus_sensors(app, name_prefix=f"ragstream_faust_{stage}")
+    for family in (EVENTS_IN, PROCESSING, STAGE_RETRIES, STALE_DROPPED, BATCH_SIZE):
+        family.labels(stage)  # exported from the start (at 0), not only after the first input
     publisher = Publisher(settings, client_id=f"ragstream-{stage}", config={"linger.ms": 0})
     health = PartitionHealth(stage, settings.stall_after_s)
     claims = blob_claims(settings)

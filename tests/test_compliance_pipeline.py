@@ -140,11 +140,12 @@ def test_audit_verify_command_catches_an_edited_export(pipeline, seeded, tmp_pat
     good.write_text("\n".join(lines) + "\n")
     ok = runner.invoke(cli, ["--home", str(pipeline.home), "audit", "verify", "--file", str(good)], env=env)
     assert ok.exit_code == 0 and "audit chain OK" in ok.output, ok.output
-    record = json.loads(lines[1])
-    record["details"]["findings"] = 0  # someone hides what was found
-    lines[1] = json.dumps(record)
+    # Someone changes what was found in a record (whichever of the earlier tests wrote it).
+    i, record = next((i, r) for i, r in enumerate(map(json.loads, lines)) if i and "findings" in r["details"])
+    record["details"]["findings"] += 1
+    lines[i] = json.dumps(record)
     bad = tmp_path / "tampered.jsonl"
     bad.write_text("\n".join(lines) + "\n")
     broken = runner.invoke(cli, ["--home", str(pipeline.home), "audit", "verify", "--file", str(bad)], env=env)
     assert broken.exit_code == 1
-    assert "BROKEN at record #1 (seq 1)" in broken.output and "altered" in broken.output
+    assert f"BROKEN at record #{i} (seq {record['seq']})" in broken.output and "altered" in broken.output

@@ -83,6 +83,9 @@ class FilesystemSource(Connector):
                    exclude=DEFAULT_EXCLUDE + config.exclude, world_readable_is_public=config.world_readable_is_public,
                    publisher=publisher)
 
+    def estimate(self) -> int:
+        return len(set(self.listing()) | set(self.files) | set(self.skipped_files))
+
     def test_connection(self) -> str:
         return f"{self.root}: {len(self.listing())} file(s) selected"
 

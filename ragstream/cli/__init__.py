@@ -3,6 +3,7 @@
     app.py         the group itself, settings, errors (UserError, friendly), messages
     pipeline.py    up, down, verify, check
     search.py      search
+    sources.py     sources list | test | sync (the sources file)
     stack.py       stack, topics, schemas, worker
     dlq.py         dlq list | replay
     compliance.py  pii, audit, dsr
@@ -12,7 +13,7 @@
 A new command goes into the module of its group (or a new one imported here).
 """
 
-from ragstream.cli import access, compliance, dlq, pipeline, search, stack  # noqa: F401 - they register commands
+from ragstream.cli import access, compliance, dlq, pipeline, search, sources, stack  # noqa: F401 - they register commands
 from ragstream.cli.app import UserError, cli, friendly, say, settings
 from ragstream.cli_connect import connect
 

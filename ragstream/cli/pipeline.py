@@ -32,7 +32,7 @@ SAMPLES = PROJECT_ROOT / "samples"
 @friendly
 def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], exclude: tuple[str, ...],
        verbose: bool, progress_interval: float) -> None:
-    """Run the whole pipeline on FOLDER: stack, topics, stage workers, file watcher.
+    """Run the whole pipeline on FOLDER (or the declared sources): stack, topics, workers, watchers.
 
     Starts what is not running yet (Kafka, milvus-lite, the compliance, chunk, embed and
     index workers, the API; each worker restarted by its supervisor if it exits),
@@ -40,18 +40,20 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
     published, documents indexed, chunks embedded, dead letters, ETA; live on a terminal,
     a plain line every --progress-interval seconds otherwise — checks the result with
     `ragstream verify`, then keeps the index in step with the folder. Without FOLDER it
-    indexes the bundled samples.
+    runs the sources RAGSTREAM_SOURCES_FILE declares, one after the other, then watches
+    them all; without either, it indexes the bundled samples.
     """
     import threading
 
     from infra.stack import APPS, INFRA, WORKERS, Stack
-    from producers.filesystem import FilesystemSource
     from ragstream.admin import ensure_topics, wait_drained
+    from ragstream.connector import Capability
     from ragstream.progress import Progress, route_logs
+    from ragstream.verify import can_verify
 
     s = settings()
     log_path = route_logs(s, verbose)
-    root = Path(folder) if folder else SAMPLES
+    sources = _sources(s, folder, include, exclude)
     t0 = time.monotonic()
     for name, new in Stack(s, INFRA).up(progress=say).items():
         say(f"{name}: {'started' if new else 'already running'}")
@@ -68,39 +70,72 @@ def up(folder: str | None, watch: bool, check: bool, include: tuple[str, ...], e
 
     producer_port = s.metrics_port_base + PRODUCER_PORT_OFFSET
     start_http_server(producer_port, addr="127.0.0.1")  # the producer's own metrics
-    from producers.filesystem import DEFAULT_EXCLUDE
-
-    source = FilesystemSource(s, root, include=include or ("**",), exclude=DEFAULT_EXCLUDE + exclude)
-    listing = source.listing()
-    say(f"{source.source_id}: {len(listing)} file(s) under {source.root}  (per-file log: {log_path})")
-    progress = Progress(s, source.source_id or "", len(set(listing) | set(source.files) | set(source.skipped_files)),
-                        interval=progress_interval)
-    stats = source.sync(progress=progress.file_done, on_publish=progress.published)
-    caught_up = wait_drained(s, timeout=1800, on_tick=progress.tick)
-    snap = progress.close()
-    say(f"published: {stats}")
-    if not caught_up:
-        raise UserError("the pipeline did not catch up within 30 minutes; see `ragstream stack status` and the worker logs")
-    say(f"indexed {snap.indexed} of {snap.published} document(s) ({snap.chunks:,} chunks embedded, "
-        f"{snap.dead_letters} dead letter(s)) in {time.monotonic() - t0:.1f}s")
-    _report_verify(s, source)
+    pulled = [src for src in sources if {Capability.full_listing, Capability.incremental} & src.capabilities]
+    for src in sources:
+        if src not in pulled:
+            say(f"{src.source_id} ({src.kind}): receives pushes at POST /v1/webhooks/{src.source_id} on the API")
+    for source in pulled:
+        total = source.estimate()
+        where = f" under {source.root}" if source.kind == "filesystem" else ""  # type: ignore[attr-defined]
+        say(f"{source.source_id} ({source.kind}): {total if total is not None else 'an unknown number of'} "
+            f"item(s){where}  (per-item log: {log_path})")
+        progress = Progress(s, source.source_id, total, interval=progress_interval)
+        stats = source.sync(progress=progress.file_done, on_publish=progress.published)
+        caught_up = wait_drained(s, timeout=1800, on_tick=progress.tick)
+        snap = progress.close()
+        say(f"published: {stats}")
+        if not caught_up:
+            raise UserError("the pipeline did not catch up within 30 minutes; see `ragstream stack status` and the "
+                            "worker logs")
+        say(f"indexed {snap.indexed} of {snap.published} document(s) ({snap.chunks:,} chunks embedded, "
+            f"{snap.dead_letters} dead letter(s)) in {time.monotonic() - t0:.1f}s")
+        if can_verify(source):
+            _report_verify(s, source)
     say("")
     say('Search:   ragstream search "your question"        (as you; searching as someone else needs an admin --key)')
     say(f"Metrics:  http://127.0.0.1:{s.metrics_port_base}..{producer_port}/metrics  "
         f"({', '.join(PIPELINE)} workers; this producer)")
     say(f"API:      http://127.0.0.1:{s.api_port}/docs  (keys: ragstream apikey create NAME --role user)")
     say(f"Logs:     {s.home / 'logs'}        Stop: ragstream down")
-    if not watch:
+    live = [src for src in pulled if Capability.incremental in src.capabilities]
+    if not watch or not live:
         return
-    say(f"watching {source.root} (Ctrl-C to stop watching; the workers keep running)")
+    say(f"watching {', '.join(src.source_id for src in live)} (Ctrl-C to stop watching; the workers keep running)")
     stop = threading.Event()
-    if s.verify_interval_s > 0:
-        threading.Thread(target=_verify_periodically, args=(s, source, stop), daemon=True,
-                         name="verify").start()
+    for source in live:
+        if s.verify_interval_s > 0 and can_verify(source):
+            threading.Thread(target=_verify_periodically, args=(s, source, stop), daemon=True,
+                             name=f"verify-{source.source_id}").start()
+        threading.Thread(target=source.watch, args=(stop,), kwargs={"on_sync": _synced(source)}, daemon=True,
+                         name=f"watch-{source.source_id}").start()
     try:
-        source.watch(stop, on_sync=lambda st: say(f"synced: {st}"))
+        while not stop.wait(1.0):
+            pass
     except KeyboardInterrupt:
         stop.set()
+
+
+def _synced(source: Any) -> Any:
+    return lambda stats: say(f"{source.source_id}: synced: {stats}")
+
+
+def _sources(s: Settings, folder: str | None, include: tuple[str, ...], exclude: tuple[str, ...]) -> list[Any]:
+    """FOLDER if given; else the sources RAGSTREAM_SOURCES_FILE declares; else the samples."""
+    from producers.filesystem import DEFAULT_EXCLUDE, FilesystemSource
+    from ragstream.connector import SourcesFileError, declared_sources
+
+    if folder or s.sources_file is None:
+        root = Path(folder) if folder else SAMPLES
+        return [FilesystemSource(s, root, include=include or ("**",), exclude=DEFAULT_EXCLUDE + exclude)]
+    if include or exclude:
+        raise UserError("--include/--exclude apply to FOLDER; a declared source has its own in the sources file")
+    try:
+        declared = declared_sources(s)
+    except SourcesFileError as exc:
+        raise UserError(f"ragstream: {exc}") from None
+    if not declared:
+        raise UserError(f"{s.sources_file} declares no source; add a [sources.<id>] table or give a FOLDER")
+    return declared
 
 
 def _verify_periodically(s: Settings, source: Any, stop: Any) -> None:
