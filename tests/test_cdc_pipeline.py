@@ -492,6 +492,16 @@ class FakeConnect:
         return [p for m, p in self.calls if m == "POST"]
 
 
+class FakeLog:
+    """Records what TaskRecovery logs: (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+
 def recovery(tmp_path: Path, name: str, **overrides: Any):
     from infra.cdc import TaskRecovery
     from ragstream.settings import load_settings
@@ -502,6 +512,7 @@ def recovery(tmp_path: Path, name: str, **overrides: Any):
     fake = FakeConnect(name)
     rec = TaskRecovery(s, name, interval_s=1, request=fake, clock=lambda: clock["now"],
                        textfile=tmp_path / "metrics" / "connect.prom")
+    rec.log = FakeLog()
 
     def step() -> float:
         wait = rec.check()
@@ -525,6 +536,9 @@ def test_a_failed_task_is_restarted_automatically_with_its_reason(tmp_path):
     assert state["last"]["reason"] == "org.apache.kafka.connect.errors.ConnectException: Couldn't get timestamp utils"
     assert state["last"]["cause"].endswith("FATAL: the database system is shutting down")
     assert WATCH_REGISTRY.get_sample_value("ragstream_connect_task_restarts_total", {"connector": "unit-restart"}) == 1
+    (level, event, fields), = rec.log.lines
+    assert (level, event, fields["reason"], fields["what"]) == (
+        "warning", "restarting a failed Kafka Connect task", state["last"]["reason"], "task 0")
     assert 'ragstream_connect_task_restarts_total{connector="unit-restart"} 1.0' in (
         tmp_path / "metrics" / "connect.prom").read_text()
     fake.task = "RUNNING"
@@ -546,6 +560,8 @@ def test_restarts_back_off_and_stop_loudly_when_the_budget_is_spent(tmp_path):
     assert state["exhausted"] and state["restarts"] == n
     assert WATCH_REGISTRY.get_sample_value("ragstream_connect_restart_budget_exhausted",
                                            {"connector": "unit-budget"}) == 1
+    assert [e for lvl, e, _ in rec.log.lines if lvl == "error"] == [
+        "AUTOMATIC RESTARTS STOPPED: the connector keeps failing and the retry budget is spent"]
     lines = describe_recovery(state)
     assert lines[0].startswith("AUTOMATIC RESTARTS STOPPED: task 0 failed")
     assert "FATAL: the database system is shutting down" in lines[1]
