@@ -250,6 +250,13 @@ class ReplayResult(BaseModel):
     unreadable: int
 
 
+class WebhookAccepted(BaseModel):
+    event_id: str
+    doc_id: str
+    version: int
+    op: str
+
+
 class ErrorBody(BaseModel):
     error: str
     request_id: str
@@ -276,6 +283,7 @@ class Services:
         self._index: Any = None
         self._embedder: Any = None
         self._publisher: Any = None
+        self.webhooks = webhook_sources(settings)
 
     @property
     def index(self) -> Any:
@@ -318,6 +326,13 @@ class Services:
                 self._publisher.flush(10)
             except Exception as exc:  # noqa: BLE001 - shutting down: say what was lost, do not crash
                 log.error("audit events not delivered at shutdown", error=str(exc))
+
+
+def webhook_sources(settings: Settings) -> dict[str, Any]:
+    """The webhook sources the sources file declares (validated at start-up, secrets loaded)."""
+    from ragstream.connector import declared_sources
+
+    return {src.source_id: src for src in declared_sources(settings) if src.kind == "webhook"}
 
 
 def create_app(settings: Settings, *, services: Services | None = None) -> FastAPI:
@@ -423,6 +438,37 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
             return who
         dependency.__name__ = f"require_{permission.replace(':', '_').replace('*', 'any')}"
         return dependency
+
+    # -- webhooks (authenticated by their signature, not by a caller's credentials) --------------
+    @app.post("/v1/webhooks/{source_id}", tags=["webhooks"], status_code=202, response_model=WebhookAccepted,
+              responses={401: ERRORS[401], 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+                         422: {"model": ErrorBody}, 429: ERRORS[429], 503: {"model": ErrorBody}})
+    async def webhook(request: Request, source_id: Annotated[str, Path(pattern=f"^{SOURCE_ID}$")]) -> WebhookAccepted:
+        """Receive one signed ChangeEvent from a system that pushes (see producers/webhook):
+        ``X-Ragstream-Timestamp`` and ``X-Ragstream-Signature: v1=<HMAC-SHA256>``; optional
+        ``Idempotency-Key``. 202 once the broker acknowledged it; refused requests publish nothing."""
+        from producers.webhook import WebhookRefused
+
+        source = svc.webhooks.get(source_id)
+        if source is None:
+            raise HTTPException(404, f"no webhook source {source_id!r} is declared")
+        body = await request.body()
+        try:
+            event = await run_in_threadpool(source.receive, body, dict(request.headers))
+        except WebhookRefused as exc:
+            log.warning("webhook refused", source=source_id, status=exc.status, reason=str(exc))
+            svc.audit(f"webhook:{source_id}", "webhook.refused", source_id,
+                      {"status": exc.status, "reason": str(exc)[:200], "client": client_of(request),
+                       "request_id": request_id(request)})
+            raise HTTPException(exc.status, str(exc), {"Retry-After": "5"} if exc.status == 503 else None) from None
+        return WebhookAccepted(event_id=event.event_id, doc_id=event.doc_id, version=event.version, op=str(event.op))
+
+    @app.get("/v1/webhooks/schema", tags=["webhooks"])
+    def webhook_schema() -> dict[str, Any]:
+        """The JSON Schema of the payload a webhook accepts (a ChangeEvent)."""
+        from schemas.events import ChangeEvent
+
+        return ChangeEvent.model_json_schema(mode="validation")
 
     # -- probes ----------------------------------------------------------------------------------
     @app.get("/healthz", tags=["probes"])
