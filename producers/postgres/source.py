@@ -93,6 +93,27 @@ class PostgresSource(Connector):
               interval_s: float = 30.0) -> None:
         raise ConnectorError(f"source {self.source_id} is followed by Debezium (`ragstream connect up`), not watched")
 
+    def test_connection(self) -> str:
+        """Reach the database and count the mapped tables' rows (nothing is published)."""
+        import psycopg
+        from psycopg import sql
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+                conn.read_only = True
+                found = []
+                for tm in self.mapping.tables:
+                    if not _exists(conn, tm.table):
+                        found.append(f"{tm.table} missing")
+                        continue
+                    schema, name = tm.table.split(".", 1)
+                    n = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                        sql.Identifier(schema), sql.Identifier(name))).fetchone()[0]
+                    found.append(f"{tm.table} {n:,} row(s)")
+        except psycopg.Error as exc:
+            raise ConnectorError(f"cannot read source {self.source_id} from PostgreSQL: {exc}") from None
+        return "; ".join(found) + " (changes arrive through Debezium: `ragstream connect status`)"
+
     # -- listing ---------------------------------------------------------------------------
     def full_listing(self) -> Iterator[ListedDocument | Excluded]:
         """Every row of the mapped document tables now, in one read-only snapshot (join

@@ -128,3 +128,10 @@ def test_verify_report_counts_the_excluded_rows_as_not_drift(db) -> None:
     report = compare("listing-db", PostgresSource(s, mapping, publisher=NoPublisher()).full_listing(),
                      {}, {}, {}, lambda d, t: set())
     assert report.counts()["missing"] == 5 and report.counts()["dead_lettered"] == 2
+
+
+def test_connection_counts_the_mapped_rows(db) -> None:
+    s, mapping = db
+    said = PostgresSource(s, mapping, publisher=NoPublisher()).test_connection()
+    assert said.startswith("public.articles 3 row(s); public.tickets 2 row(s); public.notes 2 row(s); "
+                           "public.not_yet_created missing"), said
