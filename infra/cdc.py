@@ -36,19 +36,9 @@ from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from infra.stack import (
-    LOG4J,
-    SERVICES,
-    Service,
-    ServiceStatus,
-    StackError,
-    _worker,
-    find_java,
-    jars,
-    pid_alive,
-    port_open,
-    settings_env,
-)
+from infra.jvm import LOG4J, find_java, jars
+from infra.service import Service, ServiceStatus, StackError, pid_alive, port_open, settings_env
+from infra.stack import SERVICES, _worker
 from ragstream.settings import Settings
 
 CONNECT_POM = Path(__file__).resolve().parent / "connect" / "pom.xml"

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 from ragstream.settings import Settings, load_settings
 from streams.registry import PIPELINE
-from infra.service import (Service, ServiceStatus, StackError, fetch_health, free_port, free_port_block, pid_alive,  # noqa: F401
-                           rss_bytes,  # noqa: F401 - infra/cdc.py imports these from here
-                           port_open, settings_env)
+from infra.service import (Service, ServiceStatus, StackError, fetch_health, free_port, free_port_block, port_open,
+                           settings_env)
 from infra.jvm import LOG4J, find_java, jars
 
 

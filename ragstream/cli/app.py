@@ -25,6 +25,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         from confluent_kafka import KafkaException
 
         from infra.service import StackError
+        from ragstream.connector import ConnectorError
         from ragstream.publisher import PublishError
         from ragstream.admin import AdminError
 
@@ -32,7 +33,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except SettingsError as exc:
             raise UserError(str(exc)) from None
-        except (StackError, AdminError, PublishError) as exc:
+        except (StackError, AdminError, PublishError, ConnectorError) as exc:
             raise UserError(f"ragstream: {exc}") from None
         except KafkaException as exc:
             raise UserError(
