@@ -70,7 +70,7 @@ class S3Config(BaseModel):
     credentials_file: Path | None = None
     credentials_profile: str = "default"
     #: An SQS queue that receives the bucket's notifications (ObjectCreated:*, ObjectRemoved:*,
-    #: ObjectTagging:*): live changes. None: watch reconciles every ``reconcile_interval_s``.
+    #: ObjectTagging:*): live changes. None: watch reconciles at the runtime's watch interval.
     sqs_queue_url: str | None = None
     #: With notifications, a full reconciliation this often anyway (missed or expired events).
     reconcile_interval_s: float = Field(900.0, gt=0)
