@@ -598,10 +598,9 @@ def stale(files: dict[Path, str], root: Path = ROOT, k8s_dir: Path = K8S_DIR) ->
     directories that nothing generates any more."""
     out = [str(p) for p, text in files.items()
            if not (root / p).is_file() or (root / p).read_text(encoding="utf-8") != text]
+    generated = {root / p for p in files}
     for d in (root / k8s_dir, root / k8s_dir / "cdc"):
-        for f in sorted(d.glob("*.yaml")):
-            if f.relative_to(root) not in files:
-                out.append(f"{f.relative_to(root)} (not generated any more)")
+        out += [f"{f} (not generated any more)" for f in sorted(d.glob("*.yaml")) if f not in generated]
     return sorted(out)
 
 
@@ -614,11 +613,12 @@ def write(files: dict[Path, str], root: Path = ROOT, k8s_dir: Path = K8S_DIR) ->
         if not dest.is_file() or dest.read_text(encoding="utf-8") != text:
             dest.write_text(text, encoding="utf-8")
             changed.append(path)
+    generated = {root / p for p in files}
     for d in (root / k8s_dir, root / k8s_dir / "cdc"):
         for f in sorted(d.glob("*.yaml")):
-            if f.relative_to(root) not in files:
+            if f not in generated:
                 f.unlink()
-                changed.append(f.relative_to(root))
+                changed.append(f)
     return changed
 
 
