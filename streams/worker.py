@@ -140,6 +140,8 @@ class PartitionHealth:
             out.append({"topic": tp.topic, "partition": tp.partition, "waiting": waiting,
                         "seconds_since_progress": round(stalled_s, 1), "doc_id": doc_id, "problem": part.problem})
             SECONDS_SINCE_PROGRESS.labels(self.stage, tp.topic, str(tp.partition)).set(stalled_s)
+            if hw is not None and (part.done_offset >= 0 or hw == 0):  # else: unknown until the first message
+                CONSUMER_LAG.labels(self.stage, str(tp.partition)).set(max(hw - part.done_offset - 1, 0))
         return out
 
     def verdict(self, parts: list[dict[str, Any]]) -> dict[str, Any] | None:
