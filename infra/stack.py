@@ -250,4 +250,5 @@ def running_pipeline(settings: Settings) -> Iterator[Stack]:
 # Database CDC (PostgreSQL, Kafka Connect with Debezium, the normalize worker): infra/cdc.py
 # adds its services to SERVICES when imported.
 import infra.cdc  # noqa: E402,F401 - it builds on the classes above
+import infra.neo4j  # noqa: E402,F401 - Neo4j for the knowledge graph (the graph stage)
 import infra.moto  # noqa: E402,F401 - a local S3/SQS API (moto) for the S3 source

@@ -53,6 +53,14 @@ ACL_ROWS_UPDATED = Counter("ragstream_acl_rows_updated_total",
                            "Milvus rows whose ACL a permission-only change rewrote (no re-embedding).")
 INDEX_DOCS_DELETED = Counter("ragstream_index_documents_deleted_total", "Documents removed from Milvus.")
 
+GRAPH_DOCS_APPLIED = Counter("ragstream_graph_documents_applied_total",
+                             "Document versions the graph stage applied to Neo4j (stale ones not counted).", ["op"])
+GRAPH_MENTIONS_WRITTEN = Counter("ragstream_graph_mentions_written_total",
+                                 "Document-mentions-entity relations the graph stage wrote, by entity type.", ["type"])
+GRAPH_PLACEHOLDERS_SKIPPED = Counter("ragstream_graph_placeholders_skipped_total",
+                                     "Redaction placeholders the graph stage kept out of the entities.")
+GRAPH_QUERIES = Counter("ragstream_graph_queries_total", "ACL-filtered graph queries answered, by kind.", ["kind"])
+
 # --- producers ----------------------------------------------------------------------------
 SOURCE_EVENTS = Counter("ragstream_source_events_total", "Change events a producer published.", ["source", "op"])
 SOURCE_SKIPPED = Counter("ragstream_source_skipped_total", "Source items skipped, by reason.", ["source", "reason"])

@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     cdc_mapping_file: Path | None = Field(
         None, description="Table-to-document mapping of the normalize stage (TOML); see docs/cdc.md.")
 
+    # --- Knowledge graph (the graph stage and its Neo4j) -------------------------------
+    graph_enabled: bool = Field(
+        False, description="Run the graph stage (entities and relations of the documents in Neo4j): `ragstream up` "
+                           "starts Neo4j and the graph worker, erasure and the API reach the graph.")
+    neo4j_port: Port = Field(7687, description="Bolt port of the local Neo4j (`stack up -s neo4j`).")
+    neo4j_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="JVM heap for the local Neo4j.")
+    neo4j_uri: str | None = Field(None, description="Neo4j Bolt URI. Default: the local one on neo4j_port.")
+    neo4j_user: str = Field("neo4j", description="Neo4j user.")
+    neo4j_password: SecretStr | None = Field(
+        None, description="Neo4j password (a secret). Default: the one generated for the local Neo4j, "
+                          "<home>/neo4j/password (mode 0600).")
+
     # --- Milvus ----------------------------------------------------------------------
     milvus_uri: str | None = Field(
         None,
