@@ -136,7 +136,8 @@ def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] | None = None
     return sorted(changes, key=lambda c: (order[c.topic], c.action))
 
 
-#: Each stage's consumer group (Faust's app id) and input topics.
+#: Each pipeline stage's input topics (its consumer group is ragstream-<stage>), as streams/registry.py declares them (the foundation cannot
+#: import the registry; tests/streams/test_registry.py keeps the two equal).
 STAGE_INPUTS = {
     "compliance": ("rag.changes",),
     "chunk": ("rag.documents",),

@@ -32,3 +32,12 @@ def test_the_architecture_page_shows_the_registry_as_it_is():
     missing = [row for row in table() if row not in page]
     assert not missing, "docs/architecture.md's stage table is stale; paste `python -m streams.registry`:\n" + \
         "\n".join(missing)
+
+
+def test_the_lag_probe_reads_the_inputs_the_registry_declares():
+    """ragstream.admin (foundation) cannot import the registry: its copy is checked here."""
+    from ragstream.admin import STAGE_INPUTS
+    from streams.registry import BY_NAME
+
+    assert STAGE_INPUTS == {name: BY_NAME[name].inputs + tuple(e.topic for e in BY_NAME[name].extra_inputs)
+                            for name in PIPELINE}
