@@ -417,8 +417,10 @@ def milvus_values() -> dict[str, Any]:
         "woodpecker": {"enabled": False},
         "metrics": {"enabled": True, "serviceMonitor": {"enabled": False}},
         "etcd": {"replicaCount": 1},
-        # Credentials by reference: a Secret with root-user and root-password, created by you.
-        "minio": {"mode": "standalone", "existingSecret": "ragstream-minio"},
+        # No credentials here: the chart writes minio.accessKey/secretKey into Milvus's own config
+        # (existingSecret would change MinIO's and not Milvus's), so they are given at install
+        # time (--set) from your secret store, or the chart's defaults stay inside the cluster.
+        "minio": {"mode": "standalone"},
     }
 
 
@@ -584,7 +586,9 @@ def render(target: Target = Target(), stages: Iterable[Any] | None = None,
     files[k8s_dir / "cdc" / "connect.yaml"] = _dump(connect_manifests(settings, target))
     files[k8s_dir / "cdc" / "kustomization.yaml"] = _dump(kustomization(["connect.yaml", *cdc], component=True))
     files[milvus_path] = (f"# Values for Milvus's Helm chart, {MILVUS_CHART}:\n"
-                          f"#   helm install milvus zilliztech/milvus --version 5.0.19 -f {MILVUS_VALUES}\n"
+                          f"#   helm install milvus zilliztech/milvus --version 5.0.19 -f {MILVUS_VALUES} \\\n"
+                          "#     --set minio.accessKey=\"$MINIO_ACCESS_KEY\" --set minio.secretKey=\"$MINIO_SECRET_KEY\"\n"
+                          "# (credentials from your secret store at install time, never in this file)\n"
                           + _dump(milvus_values()))
     kafka_version = _pom_property("infra/kafka/pom.xml", "kafka.version")
     debezium = _pom_property("infra/connect/pom.xml", "debezium.version")
