@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, AsyncIterator, Callable, Literal
 
-from fastapi import Depends, FastAPI, Form, Header, HTTPException, Path, Request
+from fastapi import Depends, FastAPI, Form, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -462,6 +462,15 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                        "request_id": request_id(request)})
             raise HTTPException(exc.status, str(exc), {"Retry-After": "5"} if exc.status == 503 else None) from None
         return WebhookAccepted(event_id=event.event_id, doc_id=event.doc_id, version=event.version, op=str(event.op))
+
+    @app.get("/v1/admin/status", tags=["admin"], responses=ERRORS)
+    def admin_status(_: Annotated[Identity, Depends(require("system:monitor"))],
+                     window: Annotated[float, Query(ge=1, le=60)] = 5.0) -> dict[str, Any]:
+        """Per stage lag, throughput, busy share, errors, dead letters, time to drain, the
+        index size, and recommendations computed from them (``ragstream status``)."""
+        from ragstream.status import collect
+
+        return collect(svc.settings, window_s=window).to_dict()
 
     @app.get("/v1/webhooks/schema", tags=["webhooks"])
     def webhook_schema() -> dict[str, Any]:

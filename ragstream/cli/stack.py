@@ -150,3 +150,28 @@ def worker(stage: str, metrics_port: int | None) -> None:
     s = settings()
     run_worker(stage, s, configure_logging(s.log_level, "json" if s.log_format == "json" else "console"),
                web_port=metrics_port)
+
+
+# ------------------------------------------------------------------------------ status
+@cli.command()
+@click.option("--window", default=5.0, show_default=True, metavar="SECONDS",
+              help="How long to watch the workers' counters for rates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@friendly
+def status(window: float, as_json: bool) -> None:
+    """Per stage: lag, throughput, busy share, errors, dead letters, time to drain; and advice.
+
+    The advice is computed from those numbers: the bottleneck (the busiest stage with lag),
+    how many workers a stage needs to drain its lag within a minute (at most its input's
+    partitions), dead letters to look at, workers that are down or degraded.
+    """
+    import json
+
+    from ragstream.status import collect, format_status
+
+    result = collect(settings(), window_s=window)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in format_status(result):
+            click.echo(line)
