@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+KafkaProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+KafkaMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +65,26 @@ class Settings(BaseSettings):
         None, gt=0,
         description="How long an erasure waits for compaction before its receipt says 'pending' "
                     "(default: twice the compaction lag plus a minute).")
+
+    # --- Kafka security (ragstream/kafka.py applies it to every client; docs/security.md) --------
+    kafka_local_auth: bool = Field(
+        False, description="The local broker (`stack up`) requires SASL/SCRAM-SHA-512 on loopback and enforces ACLs; "
+                           "credentials are generated into <home>/secrets/kafka.json (0600) and used automatically.")
+    kafka_security_protocol: KafkaProtocol | None = Field(
+        None, description="PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL for a broker you run (networked). Unset: the "
+                          "local stack's (its generated credentials when kafka_local_auth is on).")
+    kafka_sasl_mechanism: KafkaMechanism = Field("SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols).")
+    kafka_username: str | None = Field(None, description="SASL user name (SASL_* protocols).")
+    kafka_password: SecretStr | None = Field(None, description="SASL password (a secret; or kafka_password_file).")
+    kafka_password_file: Path | None = Field(None, description="A file holding the SASL password (first line).")
+    kafka_ssl_ca_file: Path | None = Field(None, description="PEM CA bundle the broker's certificate is checked "
+                                                             "against (SSL, SASL_SSL). Unset: the system's.")
+    kafka_ssl_cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    kafka_ssl_key_file: Path | None = Field(None, description="PEM private key of the client certificate.")
+    kafka_principal: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9-]{0,63}$",
+        description="Which of the local stack's principals this process uses (admin, producer, api, connect, "
+                    "stage-<name>); the stack sets it for each worker and the API. Unset: admin (the operator).")
 
     # --- Local stack ---------------------------------------------------------------------
     home: Path = Field(
@@ -155,6 +177,9 @@ class Settings(BaseSettings):
     collection: str = Field("ragstream_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$",
                             description="Milvus alias that search reads; reindexing swaps what it points at.")
     metrics_port_base: Port = Field(9300, description="Stage metrics ports: base + offset per worker.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Interface the stage workers serve /metrics and /healthz on: loopback unless a "
+                                 "scraper or probe elsewhere must reach them (e.g. 0.0.0.0 in a container).")
 
     sources_file: Path | None = Field(
         None, description="Sources to index, TOML: one [sources.<id>] table per source with its kind and settings "
@@ -231,6 +256,16 @@ class Settings(BaseSettings):
             raise ValueError("embed_backend=openai needs RAGSTREAM_EMBED_URL and RAGSTREAM_EMBED_MODEL")
         if self.chunk_overlap_tokens * 2 >= self.chunk_max_tokens:
             raise ValueError("chunk_overlap_tokens must be under half of chunk_max_tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> "Settings":
+        if (self.kafka_security_protocol or "").startswith("SASL") and not (
+                self.kafka_username and (self.kafka_password or self.kafka_password_file)):
+            raise ValueError("kafka_security_protocol SASL_* needs RAGSTREAM_KAFKA_USERNAME and RAGSTREAM_KAFKA_PASSWORD "
+                             "(or RAGSTREAM_KAFKA_PASSWORD_FILE)")
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise ValueError("RAGSTREAM_KAFKA_SSL_CERT_FILE and RAGSTREAM_KAFKA_SSL_KEY_FILE go together")
         return self
 
     @model_validator(mode="after")
