@@ -373,8 +373,10 @@ def _health_reason(body: dict) -> str:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
+    from pydantic import SecretStr
+
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"RAGSTREAM_{name.upper()}"] = str(value)
+        if value is not None:  # a secret's real value (str() of a SecretStr is its mask)
+            env[f"RAGSTREAM_{name.upper()}"] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env

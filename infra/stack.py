@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import subprocess
 import sys
 import uuid
@@ -46,17 +47,53 @@ class KafkaBroker(Service):
     def data_dir(self) -> Path:
         return self.home / "kafka" / "data"
 
+    def _listener_lines(self) -> list[str]:
+        s = self.settings
+        if not s.kafka_local_auth:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        from ragstream.kafka import ADMIN, CONTROLLER, local_credentials
+
+        creds = local_credentials(s, create=True)
+        assert creds is not None
+        ctl, admin = creds["controller"], creds["users"][ADMIN]
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return [
+            # Clients: SASL/SCRAM-SHA-512 on loopback. Controller: SASL/PLAIN with one static
+            # user, the broker itself (SCRAM users live in the metadata the controller serves,
+            # so the controller cannot use them); nobody else can open a session there.
+            f"listeners=SASL_PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            f'listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram} required '
+            f'username="{ADMIN}" password="{admin}";',
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            f'listener.name.controller.plain.sasl.jaas.config={plain} required username="{CONTROLLER}" '
+            f'password="{ctl}" user_{CONTROLLER}="{ctl}";',
+            # ACLs: nothing is allowed unless granted (ragstream.admin.acl_bindings).
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            f"super.users=User:{ADMIN};User:{CONTROLLER}",
+        ]
+
     def properties(self) -> str:
         s = self.settings
         return "\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            *self._listener_lines(),
             f"log.dirs={self.data_dir}",
             "num.partitions=1",
             # Topics come from the catalog (`ragstream topics ensure`); a typo must fail, not create.
@@ -71,38 +108,101 @@ class KafkaBroker(Service):
             "",
         ])
 
+    @property
+    def _admin_settings(self) -> Settings:
+        """These settings as the operator (the stack's own requests run as the admin principal)."""
+        return self.settings.model_copy(update={"kafka_principal": None})
+
     def command(self, progress: Callable[[str], None]) -> list[str]:
         java = find_java(self.settings)
         classpath = f"{jars(self.settings, 'broker', progress)}/*"
         conf = self.home / "kafka" / "server.properties"
         conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(self.properties())
+        _write_private(conf, self.properties())  # holds the controller's and admin's passwords
         jvm = [java, "-Xms128m", f"-Xmx{self.settings.broker_heap}", "-XX:+UseG1GC",
                "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
         if not (self.data_dir / "meta.properties").exists():
             progress("formatting Kafka storage (first start)")
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format",
-                                  f"--cluster-id={cluster_id}",  # an id may start with "-"
-                                  f"--config={conf}"],
-                                 capture_output=True, text=True, timeout=120)
+            args = ["kafka.tools.StorageTool", "format",
+                    f"--cluster-id={cluster_id}",  # an id may start with "-"
+                    f"--config={conf}"]
+            secret: list[str] = []
+            if self.settings.kafka_local_auth:
+                from ragstream.kafka import ADMIN, local_credentials
+
+                creds = local_credentials(self.settings, create=True)
+                assert creds is not None
+                secret = [creds["users"][ADMIN]]
+                # KIP-900: the admin exists from the first start (the broker's own inter-broker
+                # login); every other user is added through it (ensure_scram_users).
+                args += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={secret[0]}]"]
+            # Arguments through a private @argfile: a password on the command line would show in `ps`.
+            argfile = self.home / "kafka" / ".format.args"
+            _write_private(argfile, "\n".join(f'"{a}"' for a in [*jvm[1:], *args]) + "\n")
+            try:
+                fmt = subprocess.run([java, f"@{argfile}"], capture_output=True, text=True, timeout=120)
+            finally:
+                argfile.unlink(missing_ok=True)
             if fmt.returncode != 0:
-                raise StackError(f"formatting Kafka storage in {self.data_dir} failed:\n{fmt.stdout}{fmt.stderr}",
+                out = fmt.stdout + fmt.stderr
+                for pw in secret:
+                    out = out.replace(pw, "<hidden>")
+                raise StackError(f"formatting Kafka storage in {self.data_dir} failed:\n{out}",
                                  f"Remove {self.data_dir} if it is left over from another setup, then retry.")
+            if self.settings.kafka_local_auth:
+                (self.home / "kafka" / ".scram").touch()
+        elif self.settings.kafka_local_auth and not (self.home / "kafka" / ".scram").exists():
+            raise StackError(
+                f"the Kafka storage in {self.data_dir} was formatted without credentials, and the broker now "
+                "requires them (RAGSTREAM_KAFKA_LOCAL_AUTH).",
+                f"Remove {self.home / 'kafka'} to start afresh (its topics are lost; re-run `ragstream up` to "
+                "re-index), or set RAGSTREAM_KAFKA_LOCAL_AUTH=false.")
         return [*jvm, "kafka.Kafka", str(conf)]
+
+    def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
+        started = super().start(progress)
+        if self.settings.kafka_local_auth:
+            self.secure(progress)
+        return started
+
+    def secure(self, progress: Callable[[str], None] = lambda _m: None) -> None:
+        """Every principal's SCRAM user and the ACLs of :func:`ragstream.admin.acl_bindings`."""
+        from ragstream.admin import AdminError, ensure_acls, ensure_scram_users
+        from ragstream.kafka import local_credentials
+
+        creds = local_credentials(self.settings, create=True)
+        assert creds is not None
+        try:
+            added = ensure_scram_users(self._admin_settings, creds)
+            created, removed = ensure_acls(self._admin_settings)
+        except AdminError as exc:
+            raise StackError(f"securing the Kafka broker failed: {exc}", f"Read {self.logfile}.") from None
+        if added or created or removed:
+            progress(f"kafka: {len(added)} SCRAM user(s) added, {len(created)} ACL(s) created, {len(removed)} removed")
 
     def ready(self) -> bool:
         if not port_open(self.settings.kafka_port):
             return False
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0})
+        from ragstream.kafka import client_config
+
         try:
+            admin = AdminClient(client_config(self._admin_settings, log_level=0))
             md = admin.list_topics(timeout=3)
         except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
             return False
         return bool(md.brokers)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by the owner only (it may hold passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
 
 
 class MilvusLite(Service):
@@ -161,8 +261,16 @@ class StageWorker(Service):
         return [sys.executable, "-m", "ragstream.cli", "--home", str(self.home), "worker", self.stage]
 
     def environment(self) -> dict[str, str]:
-        # Workers write to log files: structured JSON, one object per line.
-        return {**settings_env(self.settings), "RAGSTREAM_LOG_FORMAT": "json"}
+        # Workers write to log files: structured JSON, one object per line. Each uses its own
+        # Kafka principal (the local broker's ACLs allow it only its stage's topics).
+        return {**settings_env(self.settings), "RAGSTREAM_LOG_FORMAT": "json",
+                "RAGSTREAM_KAFKA_PRINCIPAL": self.kafka_principal}
+
+    @property
+    def kafka_principal(self) -> str:
+        from ragstream.kafka import stage_principal
+
+        return stage_principal(self.stage)
 
     def ready(self) -> bool:
         """It answers /healthz: 200, or a 503 that says why it is degraded (still up)."""
@@ -184,6 +292,12 @@ class ApiServer(StageWorker):
     @property
     def address(self) -> str:
         return f"http://127.0.0.1:{self.port}/docs"
+
+    @property
+    def kafka_principal(self) -> str:
+        from ragstream.kafka import API
+
+        return API
 
     def command(self, progress: Callable[[str], None]) -> list[str]:
         return [sys.executable, "-m", "ragstream.cli", "--home", str(self.home), "api", "--port", str(self.port)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -194,3 +194,175 @@ def wait_drained(settings: Settings, timeout: float = 300, on_tick: Callable[[di
             return True
         time.sleep(0.5)
     return False
+
+
+# --------------------------------------------------------------------------------------
+# Principals and ACLs (the local broker's StandardAuthorizer; docs/security.md, "Kafka")
+# --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    """One ALLOW ACL: ``principal`` (a user name, without ``User:``) may ``operation`` on
+    the ``resource`` (topic, group, transactional_id) ``name`` — the exact name, or every
+    name starting with it when ``prefixed``."""
+
+    principal: str
+    resource: str
+    name: str
+    operation: str
+    prefixed: bool = False
+
+    def __str__(self) -> str:
+        return f"User:{self.principal} {self.operation} {self.resource} {self.name}{'*' if self.prefixed else ''}"
+
+
+#: What a stage does beyond reading its inputs and writing its outputs, by stage name.
+#: Groups: besides ``ragstream-<stage>`` every stage may use ``ragstream-<stage>-*``.
+def _stage_extras(stage: str) -> list[tuple[str, str, str, bool]]:
+    from schemas import topics as t
+
+    scan_groups = ("group", "ragstream-scan-", "READ", True)  # ragstream.consumer.scan_topic
+    erased = [("topic", t.DSR_ERASED, "READ", False), ("group", "ragstream-erased-", "READ", True)]
+    if stage == "compliance" or stage == "graph":  # the suppression list of erased subjects
+        return erased
+    if stage == "audit":  # the chain's tail and its fenced transactional writer
+        from streams.audit import WRITER_ID
+
+        return [("topic", t.AUDIT, "READ", False), ("group", "ragstream-audit-reader", "READ", False),
+                ("transactional_id", WRITER_ID, "WRITE", False), ("transactional_id", WRITER_ID, "DESCRIBE", False)]
+    if stage == "dsr":  # erasure: find the subject downstream, truncate derived topics behind their readers
+        from streams.dsr import DERIVED, DOWNSTREAM
+
+        return ([("topic", name, "READ", False) for name in DOWNSTREAM] + [scan_groups]
+                + [("topic", name, "DELETE", False) for name, _group in DERIVED]
+                + [("group", group, "DESCRIBE", False) for _name, group in DERIVED]
+                + [("topic", t.AUDIT, "READ", False), ("group", "ragstream-audit-reader", "READ", False)])
+    return []
+
+
+def acl_bindings(settings: Settings) -> tuple[Grant, ...]:
+    """Every ACL of the local broker, derived from the stage registry and the topic catalog.
+
+    * stage ``<name>`` (principal ``stage-<name>``): READ its inputs and extra inputs with
+      group ``ragstream-<name>`` (and ``ragstream-<name>-*``); WRITE its outputs,
+      ``rag.dlq.<name>`` and ``rag.audit.events``; Faust's internal topics
+      ``ragstream-<name>-*``; plus what :func:`_stage_extras` names (audit's transactional
+      id, the dsr stage's deletes and group descriptions).
+    * ``producer`` (sources, ``ragstream up``): WRITE rag.changes, rag.acl, rag.dlq.ingest,
+      rag.audit.events.
+    * ``api``: WRITE rag.dsr and rag.audit.events; READ the dead letters, rag.dsr and
+      rag.audit (listings, receipts).
+    * ``connect`` (Kafka Connect, Debezium): its ``connect.*`` topics and group, the ``cdc.*``
+      change topics it creates and writes.
+    * ``admin`` and the broker's ``controller`` are super users (no ACLs).
+    """
+    from ragstream.kafka import API, CONNECT, PRODUCER, stage_principal
+    from schemas import topics as t
+    from streams.registry import STAGES
+
+    grants: set[Grant] = set()
+
+    def topic(who: str, name: str, *ops: str) -> None:
+        pre = name.endswith("*")
+        for op in ops:
+            grants.add(Grant(who, "topic", name.rstrip("*") if pre else name, op, pre))
+
+    def group(who: str, name: str, op: str = "READ", prefixed: bool = False) -> None:
+        grants.add(Grant(who, "group", name, op, prefixed))
+
+    for spec in STAGES:
+        who = stage_principal(spec.name)
+        for name in (*spec.inputs, *(e.topic for e in spec.extra_inputs)):
+            topic(who, name, "READ", "DESCRIBE")
+        for name in (*spec.outputs, t.AUDIT_EVENTS, *([t.dlq_topic(spec.name)] if spec.name in t.STAGES else [])):
+            topic(who, name, "WRITE", "DESCRIBE")
+        group(who, f"ragstream-{spec.name}")
+        group(who, f"ragstream-{spec.name}-", prefixed=True)
+        topic(who, f"ragstream-{spec.name}-*", "CREATE", "READ", "WRITE", "DESCRIBE")  # Faust's own topics
+        for resource, name, op, prefixed in _stage_extras(spec.name):
+            grants.add(Grant(who, resource, name, op, prefixed))
+
+    for name in (t.CHANGES, t.ACL, t.dlq_topic("ingest"), t.AUDIT_EVENTS):
+        topic(PRODUCER, name, "WRITE", "DESCRIBE")
+
+    for name in (t.DSR, t.AUDIT_EVENTS):
+        topic(API, name, "WRITE", "DESCRIBE")
+    for name in ("rag.dlq.*", t.DSR, t.AUDIT):
+        topic(API, name, "READ", "DESCRIBE")
+    group(API, "ragstream-dlq-", prefixed=True)  # ragstream.dlq's listing and replay readers
+    group(API, "ragstream-scan-", prefixed=True)
+    group(API, "ragstream-audit-reader")
+
+    topic(CONNECT, "connect.*", "CREATE", "READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
+    topic(CONNECT, "cdc.*", "CREATE", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
+    topic(CONNECT, "__debezium-heartbeat.cdc", "CREATE", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
+    group(CONNECT, "ragstream-connect")
+    return tuple(sorted(grants))
+
+
+def _binding(g: Grant) -> Any:
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    return AclBinding(ResourceType[g.resource.upper()], g.name,
+                      ResourcePatternType.PREFIXED if g.prefixed else ResourcePatternType.LITERAL,
+                      f"User:{g.principal}", "*", AclOperation[g.operation], AclPermissionType.ALLOW)
+
+
+def _grant(b: Any) -> Grant:
+    from confluent_kafka.admin import ResourcePatternType
+
+    return Grant(b.principal.removeprefix("User:"), b.restype.name.lower(), b.name, b.operation.name,
+                 b.resource_pattern_type == ResourcePatternType.PREFIXED)
+
+
+def ensure_scram_users(settings: Settings, credentials: dict[str, Any]) -> list[str]:
+    """Create the SCRAM-SHA-512 users of ``credentials`` the broker does not know yet (as admin)."""
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    admin = admin_client(settings)
+    users = credentials["users"]
+    try:
+        known = set(admin.describe_user_scram_credentials(request_timeout=30).result(timeout=30))
+    except KafkaException as exc:
+        raise AdminError(f"describing the broker's SCRAM users failed: {exc.args[0].str()}") from None
+    missing = [u for u in users if u not in known]
+    if missing:
+        futures = admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion(u, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), users[u].encode())
+            for u in missing])
+        _wait(futures, "creating SCRAM user")
+    return missing
+
+
+def ensure_acls(settings: Settings) -> tuple[list[Grant], list[Grant]]:
+    """Bring the broker's ACLs for ragstream's principals in line with :func:`acl_bindings`:
+    create the missing ones, remove those of our principals that are no longer wanted.
+    Returns (created, removed)."""
+    from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType,
+                                       ResourceType)
+
+    from ragstream.kafka import local_principals
+
+    wanted = set(acl_bindings(settings))
+    admin = admin_client(settings)
+    ours = {f"User:{p}" for p in local_principals()}
+    try:
+        existing = admin.describe_acls(AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                                        AclOperation.ANY, AclPermissionType.ANY)).result(timeout=30)
+    except KafkaException as exc:
+        raise AdminError(f"describing ACLs failed: {exc.args[0].str()}") from None
+    have = {_grant(b): b for b in existing if b.principal in ours}
+    create = sorted(wanted - set(have))
+    remove = sorted(set(have) - wanted)
+    if create:
+        for fut in admin.create_acls([_binding(g) for g in create]).values():
+            try:
+                fut.result(timeout=30)
+            except KafkaException as exc:
+                raise AdminError(f"creating ACLs failed: {exc.args[0].str()}") from None
+    if remove:
+        filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+                                    b.permission_type) for g, b in have.items() if g in set(remove)]
+        for fut in admin.delete_acls(filters).values():
+            fut.result(timeout=30)
+    return create, remove
