@@ -108,11 +108,12 @@ def test_every_stage_of_the_registry_is_a_deployment_scaled_on_its_lag(files: di
         worker = deployments[name]["spec"]["template"]["spec"]["containers"][0]
         assert worker["command"] == ["ragstream", "worker", spec.name]
         port = spec.metrics_port(settings)
-        assert worker["ports"] == [{"name": "healthz", "containerPort": port}]
+        assert worker["ports"] == [{"name": "metrics", "containerPort": port}]
+        assert {"name": "RAGSTREAM_METRICS_HOST", "value": "0.0.0.0"} in worker["env"]  # reachable in the pod
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert f"http://127.0.0.1:{port}{spec.health}" in worker[probe]["exec"]["command"][-1]
-        sidecar = deployments[name]["spec"]["template"]["spec"]["containers"][1]
-        assert sidecar["args"][-1] == f"TCP:127.0.0.1:{port}"
+            assert worker[probe]["httpGet"] == {"path": spec.health, "port": port}
+        pod = deployments[name]["spec"]["template"]
+        assert len(pod["spec"]["containers"]) == 1 and pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
         so = scaled[name]["spec"]
         assert so["scaleTargetRef"]["name"] == name
         triggers = so["triggers"]
@@ -155,18 +156,19 @@ def test_a_change_to_the_catalog_changes_the_topics(files: dict[Path, str]) -> N
 
 
 def test_a_change_to_the_registry_changes_the_deployments(files: dict[Path, str]) -> None:
-    graph = registry.StageSpec("graph", "entities and relations into a graph store", (topics.DOCUMENTS,), (), 8,
+    free = max(s.port_offset for s in registry.STAGES) + 1
+    extra = registry.StageSpec("summary", "document summaries into a store", (topics.DOCUMENTS,), (), free,
                                lambda s, p: None)
     stages = tuple(dataclasses.replace(s, inputs=(topics.CHANGES,)) if s.name == "chunk" else s
-                   for s in registry.STAGES) + (graph,)
+                   for s in registry.STAGES) + (extra,)
     changed = generate.render(stages=stages)
-    path = generate.K8S_DIR / "stage-graph.yaml"
+    path = generate.K8S_DIR / "stage-summary.yaml"
     assert path in changed and path not in files
-    assert "stage-graph.yaml" in yaml.safe_load(changed[generate.K8S_DIR / "kustomization.yaml"])["resources"]
-    deployment = by_kind(changed, "Deployment")["ragstream-graph"]
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["command"] == ["ragstream", "worker", "graph"]
-    assert "9308/healthz" in deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["exec"][
-        "command"][-1]
+    assert "stage-summary.yaml" in yaml.safe_load(changed[generate.K8S_DIR / "kustomization.yaml"])["resources"]
+    deployment = by_kind(changed, "Deployment")["ragstream-summary"]
+    worker = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert worker["command"] == ["ragstream", "worker", "summary"]
+    assert worker["livenessProbe"]["httpGet"]["port"] == 9300 + free
     trigger = by_kind(changed, "ScaledObject")["ragstream-chunk"]["spec"]["triggers"][0]["metadata"]
     assert trigger["topic"] == topics.CHANGES
     assert "graph" in yaml.safe_load(changed[generate.COMPOSE_FILE])["services"]
