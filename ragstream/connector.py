@@ -192,6 +192,12 @@ class Cursor:
     def position(self) -> dict[str, Any]:
         return self._data["position"]
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The source's settings as last opened (not part of its identity): what ``open``
+        restores when the runtime reopens a source that is not in the sources file."""
+        return self._data.setdefault("config", {})
+
     def stage(self, native_id: str, entry: dict | None) -> Callable[[Any, Any], None]:
         """Record ``entry`` (None: forget the item) once its message is acknowledged; returns
         the delivery callback to pass to the publisher."""
@@ -253,7 +259,13 @@ class Connector(ABC):
                  publisher: Publisher | None = None) -> None:
         self.settings, self.source_id = settings, source_id
         self.cursor = Cursor(settings, source_id, self.kind, identity)
-        self.publisher = publisher or Publisher(settings, client_id=f"ragstream-{source_id}")
+        if publisher is None:  # sources write as the producer principal (the broker's ACLs: rag.changes, rag.acl, ...)
+            from ragstream.kafka import PRODUCER
+
+            publisher = Publisher(settings if settings.kafka_principal else
+                                  settings.model_copy(update={"kafka_principal": PRODUCER}),
+                                  client_id=f"ragstream-{source_id}")
+        self.publisher = publisher
         self._on_publish: Callable[[str, int], None] | None = None
 
     # -- what every connector provides -------------------------------------------------------
@@ -334,11 +346,13 @@ class Connector(ABC):
         sha = fingerprint or hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
         principals = list(acl.principals)
         if not force and prev and prev.get("sha256") == sha:
-            if prev.get("acl") == principals or Capability.permission_sync not in self.capabilities:
+            if prev.get("acl") == principals:
                 stats.unchanged += 1
                 return
-            self.publish_acl(native_id, acl, stats=stats)
-            return
+            if Capability.permission_sync in self.capabilities:
+                self.publish_acl(native_id, acl, stats=stats)
+                return
+            # No permission-only path: the whole document goes again, with its new ACL.
         self.cursor.skipped.pop(native_id, None)
         version = self.next_version(native_id)
         changed_at = changed_at or datetime.now(timezone.utc)
@@ -443,7 +457,12 @@ def known_sources(settings: Settings) -> dict[str, str]:
 
 
 def open_source(settings: Settings, source_id: str, publisher: Publisher | None = None) -> Connector:
-    """The source ``source_id`` (a doc_id's prefix), from its cursor in this home."""
+    """The source ``source_id`` (a doc_id's prefix): as the sources file declares it if it
+    does, else from its cursor in this home."""
+    if settings.sources_file is not None:
+        for declared in declared_sources(settings, publisher=publisher):
+            if declared.source_id == source_id:
+                return declared
     path = settings.home / "sources" / f"{source_id}.json"
     try:
         data = upgrade(json.loads(path.read_text()))

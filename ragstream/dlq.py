@@ -76,9 +76,9 @@ def list_letters(settings: Settings, stage: str, timeout: float = 30) -> list[Le
 
 
 def replay(settings: Settings, stage: str, timeout: float = 30) -> tuple[int, int]:
-    """Replay every letter not replayed before; returns (replayed, not replayable): a letter
-    that is not ragstream's, or whose source cannot be opened here any more, is logged and
-    passed over."""
+    """Replay every letter not replayed before; returns (replayed, not replayed). A letter that
+    is not ragstream's is logged and passed over; an ingest letter whose source cannot be
+    opened here is put back at the end of the DLQ unchanged (nothing is lost)."""
     topic = dlq_topic(stage)
     c = make_consumer(settings, f"ragstream-dlq-replay-{stage}", **{"enable.auto.commit": False})
     replayed = unreadable = 0
@@ -101,9 +101,12 @@ def replay(settings: Settings, stage: str, timeout: float = 30) -> tuple[int, in
                 if stage == "ingest":
                     try:
                         _reingest(settings, item.key)
-                    except (ConnectorError, OSError) as exc:  # the source is gone: nothing can read it again
+                    except (ConnectorError, OSError) as exc:
+                        # Its source cannot be opened here (not declared, a mount missing): the
+                        # letter goes back to the end of the DLQ as it was, for a later replay.
+                        pub.publish_raw(topic, msg.key(), msg.value(), headers=msg.headers())
                         unreadable += 1
-                        log.warning("cannot replay: its source cannot be opened here; left behind",
+                        log.warning("cannot replay now: its source cannot be opened here; kept in the DLQ",
                                     doc_id=item.key, error=str(exc))
                         continue
                 else:

@@ -70,11 +70,18 @@ class FilesystemSource(Connector):
         self.include, self.exclude = include, exclude
         self.debounce_s, self.world_readable_is_public = debounce_s, world_readable_is_public
         super().__init__(settings, source_id, {"root": str(self.root)}, publisher)
+        self.cursor.config.update(include=list(include), exclude=list(exclude),
+                                  world_readable_is_public=world_readable_is_public)
 
     @classmethod
     def open(cls, settings: Settings, source_id: str, identity: dict, publisher: Publisher | None = None
              ) -> FilesystemSource:
-        return cls(settings, Path(identity["root"]), source_id=source_id, publisher=publisher)
+        from ragstream.connector import Cursor
+
+        saved = Cursor(settings, source_id, cls.kind, identity).config  # as it was last opened
+        return cls(settings, Path(identity["root"]), source_id=source_id, publisher=publisher,
+                   include=tuple(saved.get("include", ("**",))), exclude=tuple(saved.get("exclude", DEFAULT_EXCLUDE)),
+                   world_readable_is_public=bool(saved.get("world_readable_is_public", False)))
 
     @classmethod
     def from_config(cls, settings: Settings, source_id: str, config: FilesystemConfig,

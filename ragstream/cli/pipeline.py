@@ -220,10 +220,15 @@ def verify(source: str | None, as_json: bool, all_findings: bool) -> None:
 
     none: Any = _NoPublisher()
     if source is None:
-        sources = [open_source(s, sid, publisher=none) for sid in known_sources(s)]
-        if not sources:
+        if not known_sources(s):
             raise UserError(f"no source has synced into {s.home} yet; run `ragstream up FOLDER` first")
-    elif Path(source).is_dir():
+        sources = []
+        for sid in known_sources(s):
+            try:
+                sources.append(open_source(s, sid, publisher=none))
+            except ConnectorError as exc:  # one source that cannot be opened does not hide the others
+                say(f"{sid}: not verified — {exc}")
+    elif source not in known_sources(s) and Path(source).is_dir():  # a folder, given by its path
         sources = [FilesystemSource(s, Path(source), publisher=none)]
     else:
         try:
