@@ -167,8 +167,6 @@ class S3Source(Connector):
     def head(self, key: str) -> S3Object | None:
         try:
             r = self.client.s3_call("head_object", Bucket=self.config.bucket, Key=key)
-        except ObjectAccessDenied:
-            raise
         except ConnectorError:
             raise
         except Exception as exc:
@@ -338,8 +336,12 @@ class S3Source(Connector):
         self.publish_upsert(key, text, stats=stats, acl=acl, content_type=ctype,
                             title=title.group(1).strip() if title else PurePosixPath(key).name,
                             uri=f"s3://{self.config.bucket}/{key}", changed_at=obj.last_modified,
+                            # synced_at: an object published again unchanged (a lost cursor, a
+                            # reread) must not look the same to the index stage, which otherwise
+                            # keeps its rows at the old version (verify: "rows of version(s) ...")
                             extra={"bucket": self.config.bucket, "key": key, "etag": etag,
-                                   "version_id": version_id or "", "size": str(len(data))},
+                                   "version_id": version_id or "", "size": str(len(data)),
+                                   "synced_at": datetime.now(timezone.utc).isoformat()},
                             force=True, fingerprint=sha, remember=seen)
         return True
 

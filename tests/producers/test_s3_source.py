@@ -600,3 +600,21 @@ principals = ["everyone"]
     assert "wJalrXUtnFEMI" not in msg and "inline-secret-value" not in msg
     with pytest.raises(ValueError, match="go together"):
         S3Config(bucket="docs", access_key_id_env="K")
+
+
+def test_notification_bodies_of_every_shape():
+    from producers.s3.notifications import parse
+
+    s3_record = {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "docs"},
+                                                                     "object": {"key": "a+dir%2F%C3%A9+x%2By.md"}}},
+                             {"eventName": "ObjectRemoved:Delete", "s3": {"bucket": {"name": "other"},
+                                                                        "object": {"key": "b.md"}}}]}
+    sns = {"Type": "Notification", "Message": json.dumps({"Records": [
+        {"eventName": "ObjectTagging:Put", "s3": {"bucket": {"name": "docs"}, "object": {"key": "c.md"}}}]})}
+    bridge = {"source": "aws.s3", "detail-type": "Object Deleted",
+              "detail": {"bucket": {"name": "docs"}, "object": {"key": "d e.md"}}}
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "docs"}
+    parsed = parse([json.dumps(s3_record), json.dumps(sns), json.dumps(bridge), json.dumps(test_event),
+                    "not json", json.dumps({"Records": [{"s3": {}}]})], "docs")
+    assert parsed.keys == {"a dir/é x+y.md", "c.md", "d e.md"}
+    assert (parsed.ignored, parsed.unreadable) == (2, 2)
