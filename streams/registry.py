@@ -138,6 +138,22 @@ def _dsr(settings: Settings, publish: Publish) -> Any:
                     keys=KeyRing(settings.home / "keys"), index=_index_of(settings, model_dim(settings)))
 
 
+def _graph(settings: Settings, publish: Publish) -> Any:
+    from streams.graph import GraphStage
+
+    return GraphStage.from_settings(settings)
+
+
+def _graph_enabled() -> bool:
+    """RAGSTREAM_GRAPH_ENABLED: the graph stage joins the pipeline ``ragstream up`` runs."""
+    from ragstream.settings import load_settings
+
+    try:
+        return load_settings().graph_enabled
+    except SystemExit:  # invalid settings: the command that reads them says what is wrong
+        return False
+
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("compliance", "PII detection and redaction, policy, classification, retention",
               (topics.CHANGES,), (topics.DOCUMENTS, topics.AUDIT_EVENTS), 0, _compliance, raw=True),
@@ -154,6 +170,9 @@ STAGES: tuple[StageSpec, ...] = (
               (topics.DSR,), (topics.DOCUMENTS, topics.DSR_ERASED, topics.AUDIT_EVENTS), 5, _dsr),
     StageSpec("normalize", "Debezium change events (cdc.*) to change events by a per-table mapping",
               ("cdc.*",), (topics.CHANGES, topics.ACL), 7, _normalize, optional=True, raw=True),
+    StageSpec("graph", "entities, links and co-occurrences of the compliant documents into the knowledge graph "
+                       "(Neo4j); permission-only changes", (topics.DOCUMENTS,), (), 8, _graph, sink=True,
+              extra_inputs=(ExtraInput(topics.ACL, "AclChange", "apply_acl"),), optional=not _graph_enabled()),
 )
 
 BY_NAME = {s.name: s for s in STAGES}

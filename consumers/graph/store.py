@@ -166,12 +166,13 @@ class GraphStore:
     version's contributions, write the new ones, collect what lost its last evidence.
     """
 
-    def __init__(self, uri: str, auth: tuple[str, str], *, database: str | None = None) -> None:
+    def __init__(self, uri: str, auth: tuple[str, str], *, database: str | None = None, retry_s: float = 10) -> None:
         from neo4j import GraphDatabase
 
         self.uri = uri
         self.database = database
-        self.driver = GraphDatabase.driver(uri, auth=auth, connection_timeout=5, max_transaction_retry_time=10,
+        # The driver retries a transaction for retry_s itself; beyond that the stage's retry budget takes over.
+        self.driver = GraphDatabase.driver(uri, auth=auth, connection_timeout=5, max_transaction_retry_time=retry_s,
                                            liveness_check_timeout=30, user_agent="ragstream-graph")
 
     @classmethod

@@ -99,6 +99,7 @@ class ErasureMixin:
     def erase(self, req: DsrRequest) -> dict[str, Any]:
         """Art. 17: remove the subject from every store downstream of compliance."""
         from ragstream.admin import wait_drained
+        from streams.graph import erase_from_graph, graph_contributions
         from streams.stages import Output
 
         refs = frozenset(req.subject_refs)
@@ -106,6 +107,7 @@ class ErasureMixin:
                       for ref in sorted(refs)])
         wait_drained(self.settings, timeout=600, stages=("compliance",))
         rows_before = len(self.milvus_rows(refs))
+        graph_before = graph_contributions(self.settings, refs)  # the knowledge graph (0s when disabled)
         rewritten = restricted = blobs = 0
         last_write = time.monotonic()
         for _ in range(3):  # a document compliance published just before it saw the list
@@ -122,12 +124,14 @@ class ErasureMixin:
                     blobs += self._drop_blob(old_blob)
             wait_drained(self.settings, timeout=600, stages=("chunk", "embed", "index"))
         truncated = self._truncate_derived()
+        graph = erase_from_graph(self.settings, refs, graph_before)
         remaining, waited = self._verify(refs, last_write)
+        remaining["graph"] = graph["after"]
         raw_until = utcnow() + timedelta(days=self.settings.raw_retention_days)
         return {
             "documents_rewritten": rewritten, "documents_restricted": restricted,
             "milvus_rows_before": rows_before, "milvus_rows_after": remaining.get("milvus", 0),
-            "records_truncated": truncated, "blobs_deleted": blobs, "remaining": remaining,
+            "records_truncated": truncated, "blobs_deleted": blobs, "graph": graph, "remaining": remaining,
             "verified": not any(remaining.values()), "verify_seconds": round(waited, 1),
             "raw_changes_forgotten_by": raw_until.isoformat(),
         }
