@@ -9,9 +9,10 @@ lives in its own package, ``producers/<kind>/``, with the same files every time:
     producers/<kind>/source.py     the Connector subclass (sync, full listing, watch)
     producers/<kind>/…             helpers only this source needs (API client, ACL mapping)
 
-The runtime never names a concrete source: DLQ replay, DSR rectification, ``ragstream
-verify`` and ``ragstream up`` find a source's connector through :func:`open_source` (by the
-kind its cursor records) and use only what is declared here, guided by the connector's
+The runtime never names a concrete source: DLQ replay, DSR rectification and ``ragstream
+verify`` find a source's connector through :func:`open_source` (as the sources file declares
+it, else by the kind its cursor records), ``ragstream up`` and ``ragstream sources`` through
+:func:`declared_sources`, and all use only what is declared here, guided by the connector's
 :class:`Capability` set. Connectors are discovered among the packages under ``producers/``
 and the extra packages named in ``RAGSTREAM_CONNECTOR_MODULES`` (a plugin, or a test's toy
 source), so adding one changes nothing outside its own package.
@@ -28,16 +29,28 @@ Three rules, taken from what works in the field:
 * **One update-statistics type** (:class:`UpdateStats`) for every source, so ``up``'s
   progress, logs and metrics read the same whatever the source.
 
-Example: a minimal connector (see ``tests/toy_source/`` for one that runs in the suite)::
+Example: a minimal connector over a dict of texts (``tests/toy_source/`` is one that runs
+in the suite, with a full listing and dead letters)::
 
     class Notes(Connector):
         kind = "notes"
-        capabilities = frozenset({Capability.full_listing, Capability.deletes})
+        capabilities = frozenset({Capability.deletes})
+
+        def __init__(self, settings, texts, source_id="notes", publisher=None):
+            self.texts = texts
+            super().__init__(settings, source_id, {}, publisher)
+
+        @classmethod
+        def open(cls, settings, source_id, identity, publisher=None):
+            raise ConnectorError("notes live in memory: nothing to reopen")
 
         def sync(self, native_ids=None, *, force=False, progress=None, on_publish=None):
             stats = UpdateStats()
-            for nid, text in self.read(native_ids):
-                self.publish_upsert(nid, text, stats=stats, force=force)
+            for nid in sorted(set(self.texts) | set(self.cursor.items)):
+                if nid in self.texts:
+                    self.publish_upsert(nid, self.texts[nid], stats=stats, acl=Acl(principals=("group:team",)))
+                else:
+                    self.publish_delete(nid, stats=stats)
             return self.finish(stats)
 """
 
@@ -259,11 +272,10 @@ class Connector(ABC):
                  publisher: Publisher | None = None) -> None:
         self.settings, self.source_id = settings, source_id
         self.cursor = Cursor(settings, source_id, self.kind, identity)
-        if publisher is None:  # sources write as the producer principal (the broker's ACLs: rag.changes, rag.acl, ...)
+        if publisher is None:  # sources write as the producer principal (the local broker's ACLs), wherever they run
             from ragstream.kafka import PRODUCER
 
-            publisher = Publisher(settings if settings.kafka_principal else
-                                  settings.model_copy(update={"kafka_principal": PRODUCER}),
+            publisher = Publisher(settings.model_copy(update={"kafka_principal": PRODUCER}),
                                   client_id=f"ragstream-{source_id}")
         self.publisher = publisher
         self._on_publish: Callable[[str, int], None] | None = None
@@ -396,6 +408,18 @@ class Connector(ABC):
         self.cursor.skipped[native_id] = {"reason": reason, "detail": detail, **seen}
         stats.skip(reason)
 
+    def dead_letter(self, native_id: str, data: bytes, error: BaseException, *, stats: UpdateStats,
+                    sha256: str | None = None) -> None:
+        """An item the source holds but cannot read (a corrupt PDF): kept for ``verify`` as
+        ``extraction_failed`` and sent to ``rag.dlq.ingest`` (its bytes when small enough), so
+        ``ragstream dlq replay ingest`` reads it again once fixed."""
+        SOURCE_SKIPPED.labels(self.source_id, "extraction_failed").inc()
+        log.warning("document dead-lettered", doc_id=self.doc_id(native_id), error=str(error))
+        self.cursor.skipped[native_id] = {"sha256": sha256, "reason": "extraction_failed", "detail": str(error)}
+        self.publisher.dead_letter("ingest", topic=topics.CHANGES, partition=-1, offset=-1, key=self.doc_id(native_id),
+                                   value=data if len(data) <= self.settings.inline_max_bytes else b"", error=error)
+        stats.failed += 1
+
     def finish(self, stats: UpdateStats) -> UpdateStats:
         """Wait for every acknowledgement, then commit the cursor (only what was acknowledged)."""
         try:
@@ -419,24 +443,33 @@ class Connector(ABC):
 # --------------------------------------------------------------------------------------- registry
 def connector_classes(settings: Settings) -> dict[str, type[Connector]]:
     """kind → Connector class: every package under ``producers/`` that defines ``CONNECTOR``,
-    and the packages ``RAGSTREAM_CONNECTOR_MODULES`` names."""
-    names = []
+    and the packages ``RAGSTREAM_CONNECTOR_MODULES`` names.
+
+    This is the one place the foundation reaches sources, by name at run time, the way a
+    plugin is found (tests/test_layers.py names it as the sanctioned exception). A bundled
+    package that fails to import is logged and left out — one broken connector does not
+    take the others down; a package named in RAGSTREAM_CONNECTOR_MODULES must load."""
+    explicit = [n.strip() for n in settings.connector_modules.split(",") if n.strip()]
+    bundled = []
     try:
         producers = importlib.import_module("producers")
-        names += [f"producers.{m.name}" for m in pkgutil.iter_modules(producers.__path__) if m.ispkg]
+        bundled = [f"producers.{m.name}" for m in pkgutil.iter_modules(producers.__path__) if m.ispkg]
     except ImportError:  # an installation without the bundled connectors
         pass
-    names += [n.strip() for n in settings.connector_modules.split(",") if n.strip()]
     found: dict[str, type[Connector]] = {}
-    for name in names:
+    for name in bundled + explicit:
         try:
             module = importlib.import_module(name)
-        except ImportError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a broken package raises
+            if name not in explicit:
+                log.error("a bundled connector package cannot be loaded; its sources are unavailable",
+                          package=name, error=f"{type(exc).__name__}: {exc}")
+                continue
             raise ConnectorError(f"cannot load the connector package {name!r}: {exc}; "
                                  "check RAGSTREAM_CONNECTOR_MODULES") from exc
         cls = getattr(module, "CONNECTOR", None)
         if cls is None:
-            if name in settings.connector_modules:
+            if name in explicit:
                 raise ConnectorError(f"{name} defines no CONNECTOR (a Connector subclass)")
             continue
         found[cls.kind] = cls

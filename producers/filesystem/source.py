@@ -21,10 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from producers.extract import ExtractionError, UnsupportedContent, content_type_for, extract
 from ragstream.connector import Capability, Connector, Excluded, ListedDocument, UpdateStats
 from ragstream.logging import get_logger
-from ragstream.metrics import SOURCE_SKIPPED
 from ragstream.publisher import Publisher
 from ragstream.settings import Settings
-from schemas import topics
 from schemas.events import Acl
 
 log = get_logger(__name__)
@@ -215,11 +213,7 @@ class FilesystemSource(Connector):
         except RecursionError:
             return self._skip(rel, sha, "unsupported", "the document is nested too deeply to extract its text", stats)
         except ExtractionError as exc:
-            self._skip(rel, sha, "extraction_failed", str(exc), None)
-            stats.failed += 1
-            self.publisher.dead_letter("ingest", topic=topics.CHANGES, partition=-1, offset=-1,
-                                       key=self.doc_id(rel), value=data if len(data) <= self.settings.inline_max_bytes else b"",
-                                       error=exc)
+            self.dead_letter(rel, data, exc, stats=stats, sha256=sha)
             return False
         text_bytes = len(text.encode("utf-8", errors="replace"))
         if text_bytes > self.settings.max_text_bytes:
@@ -244,15 +238,10 @@ class FilesystemSource(Connector):
             return
         self.publish_acl(rel, acl, stats=stats)
 
-    def _skip(self, rel: str, sha: str | None, reason: str, detail: str, stats: UpdateStats | None,
-              **seen: int) -> bool:
-        SOURCE_SKIPPED.labels(self.source_id, reason).inc()
-        log.warning("file skipped", doc_id=self.doc_id(rel), reason=reason, detail=detail)
-        # Kept for `ragstream verify` and the summary; the sha256 (or size and mtime for a
-        # file too large to read) lets the next sync skip the same bytes without a new line.
-        self.skipped_files[rel] = {"sha256": sha, "reason": reason, "detail": detail, **seen}
-        if stats is not None:
-            stats.skip(reason)
+    def _skip(self, rel: str, sha: str | None, reason: str, detail: str, stats: UpdateStats, **seen: int) -> bool:
+        # The sha256 (or size and mtime for a file too large to read) lets the next sync skip
+        # the same bytes without a new log line.
+        self.record_skip(rel, reason, detail, stats=stats, sha256=sha, **seen)
         return False
 
     def acl_for(self, st: os.stat_result) -> Acl:

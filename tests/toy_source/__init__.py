@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from ragstream.connector import Capability, Connector, Excluded, ListedDocument, UpdateStats
-from schemas import topics
 from schemas.events import Acl
 
 
@@ -37,10 +36,7 @@ class Notes(Connector):
                 if nid in self.cursor.items:
                     self.publish_delete(nid, stats=stats)
             elif not isinstance(note.get("text"), str):
-                self.cursor.skipped[nid] = {"reason": "extraction_failed", "detail": "text is not a string"}
-                self.publisher.dead_letter("ingest", topic=topics.CHANGES, partition=-1, offset=-1,
-                                           key=self.doc_id(nid), value=b"", error=ValueError("text is not a string"))
-                stats.failed += 1
+                self.dead_letter(nid, b"", ValueError("text is not a string"), stats=stats)
             else:
                 self.publish_upsert(nid, note["text"], stats=stats, acl=Acl(principals=tuple(note["readers"])),
                                     title=nid, force=force)
