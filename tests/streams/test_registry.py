@@ -41,3 +41,10 @@ def test_the_lag_probe_reads_the_inputs_the_registry_declares():
 
     assert STAGE_INPUTS == {name: BY_NAME[name].inputs + tuple(e.topic for e in BY_NAME[name].extra_inputs)
                             for name in PIPELINE}
+
+
+def test_stages_that_read_raw_content_keep_their_dead_letters_only_the_raw_retention():
+    from schemas.topics import RAW_STAGES
+    from streams.registry import STAGES as SPECS
+
+    assert {s.name for s in SPECS if s.raw} | {"ingest"} == set(RAW_STAGES)
