@@ -4,7 +4,7 @@
     pipeline.py    up, down, verify, check
     search.py      search
     sources.py     sources list | test | sync (the sources file)
-    stack.py       stack, topics, schemas, worker
+    stack.py       stack, topics, schemas, worker, status
     dlq.py         dlq list | replay
     compliance.py  pii, audit, dsr
     access.py      api, apikey
