@@ -6,11 +6,9 @@ import bisect
 import contextlib
 import fnmatch
 import hashlib
-import json
 import re
 import threading
 import time
-import tomllib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,7 +22,7 @@ from producers.s3 import notifications
 from producers.s3.acl import AclMapping
 from producers.s3.client import GONE, Client, ObjectAccessDenied, QueueMissing, S3Unavailable, error_code
 from producers.s3.config import S3Config
-from ragstream.connector import Capability, Connector, ConnectorError, Excluded, ListedDocument, UpdateStats
+from ragstream.connector import Capability, Connector, ConnectorError, Cursor, Excluded, ListedDocument, UpdateStats
 from ragstream.logging import get_logger
 from ragstream.metrics import SOURCE_SKIPPED
 from ragstream.publisher import Publisher
@@ -72,20 +70,25 @@ class S3Source(Connector):
         self._versioned: bool | None = None
         super().__init__(settings, source_id, {"bucket": config.bucket, "endpoint": config.endpoint_url or "aws"},
                          publisher)
-        # What verify, DLQ replay and DSR need to reopen this source (names of variables and
-        # files, never credentials); saved with the cursor's next commit.
-        self.cursor.position["config"] = config.model_dump(mode="json")
+        # What verify, DLQ replay and DSR need to reopen this source when the sources file does
+        # not declare it (names of variables and files, never credentials); saved with the
+        # cursor's next commit.
+        self.cursor.config.clear()
+        self.cursor.config.update(config.model_dump(mode="json"))
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, settings: Settings, source_id: str, identity: dict, publisher: Publisher | None = None
              ) -> S3Source:
-        """From the sources file's section if it declares this source, else from the
-        configuration its cursor recorded."""
-        config = declared_config(settings, source_id) or recorded_config(settings, source_id)
-        if config is None:
-            raise ConnectorError(f"the S3 source {source_id!r} ({identity.get('bucket')}) has no configuration: "
-                                 "declare it in the sources file (RAGSTREAM_SOURCES_FILE)")
+        """From the configuration its cursor recorded (:func:`ragstream.connector.open_source`
+        prefers the sources file's section when there is one)."""
+        saved = Cursor(settings, source_id, cls.kind, identity).config
+        try:
+            config = S3Config.model_validate(saved)
+        except ValidationError:
+            raise ConnectorError(f"the S3 source {source_id!r} ({identity.get('bucket')}) has no usable saved "
+                                 "configuration in its cursor: declare it in the sources file "
+                                 "(RAGSTREAM_SOURCES_FILE)") from None
         return cls(settings, config, source_id, publisher=publisher)
 
     @classmethod
@@ -457,30 +460,3 @@ class S3Source(Connector):
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
-
-
-def declared_config(settings: Settings, source_id: str) -> S3Config | None:
-    """This source's section of the sources file, if the file declares it as an S3 source."""
-    if settings.sources_file is None:
-        return None
-    try:
-        data = tomllib.loads(settings.sources_file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return None  # the runtime reports an unreadable sources file itself
-    section = dict(data.get("sources", {}).get(source_id) or {})
-    if section.pop("kind", None) != "s3":
-        return None
-    try:
-        return S3Config.model_validate(section)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConnectorError(f"[sources.{source_id}] in {settings.sources_file} is invalid: {problems}") from None
-
-
-def recorded_config(settings: Settings, source_id: str) -> S3Config | None:
-    """The configuration the source's cursor recorded at its last commit."""
-    try:
-        data = json.loads((settings.home / "sources" / f"{source_id}.json").read_text())
-        return S3Config.model_validate(data["position"]["config"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
