@@ -42,6 +42,7 @@ from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, Field
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
+from ragstream.api_graph import add_graph_routes
 from ragstream.auth import AuthError, Authenticator, Identity, load_auth_config
 from ragstream.logging import get_logger
 from ragstream.settings import Settings
@@ -711,6 +712,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> FastA
                   {"replayed": replayed, "unreadable": unreadable, "request_id": request_id(request)})
         return ReplayResult(replayed=replayed, unreadable=unreadable)
 
+    add_graph_routes(app, settings, require, request_id, svc)  # /v1/graph/* (ragstream/api_graph.py)
     return app
 
 

@@ -83,9 +83,14 @@ class GraphDrift:
         return f"drift {self.total}" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def check_graph(store: "GraphStore", expected: dict[str, Expected]) -> GraphDrift:
-    """Compare the graph with ``expected`` (see :func:`expected_documents`)."""
-    have = store.documents()
+def check_graph(store: "GraphStore", expected: dict[str, Expected], *, source: str | None = None) -> GraphDrift:
+    """Compare the graph with ``expected`` (see :func:`expected_documents`); with ``source``,
+    only that source's documents (the structural checks are always global)."""
+    def mine(doc_id: str) -> bool:
+        return source is None or doc_id.startswith(f"{source}:")
+
+    expected = {d: e for d, e in expected.items() if mine(d)}
+    have = {d: v for d, v in store.documents().items() if mine(d)}
     acls = store.doc_acls()
     drift = GraphDrift(integrity=store.integrity())
     for doc_id, exp in sorted(expected.items()):
