@@ -618,3 +618,29 @@ def test_notification_bodies_of_every_shape():
                     "not json", json.dumps({"Records": [{"s3": {}}]})], "docs")
     assert parsed.keys == {"a dir/é x+y.md", "c.md", "d e.md"}
     assert (parsed.ignored, parsed.unreadable) == (2, 2)
+
+
+def test_an_object_the_credentials_may_not_read_is_skipped_and_a_denied_bucket_is_a_clear_error(
+        tmp_path, moto_s3, bucket, monkeypatch):
+    iam = moto_s3.client("iam")
+    user = f"limited-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/secret/*"},
+        {"Effect": "Deny", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::locked-*"}]}))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    monkeypatch.setenv(KEY_ENV, key["AccessKeyId"])
+    monkeypatch.setenv(SECRET_ENV, key["SecretAccessKey"])
+    put(moto_s3, bucket, "open.md", "readable")
+    put(moto_s3, bucket, "secret/plan.md", "not for this reader")
+    src, _ = make(tmp_path, moto_s3, bucket)
+    stats = src.sync()
+    assert (stats.added, stats.skipped_by_reason) == (1, {"unreadable": 1})
+    assert "access denied" in src.cursor.skipped["secret/plan.md"]["detail"]
+
+    locked = f"locked-{uuid.uuid4().hex[:6]}"
+    moto_s3.client().create_bucket(Bucket=locked)
+    other, _ = make(tmp_path, moto_s3, locked, source_id="s3-locked")
+    with pytest.raises(ConnectorError, match=r"AccessDenied.*s3:ListBucket"):
+        other.sync()
