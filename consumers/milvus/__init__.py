@@ -2,8 +2,9 @@
 
     schema.py   connection, limits, field names, errors
     acl.py      ACL encoding and filters, the in-memory dictionary of ACL sets
-    search.py   hits, filters, rank fusion
-    index.py    MilvusIndex: collections, document registry, writes, search, DSR queries
+    search.py   hits, filters, rank fusion, the search legs (SearchMixin)
+    writer.py   writes: a document version replaces its previous rows (WriterMixin)
+    index.py    MilvusIndex: collections, document registry, ACL sets, DSR queries
 
 
 Row = one chunk of one document version: ``chunk_id`` (primary key, content-addressed),

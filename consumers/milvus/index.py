@@ -1,4 +1,5 @@
-"""MilvusIndex: collections, the document registry, writes, search and the DSR queries."""
+"""MilvusIndex: collections, the document registry and ACL sets, and the DSR queries; writes
+(writer.py) and search (search.py) are its mixins."""
 
 from __future__ import annotations
 
@@ -7,16 +8,16 @@ from typing import Any, Iterable
 from pymilvus import DataType, Function, FunctionType
 from pymilvus.exceptions import MilvusException
 from ragstream.failures import Kind, classify
-from schemas.events import VectorSet
-from consumers.milvus.schema import ANALYZER, EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, FUSION_CANDIDATES, IndexInputError, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MAX_HEADING, MAX_SUBJECTS, MAX_TEXT, MAX_TITLE, MAX_URI, MODES, MODIFIED_FIELD, REQUIRED_FIELDS, SPARSE_FIELD, TransientIndexError, _VARCHAR_LIMITS, milvus_client
-from consumers.milvus.acl import AclSets, acl_filter, acl_key, check_acl, encode_acl, escape_like, escape_literal, keys_filter, stored_acl
-from consumers.milvus.search import Hit, SearchFilters, _fuse, _hit, exact_terms
+from consumers.milvus.schema import ANALYZER, IndexInputError, IndexSchemaError, MAX_TEXT, MODIFIED_FIELD, REQUIRED_FIELDS, SPARSE_FIELD, TransientIndexError, _VARCHAR_LIMITS, milvus_client
+from consumers.milvus.acl import AclSets, acl_key, check_acl, escape_literal
+from consumers.milvus.search import SearchMixin
+from consumers.milvus.writer import WriterMixin
 from ragstream.logging import get_logger
 
 log = get_logger(__name__)
 
 
-class MilvusIndex:
+class MilvusIndex(SearchMixin, WriterMixin):
     OUTPUT = ["doc_id", "source", "title", "uri", "heading", "text"]
 
     def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30, acl_refresh_s: float = 5.0) -> None:
@@ -295,159 +296,6 @@ class MilvusIndex:
         fields = self._field_map()
         return not fields or SPARSE_FIELD in fields
 
-    # -- writes ---------------------------------------------------------------------------
-    def apply(self, vs: VectorSet, write_ids: set[str] | None = None) -> int:
-        """Make Milvus hold exactly ``vs``'s chunks for its document; return the rows written.
-
-        ``write_ids`` limits which rows are (re)written — the others are already there,
-        unchanged.
-        """
-        doc = escape_literal(vs.doc_id)
-        try:
-            if vs.op == "delete" or not vs.chunks:
-                self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}"')
-                return 0
-            rows = [self._row(vs, c) for c in vs.chunks if write_ids is None or c.chunk_id in write_ids]
-            if rows:
-                self.register_acls({r["acl"] for r in rows})
-                self.client.upsert(collection_name=self.alias, data=rows)
-            keep = ", ".join(f'"{escape_literal(c.chunk_id)}"' for c in vs.chunks)
-            self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}" and chunk_id not in [{keep}]')
-            return len(rows)
-        except MilvusException as exc:
-            raise self._transient(f"Milvus write failed for {vs.doc_id}: {exc}", exc) from exc
-
-    def _row(self, vs: VectorSet, chunk: Any) -> dict[str, Any]:
-        md = vs.metadata
-        acl = check_acl(stored_acl(vs.acl))
-        return {
-            "chunk_id": chunk.chunk_id,
-            "doc_id": vs.doc_id,
-            "source": vs.source,
-            "source_kind": str(vs.source_kind),
-            "version": vs.version,
-            "heading": _clip_utf8(chunk.heading or "", MAX_HEADING),
-            "title": _clip_utf8(md.title or "", MAX_TITLE),
-            "uri": _clip_utf8(md.uri or "", MAX_URI),
-            "text": _clip_utf8(chunk.text, MAX_TEXT),
-            "acl": acl,
-            "acl_key": acl_key(acl),
-            "classification": vs.classification.value,
-            "subjects": _clip_list(vs.subject_refs, MAX_SUBJECTS),
-            "retain_until": int(vs.retain_until.timestamp()) if vs.retain_until else 0,
-            **({MODIFIED_FIELD: int(md.modified_at.timestamp()) if md.modified_at else 0}
-               if MODIFIED_FIELD in self._field_map() else {}),
-            "model": vs.model,
-            "vector": chunk.floats(),
-        }
-
-    def flush(self) -> None:
-        try:
-            self.client.flush(self.alias)
-        except MilvusException as exc:
-            raise self._transient(f"Milvus flush failed: {exc}", exc) from exc
-
-    # -- reads ----------------------------------------------------------------------------
-    def search(self, vector: list[float] | None, principals: Iterable[str], limit: int = 10, *,
-               query: str | None = None, mode: str = "dense", filters: SearchFilters | None = None) -> list[Hit]:
-        """The ``limit`` best chunks among those the caller may see.
-
-        ``mode`` ``dense``: nearest to ``vector`` (score: cosine similarity); ``lexical``: BM25
-        over ``query`` plus its verbatim identifiers (score: fused rank); ``hybrid``: both,
-        fused by reciprocal rank (score: the RRF sum). On a collection without the BM25 field,
-        hybrid and lexical fall back to dense (see :meth:`effective_mode`).
-
-        >>> index.search(embed("disk full E1234-X"), ["group:eng"], 5, query="disk full E1234-X", mode="hybrid")
-        """
-        if mode not in MODES:
-            raise ValueError(f"unknown search mode {mode!r}: one of {', '.join(MODES)}")
-        try:
-            plan = self.search_plan(principals, limit)  # raises before any query when there are no principals
-            if plan is None:
-                return []
-            expr, ef = plan
-            if filters is not None and filters.expr():
-                if filters.by_modified and MODIFIED_FIELD not in self._field_map():
-                    raise IndexSchemaError(
-                        f"Milvus collection {self.collection} has no {MODIFIED_FIELD!r} field (made before "
-                        "date filters): rebuild the index (a fresh RAGSTREAM_HOME or RAGSTREAM_COLLECTION) "
-                        "to filter by modification time")
-                expr = f"({expr}) and {filters.expr()}"
-            mode = self.effective_mode(mode)
-            if mode == "dense":
-                if vector is None:
-                    raise ValueError("dense search needs the query's vector")
-                return self._dense(vector, expr, limit, ef)
-            if not query or not query.strip():
-                raise ValueError(f"{mode} search needs the query's text")
-            k = max(FUSION_CANDIDATES, 3 * limit)
-            legs = []
-            if mode == "hybrid":
-                if vector is None:
-                    raise ValueError("hybrid search needs the query's vector")
-                legs.append(self._dense(vector, expr, k, ef))
-            legs.append(self._bm25(query, expr, k))
-            return _fuse(legs, [self._verbatim(t, expr, k) for t in exact_terms(query)], limit)
-        except MilvusException as exc:
-            raise self._transient(f"Milvus search failed: {exc}", exc) from exc
-
-    def effective_mode(self, mode: str) -> str:
-        """The mode a search in ``mode`` runs in: dense where the collection has no BM25 field."""
-        if mode not in MODES:
-            raise ValueError(f"unknown search mode {mode!r}: one of {', '.join(MODES)}")
-        try:
-            lexical = mode == "dense" or self.lexical
-        except MilvusException as exc:
-            raise self._transient(f"Milvus describe failed: {exc}", exc) from exc
-        if not lexical:
-            if self.collection not in self._warned:
-                self._warned.add(self.collection)
-                log.warning("milvus.dense_only", collection=self.collection, requested=mode,
-                            reason=f"the collection has no {SPARSE_FIELD!r} field (made before hybrid search, or "
-                                   "by an engine without BM25): rebuild it for hybrid and lexical search")
-            return "dense"
-        return mode
-
-    def _dense(self, vector: list[float], expr: str, limit: int, ef: int) -> list[Hit]:
-        hits = self._ann(vector, expr, limit, ef)
-        if len(hits) < limit and ef < EF_MAX:  # the filtered walk starved: widen the beam
-            hits = self._ann(vector, expr, limit, EF_MAX)
-        return hits
-
-    def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:
-        res = self.client.search(collection_name=self.alias, data=[query], anns_field=SPARSE_FIELD, filter=expr,
-                                 limit=limit, output_fields=self.OUTPUT, search_params={"metric_type": "BM25"},
-                                 consistency_level="Strong")
-        # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
-        return [_hit(h, abs(float(h.distance))) for h in res[0]]
-
-    def _verbatim(self, term: str, expr: str, limit: int) -> list[Hit]:
-        """Chunks holding ``term`` exactly as written (case and punctuation included)."""
-        rows = self.client.query(collection_name=self.alias, filter=f'({expr}) and text like "%{escape_like(term)}%"',
-                                 output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level="Strong")
-        return [Hit(chunk_id=str(r["chunk_id"]), doc_id=r["doc_id"], score=1.0, source=r["source"], title=r["title"],
-                    uri=r["uri"], heading=r["heading"], text=r["text"]) for r in rows]
-
-    def search_plan(self, principals: Iterable[str], limit: int = 10) -> tuple[str, int] | None:
-        """The filter selecting exactly the rows these principals may see and the beam width
-        for it, or ``None`` when no stored ACL set names any of them (nothing is visible)."""
-        ps = sorted(set(principals))
-        by_principal = acl_filter(ps)  # raises PermissionError for no principals
-        keys = self.acl_sets.keys_for(ps)
-        if not keys:
-            return None
-        ef = int(min(EF_MAX, max(EF_SEARCH, EF_PER_SELECTIVITY * limit / self.acl_sets.share(keys))))
-        if len(keys) > KEYS_PER_PRINCIPAL_MAX * len(ps):
-            return by_principal, ef  # so many sets that scanning the chunks' ACLs is cheaper
-        return keys_filter(keys), ef
-
-    def _ann(self, vector: list[float], expr: str, limit: int, ef: int) -> list[Hit]:
-        res = self.client.search(collection_name=self.alias, data=[vector], filter=expr, limit=limit,
-                                 output_fields=self.OUTPUT,
-                                 search_params={"metric_type": "COSINE", "ef": max(ef, limit)},
-                                 consistency_level="Strong")
-        return [_hit(h, float(h.distance)) for h in res[0]]
-
     def vectors(self, chunk_ids: list[str], model: str) -> dict[str, list[float]]:
         """Stored vectors of these chunks, if they were made by ``model`` (for reuse)."""
         out: dict[str, list[float]] = {}
@@ -485,21 +333,3 @@ class MilvusIndex:
                 out += batch
         except MilvusException as exc:
             raise self._transient(f"Milvus query failed: {exc}", exc) from exc
-
-
-
-def _clip_list(values: Iterable[str], limit: int) -> str:
-    """``|a|b|`` within ``limit`` bytes, dropping whole values (never half a reference)."""
-    kept: list[str] = []
-    size = 1
-    for v in sorted(set(values)):
-        size += len(v.encode("utf-8")) + 1
-        if size > limit:
-            break
-        kept.append(v)
-    return encode_acl(kept)
-
-
-def _clip_utf8(text: str, limit: int) -> str:
-    data = text.encode("utf-8")
-    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")

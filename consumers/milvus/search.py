@@ -1,12 +1,16 @@
-"""Search results, filters and rank fusion (reciprocal rank fusion of the legs)."""
+"""Search: results, filters, rank fusion, and the search legs (SearchMixin, a part of MilvusIndex)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
-from consumers.milvus.schema import EXACT_TERMS_MAX, MODIFIED_FIELD, RRF_K
-from consumers.milvus.acl import escape_literal
+from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, RRF_K, SPARSE_FIELD
+from consumers.milvus.acl import acl_filter, escape_like, escape_literal, keys_filter
+from pymilvus.exceptions import MilvusException
+from ragstream.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,3 +97,108 @@ def _fuse(ranked: list[list[Hit]], verbatim: list[list[Hit]], limit: int) -> lis
             fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (RRF_K + 1)
     best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     return [replace(by_id[cid], score=round(score, 6)) for cid, score in best]
+
+
+class SearchMixin:
+    """Search legs and their fusion (a mixin of MilvusIndex: consumers/milvus/index.py)."""
+
+    # -- reads ----------------------------------------------------------------------------
+    def search(self, vector: list[float] | None, principals: Iterable[str], limit: int = 10, *,
+               query: str | None = None, mode: str = "dense", filters: SearchFilters | None = None) -> list[Hit]:
+        """The ``limit`` best chunks among those the caller may see.
+
+        ``mode`` ``dense``: nearest to ``vector`` (score: cosine similarity); ``lexical``: BM25
+        over ``query`` plus its verbatim identifiers (score: fused rank); ``hybrid``: both,
+        fused by reciprocal rank (score: the RRF sum). On a collection without the BM25 field,
+        hybrid and lexical fall back to dense (see :meth:`effective_mode`).
+
+        >>> index.search(embed("disk full E1234-X"), ["group:eng"], 5, query="disk full E1234-X", mode="hybrid")
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}: one of {', '.join(MODES)}")
+        try:
+            plan = self.search_plan(principals, limit)  # raises before any query when there are no principals
+            if plan is None:
+                return []
+            expr, ef = plan
+            if filters is not None and filters.expr():
+                if filters.by_modified and MODIFIED_FIELD not in self._field_map():
+                    raise IndexSchemaError(
+                        f"Milvus collection {self.collection} has no {MODIFIED_FIELD!r} field (made before "
+                        "date filters): rebuild the index (a fresh RAGSTREAM_HOME or RAGSTREAM_COLLECTION) "
+                        "to filter by modification time")
+                expr = f"({expr}) and {filters.expr()}"
+            mode = self.effective_mode(mode)
+            if mode == "dense":
+                if vector is None:
+                    raise ValueError("dense search needs the query's vector")
+                return self._dense(vector, expr, limit, ef)
+            if not query or not query.strip():
+                raise ValueError(f"{mode} search needs the query's text")
+            k = max(FUSION_CANDIDATES, 3 * limit)
+            legs = []
+            if mode == "hybrid":
+                if vector is None:
+                    raise ValueError("hybrid search needs the query's vector")
+                legs.append(self._dense(vector, expr, k, ef))
+            legs.append(self._bm25(query, expr, k))
+            return _fuse(legs, [self._verbatim(t, expr, k) for t in exact_terms(query)], limit)
+        except MilvusException as exc:
+            raise self._transient(f"Milvus search failed: {exc}", exc) from exc
+
+    def effective_mode(self, mode: str) -> str:
+        """The mode a search in ``mode`` runs in: dense where the collection has no BM25 field."""
+        if mode not in MODES:
+            raise ValueError(f"unknown search mode {mode!r}: one of {', '.join(MODES)}")
+        try:
+            lexical = mode == "dense" or self.lexical
+        except MilvusException as exc:
+            raise self._transient(f"Milvus describe failed: {exc}", exc) from exc
+        if not lexical:
+            if self.collection not in self._warned:
+                self._warned.add(self.collection)
+                log.warning("milvus.dense_only", collection=self.collection, requested=mode,
+                            reason=f"the collection has no {SPARSE_FIELD!r} field (made before hybrid search, or "
+                                   "by an engine without BM25): rebuild it for hybrid and lexical search")
+            return "dense"
+        return mode
+
+    def _dense(self, vector: list[float], expr: str, limit: int, ef: int) -> list[Hit]:
+        hits = self._ann(vector, expr, limit, ef)
+        if len(hits) < limit and ef < EF_MAX:  # the filtered walk starved: widen the beam
+            hits = self._ann(vector, expr, limit, EF_MAX)
+        return hits
+
+    def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:
+        res = self.client.search(collection_name=self.alias, data=[query], anns_field=SPARSE_FIELD, filter=expr,
+                                 limit=limit, output_fields=self.OUTPUT, search_params={"metric_type": "BM25"},
+                                 consistency_level="Strong")
+        # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
+        return [_hit(h, abs(float(h.distance))) for h in res[0]]
+
+    def _verbatim(self, term: str, expr: str, limit: int) -> list[Hit]:
+        """Chunks holding ``term`` exactly as written (case and punctuation included)."""
+        rows = self.client.query(collection_name=self.alias, filter=f'({expr}) and text like "%{escape_like(term)}%"',
+                                 output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level="Strong")
+        return [Hit(chunk_id=str(r["chunk_id"]), doc_id=r["doc_id"], score=1.0, source=r["source"], title=r["title"],
+                    uri=r["uri"], heading=r["heading"], text=r["text"]) for r in rows]
+
+    def search_plan(self, principals: Iterable[str], limit: int = 10) -> tuple[str, int] | None:
+        """The filter selecting exactly the rows these principals may see and the beam width
+        for it, or ``None`` when no stored ACL set names any of them (nothing is visible)."""
+        ps = sorted(set(principals))
+        by_principal = acl_filter(ps)  # raises PermissionError for no principals
+        keys = self.acl_sets.keys_for(ps)
+        if not keys:
+            return None
+        ef = int(min(EF_MAX, max(EF_SEARCH, EF_PER_SELECTIVITY * limit / self.acl_sets.share(keys))))
+        if len(keys) > KEYS_PER_PRINCIPAL_MAX * len(ps):
+            return by_principal, ef  # so many sets that scanning the chunks' ACLs is cheaper
+        return keys_filter(keys), ef
+
+    def _ann(self, vector: list[float], expr: str, limit: int, ef: int) -> list[Hit]:
+        res = self.client.search(collection_name=self.alias, data=[vector], filter=expr, limit=limit,
+                                 output_fields=self.OUTPUT,
+                                 search_params={"metric_type": "COSINE", "ef": max(ef, limit)},
+                                 consistency_level="Strong")
+        return [_hit(h, float(h.distance)) for h in res[0]]

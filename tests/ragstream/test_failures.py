@@ -8,7 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 from pymilvus.exceptions import MilvusException, ParamError
 
 from consumers.milvus import IndexInputError, TransientIndexError, check_acl
-from consumers.milvus.index import _clip_list, _clip_utf8
+from consumers.milvus.writer import _clip_list, _clip_utf8
 from ragstream.publisher import PublishError
 from ragstream.failures import BudgetExhausted, Kind, Permanent, RetryBudget, as_permanent, classify
 from schemas.serde import SerdeError
