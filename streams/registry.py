@@ -14,8 +14,9 @@ calls only these members of it:
   format, e.g. Debezium JSON), and ``input_topics`` / ``input_topic``;
 * ``process(item) -> list[Output]`` — or, for a sink, ``-> bool`` (False: stale, dropped) —
   and ``process_batch(items)`` when the stage is batched;
-* optionally ``stale(item) -> bool`` (a version guard before processing),
-  ``after_publish(item)`` (outputs acknowledged), ``on_progress`` (set by the runtime),
+* optionally, for stages that take one item at a time, ``stale(item) -> bool`` (a version
+  guard before processing) and ``after_publish(item)`` (outputs acknowledged); for every
+  stage ``on_progress`` (set by the runtime),
   ``timers() -> [(seconds, fn)]`` (periodic work; ``fn`` may return outputs to publish),
   and for each ``extra_inputs`` entry the method it names.
 """
