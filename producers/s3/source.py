@@ -304,8 +304,8 @@ class S3Source(Connector):
                 self.cursor.skipped.pop(key, None)
                 return False  # deleted while we looked: published as deleted by the caller
             data, resp = got
-        except ObjectAccessDenied as exc:
-            return self._skip(key, "unreadable", str(exc), stats, {"etag": obj.etag, "version_id": obj.version_id})
+        except ObjectAccessDenied as exc:  # no ETag kept: tried again each pass (a policy may change)
+            return self._skip(key, "unreadable", str(exc), stats, {"version_id": obj.version_id})
         etag, version_id = _etag(resp.get("ETag")) or obj.etag, resp.get("VersionId") or obj.version_id
         seen = {"etag": etag, "version_id": version_id, "size": len(data)}
         sha = hashlib.sha256(data).hexdigest()
@@ -378,7 +378,7 @@ class S3Source(Connector):
                 if not self.selected(obj.key):
                     continue
                 doc_id, prev, skip = self.doc_id(obj.key), self.cursor.items.get(obj.key), self.cursor.skipped.get(obj.key)
-                if skip is not None and skip.get("etag") == obj.etag:
+                if skip is not None and (skip.get("etag") == obj.etag or skip["reason"] == "unreadable"):
                     kind = "dead_lettered" if skip["reason"] == "extraction_failed" else "skipped"
                     yield Excluded(doc_id, kind, f"{skip['reason']}: {skip.get('detail', '')}")
                     continue

@@ -638,6 +638,8 @@ def test_an_object_the_credentials_may_not_read_is_skipped_and_a_denied_bucket_i
     stats = src.sync()
     assert (stats.added, stats.skipped_by_reason) == (1, {"unreadable": 1})
     assert "access denied" in src.cursor.skipped["secret/plan.md"]["detail"]
+    assert {d.doc_id: d.kind for d in src.full_listing() if hasattr(d, "kind")} == {"s3-docs:secret/plan.md": "skipped"}
+    assert src.sync().skipped_by_reason == {"unreadable": 1}  # tried again: a policy may change
 
     locked = f"locked-{uuid.uuid4().hex[:6]}"
     moto_s3.client().create_bucket(Bucket=locked)
