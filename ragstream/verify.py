@@ -276,9 +276,13 @@ def _compare_one(entry: ListedDocument, doc: IndexedDocument | None, rec: Compli
     if got != expected:
         return Finding(d, "stale", f"chunk ids differ: {len(expected - got)} missing, {len(got - expected)} "
                                    f"not expected (of {len(expected)})")
-    old = {r["version"] for r in doc.rows} - {doc.version}
-    if old:
-        return Finding(d, "stale", f"rows of version(s) {sorted(old)} next to version {doc.version}")
+    # A row keeps the version it was written at: the index rewrites only the chunks an edit
+    # touched (content-addressed ids) unless what every row repeats changed, so older
+    # versions next to the applied one are expected. A row newer than the applied version
+    # is not: its document's registry entry was never written.
+    newer = {r["version"] for r in doc.rows if r["version"] > doc.version}
+    if newer:
+        return Finding(d, "stale", f"rows of version(s) {sorted(newer)} above the applied version {doc.version}")
     wrong_acl = [r for r in doc.rows if r["acl"] != acl]
     if wrong_acl:
         return Finding(d, "stale", f"{len(wrong_acl)} row(s) carry ACL {wrong_acl[0]['acl'] or '(none)'}; "
