@@ -15,6 +15,24 @@ from urllib.parse import urlsplit
 from ragstream.connector import ConnectorError
 
 
+def tls_session(ca_bundle: str) -> Any:
+    """A requests session that trusts ``ca_bundle``. A plain session's ``verify`` loses to
+    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` when they are set (requests merges the
+    environment over the session), so the bundle given in the settings is put back."""
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None or verify is True:
+                merged["verify"] = ca_bundle
+            return merged
+
+    session = Session()
+    session.verify = ca_bundle
+    return session
+
+
 def read_secret(config: Any, env_field: str, file_field: str) -> str:
     """The secret ``config`` names by ``<env_field>`` (an environment variable) or
     ``<file_field>`` (a file); a ConnectorError naming the field if it cannot be read."""
@@ -37,11 +55,8 @@ def read_secret(config: Any, env_field: str, file_field: str) -> str:
     raise ConnectorError(f"set {env_field} or {file_field}")
 
 
-def token_provider(config: Any, msal_app: Callable[..., Any] | None = None) -> Callable[[], str]:
-    """A function returning a bearer token for ``config.site_url``.
-
-    ``msal_app`` builds the MSAL confidential client (default ``msal.ConfidentialClientApplication``;
-    tests give a stand-in, the login service being unreachable from here)."""
+def token_provider(config: Any) -> Callable[[], str]:
+    """A function returning a bearer token for ``config.site_url``."""
     if config.auth == "access_token":
         return lambda: read_secret(config, "access_token_env", "access_token_file")
 
@@ -66,14 +81,14 @@ def token_provider(config: Any, msal_app: Callable[..., Any] | None = None) -> C
 
     def token() -> str:
         if not app:
-            if msal_app is None:
-                import msal
-
-                build: Callable[..., Any] = msal.ConfidentialClientApplication
-            else:
-                build = msal_app
+            import msal
+            # An authority named in the settings is trusted as it is (no instance discovery,
+            # which asks login.microsoftonline.com whether the host is one of its clouds).
+            extra: dict[str, Any] = {"instance_discovery": False} if config.authority else {}
+            if getattr(config, "ca_bundle", None):
+                extra["http_client"] = tls_session(str(config.ca_bundle))
             try:
-                app.append(build(config.client_id, authority=authority, client_credential=credential()))
+                app.append(msal.ConfidentialClientApplication(config.client_id, authority=authority, client_credential=credential(), **extra))
             except ConnectorError:
                 raise
             except Exception as exc:  # noqa: BLE001 - MSAL raises ValueError and requests' errors

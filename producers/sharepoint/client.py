@@ -53,10 +53,10 @@ class SharePointClient:
 
     def __init__(self, site_url: str, library: str, token: Callable[[], str], *, retry_budget_s: float,
                  page_size: int = 200, timeout_s: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, verify: str | None = None) -> None:
         self.site_url, self.library_title = site_url.rstrip("/"), library
         self._token, self.retry_budget_s, self.page_size = token, retry_budget_s, page_size
-        self.timeout_s, self._sleep, self._clock = timeout_s, sleep, clock
+        self.timeout_s, self._sleep, self._clock, self._verify = timeout_s, sleep, clock, verify
         #: How many throttled answers were waited out (tests and logs).
         self.throttle_waits = 0
         self._ctx: Any = None
@@ -68,7 +68,12 @@ class SharePointClient:
 
             token = self._token()  # may raise ConnectorError (missing secret, refused sign-in)
             ctx = ClientContext(self.site_url).with_access_token(lambda: {"tokenType": "Bearer", "accessToken": token})
-            self._ctx = ctx.with_transport(timeout=(10, self.timeout_s))
+            if self._verify:
+                from producers.sharepoint.auth import tls_session
+
+                self._ctx = ctx.with_transport(timeout=(10, self.timeout_s), session=tls_session(self._verify))
+            else:
+                self._ctx = ctx.with_transport(timeout=(10, self.timeout_s))
         return self._ctx
 
     def reset(self) -> None:

@@ -53,6 +53,8 @@ class SharePointConfig(BaseModel):
     certificate_passphrase_env: str | None = None
     access_token_env: str | None = Field(None, description="delegated: a token with the user's permissions")
     access_token_file: Path | None = None
+    ca_bundle: Path | None = Field(None, description="CA certificates (PEM) to trust for the site and the login "
+                                                     "authority (a private CA, a TLS-inspecting proxy)")
     directory: str = Field("entra", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
                            description="the auth file's alias of the tenant's OIDC issuer ([oidc.<alias>])")
     everyone_is_public: bool = False
@@ -114,12 +116,12 @@ class SharePointSource(Connector):
     Config = SharePointConfig
 
     def __init__(self, settings: Settings, config: SharePointConfig, source_id: str, *,
-                 publisher: Publisher | None = None, client: SharePointClient | None = None,
-                 msal_app: Callable[..., Any] | None = None) -> None:
+                 publisher: Publisher | None = None, client: SharePointClient | None = None) -> None:
         self.config = config
         self.mapper = PrincipalMapper(config.site_url, config.directory, config.everyone_is_public)
-        self.client = client or SharePointClient(config.site_url, config.library, token_provider(config, msal_app),
-                                                 retry_budget_s=settings.retry_budget_s, page_size=config.page_size)
+        self.client = client or SharePointClient(config.site_url, config.library, token_provider(config),
+                                                 retry_budget_s=settings.retry_budget_s, page_size=config.page_size,
+                                                 verify=str(config.ca_bundle) if config.ca_bundle else None)
         #: Full listings made by this instance (initial sync, expired token, force).
         self.full_syncs = 0
         super().__init__(settings, source_id, {"site_url": config.site_url, "library": config.library}, publisher)

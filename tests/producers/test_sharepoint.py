@@ -270,35 +270,42 @@ def test_test_connection_says_what_it_found(tmp_path, site, token):
     assert "library 'Documents', 1 item(s)" in src.test_connection()
 
 
-def test_app_only_sign_in_goes_through_msal_and_its_refusal_is_clear(tmp_path, site, monkeypatch):
-    """The login service cannot be reached from here: MSAL's client is replaced by a stand-in
-    that checks what the source hands it and answers as Entra ID does."""
-    monkeypatch.setenv("SP_SECRET", "right-secret")
-    seen = {}
+def test_app_only_sign_in_with_a_secret_or_a_certificate_through_msal(tmp_path, site, monkeypatch):
+    """Real MSAL against a local Entra ID token service (tests/fakes/entra.py, TLS with its
+    own CA): the client-credentials grant with a secret, then with a certificate."""
+    from tests.fakes.entra import FakeEntra, self_signed
 
-    class App:
-        def __init__(self, client_id, authority, client_credential):
-            seen.update(client_id=client_id, authority=authority, credential=client_credential)
-
-        def acquire_token_for_client(self, scopes):
-            seen["scopes"] = scopes
-            if seen["credential"] != "right-secret":
-                return {"error": "invalid_client",
-                        "error_description": "AADSTS7000215: Invalid client secret provided.\r\nTrace ID: x"}
-            return {"access_token": "good-token", "token_type": "Bearer", "expires_in": 3599}
-
-    cfg = SharePointConfig(site_url=site.url, auth="client_secret", tenant="contoso.onmicrosoft.com",
-                           client_id="app-1", client_secret_env="SP_SECRET")
+    thumbprint = self_signed("ragstream-sp", tmp_path / "app.key", tmp_path / "app.pem")
     s = load_settings(home=tmp_path / "home")
-    src = SharePointSource(s, cfg, "sp-app", publisher=RecordingPublisher(), msal_app=App)
-    assert "library 'Documents', 0 item(s)" in src.test_connection()
-    assert seen["authority"] == "https://login.microsoftonline.com/contoso.onmicrosoft.com"
-    assert seen["scopes"] == [site.origin + "/.default"]
-    monkeypatch.setenv("SP_SECRET", "wrong-secret")
-    wrong = SharePointSource(s, cfg, "sp-app2", publisher=RecordingPublisher(), msal_app=App)
-    with pytest.raises(ConnectorError, match="invalid_client: AADSTS7000215") as err:
-        wrong.test_connection()
-    assert "wrong-secret" not in str(err.value)
+    with FakeEntra(tmp_path) as entra:
+        entra.add_secret_app("app-secret", "right-secret")
+        entra.add_certificate_app("app-cert", (tmp_path / "app.pem").read_bytes())
+        common = {"site_url": site.url, "tenant": entra.tenant, "authority": entra.authority,
+                  "ca_bundle": entra.ca_file}
+        monkeypatch.setenv("SP_SECRET", "right-secret")
+        by_secret = SharePointConfig(auth="client_secret", client_id="app-secret", client_secret_env="SP_SECRET",
+                                     **common)
+        assert "library 'Documents'" in SharePointSource(s, by_secret, "sp-a", publisher=RecordingPublisher()
+                                                         ).test_connection()
+        by_cert = SharePointConfig(auth="certificate", client_id="app-cert", certificate_key_file=tmp_path / "app.key",
+                                   certificate_thumbprint=thumbprint, **common)
+        site.add_file("a.md", "alpha")
+        assert SharePointSource(s, by_cert, "sp-b", publisher=RecordingPublisher()).sync().added == 1
+        assert [(i["client_id"], i["how"], i["scope"]) for i in entra.issued] == [
+            ("app-secret", "secret", site.origin + "/.default"), ("app-cert", "certificate", site.origin + "/.default")]
+
+        monkeypatch.setenv("SP_SECRET", "wrong-secret")
+        with pytest.raises(ConnectorError, match="invalid_client: AADSTS7000215: Invalid client secret") as err:
+            SharePointSource(s, by_secret, "sp-c", publisher=RecordingPublisher()).test_connection()
+        assert "wrong-secret" not in str(err.value)
+        other_key = tmp_path / "other.key"
+        self_signed("not-registered", other_key, tmp_path / "other.pem")
+        wrong_cert = by_cert.model_copy(update={"certificate_key_file": other_key})
+        with pytest.raises(ConnectorError, match="invalid_client: AADSTS700027"):
+            SharePointSource(s, wrong_cert, "sp-d", publisher=RecordingPublisher()).sync()
+        no_tenant = by_secret.model_copy(update={"authority": entra.authority.replace(entra.tenant, "nobody.example")})
+        with pytest.raises(ConnectorError, match="cannot sign in at .*nobody.example"):
+            SharePointSource(s, no_tenant, "sp-e", publisher=RecordingPublisher()).test_connection()
 
 
 def test_reread_and_full_listing_for_the_runtime(tmp_path, site, token):
