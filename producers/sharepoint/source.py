@@ -334,12 +334,15 @@ class SharePointSource(Connector):
     def watch(self, stop: threading.Event, on_sync: Callable[[UpdateStats], None] | None = None,
               interval_s: float = 30.0) -> None:
         """Follow the change log every ``interval_s`` until ``stop``; a throttled or
-        unreachable site is logged and tried again at the next round."""
+        unreachable site, or refused credentials (a token file being renewed), is logged and
+        tried again at the next round."""
         while not stop.is_set():
             try:
                 stats = self.sync()
             except Transient as exc:
                 log.warning("sharepoint sync postponed", source=self.source_id, reason=str(exc))
+            except ConnectorError as exc:  # refused credentials: say so every round, keep watching
+                log.error("sharepoint sync failed", source=self.source_id, reason=str(exc))
             else:
                 if on_sync and stats.published:
                     on_sync(stats)

@@ -163,8 +163,11 @@ def test_changes_follow_the_change_token_without_relisting(tmp_path, site, token
     d = site.add_file("d.md", "delta")
     site.delete(d)  # created and deleted between two syncs: nothing to publish
     e = site.add_file("e.md", "echo")
+    site.change_page = 2  # getChanges answers two changes at a time: the source asks again from the last token
+    asked = site.count("POST", "getchanges")
     stats = src.sync()
     assert (stats.added, stats.changed, stats.permission_only, stats.deleted) == (1, 2, 1, 0)
+    assert site.count("POST", "getchanges") == asked + 4  # 6 changes: 3 pages and an empty one
     assert site.count("GET", "/items?") == listings  # no full listing
     assert site.count("GET", "$value") == downloads + 3  # a, renamed c, e; b's content not read again
     assert sorted(published(pub)) == sorted([(src.doc_id(str(a)), "upsert"), (src.doc_id(str(c)), "upsert"),
