@@ -173,7 +173,8 @@ class GraphStore:
         self.database = database
         # The driver retries a transaction for retry_s itself; beyond that the stage's retry budget takes over.
         self.driver = GraphDatabase.driver(uri, auth=auth, connection_timeout=5, max_transaction_retry_time=retry_s,
-                                           liveness_check_timeout=30, user_agent="ragstream-graph")
+                                           liveness_check_timeout=30, user_agent="ragstream-graph",
+                                           notifications_min_severity="OFF")  # e.g. "property does not exist yet"
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "GraphStore":
