@@ -29,6 +29,24 @@ def declare(path, source_id: str, site: FakeSharePoint, token_env: str = TOKEN_E
                 f'auth = "access_token"\naccess_token_env = "{token_env}"\npage_size = 2\n\n')
 
 
+def cli(s, monkeypatch, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from infra.stack import settings_env
+    from ragstream.cli import cli as ragstream
+    from ragstream.settings import get_settings
+
+    for k, v in settings_env(s).items():
+        if k.startswith("RAGSTREAM_"):
+            monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(ragstream, list(args))
+    finally:
+        get_settings.cache_clear()
+    return result.exit_code, result.output
+
+
 def drained_without_drift(s, monkeypatch, source_id: str, indexed: int) -> dict:
     assert wait_drained(s, timeout=300)
     code, report = verify(s, monkeypatch, source_id)
@@ -112,5 +130,7 @@ def test_a_sharepoint_library_through_the_pipeline(pipeline, tmp_path, monkeypat
             wrong.test_connection()
         with pytest.raises(ConnectorError, match="refused the credentials"):
             wrong.sync()
+        code, out = cli(s, monkeypatch, "sources", "test", source_id)
+        assert code != 0 and "refused the credentials" in out and "expired-token" not in out
         monkeypatch.setenv(TOKEN_ENV, "good-token")
         drained_without_drift(s, monkeypatch, source_id, 3)
