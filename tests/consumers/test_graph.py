@@ -234,3 +234,47 @@ def test_acl_property_no_query_leaks(store: GraphStore, corpus: list[GraphDoc]) 
             assert {r["doc_id"] for r in related} <= set(readable) - {d.doc_id}
             if d.doc_id not in readable:
                 assert related == []
+
+
+# -- the API: the same filtering through the HTTP endpoints --------------------------------------
+
+
+def test_api_endpoints_are_acl_filtered(neo4j: Settings, store: GraphStore, tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    from fastapi.testclient import TestClient
+
+    from ragstream.api import create_app
+
+    store.apply(doc("s:1", 1, (ADA, BOB), ((*sorted((A, B)), 1),), acl=("group:eng",)))
+    store.apply(doc("s:2", 1, (ADA, ACME), ((*sorted((A, C)), 2),), acl=("group:hr",)))
+    home = tmp_path / "api-home"
+    home.mkdir()
+    from pydantic import SecretStr
+
+    from consumers.graph import neo4j_password
+
+    api = neo4j.model_copy(update={"graph_enabled": True, "home": home,
+                                   "neo4j_password": SecretStr(neo4j_password(neo4j))})
+    app = create_app(api)
+    keys = app.state.services.auth.api_keys
+    eng, hr, nobody = (keys.create(n, ("user",), g) for n, g in (("eng", ("eng",)), ("hr", ("hr",)), ("x", ())))
+    client = TestClient(app)
+
+    def get(path: str, key: str) -> tuple[int, object]:
+        r = client.get(path, headers={"X-API-Key": key})
+        return r.status_code, r.json()
+
+    status, body = get("/v1/graph/entities?q=ada", eng)
+    assert status == 200 and [(e["key"], e["documents"]) for e in body] == [(A, 1)]
+    status, body = get(f"/v1/graph/entities/{quote(A)}", hr)
+    assert status == 200 and [m["doc_id"] for m in body["mentioned_in"]] == ["s:2"]
+    assert [n["key"] for n in get(f"/v1/graph/neighbours/{quote(A)}", eng)[1]] == [B]
+    assert [n["key"] for n in get(f"/v1/graph/neighbours/{quote(A)}", hr)[1]] == [C]
+    assert get(f"/v1/graph/entities/{quote(A)}", nobody)[0] == 404
+    assert get(f"/v1/graph/neighbours/{quote(B)}", hr)[0] == 404, "invisible looks absent"
+    assert get("/v1/graph/entities?q=", nobody) == (200, [])
+    assert client.get("/v1/graph/entities?q=ada").status_code == 401
+
+    off = TestClient(create_app(api.model_copy(update={"graph_enabled": False})))
+    assert off.get("/v1/graph/entities?q=ada", headers={"X-API-Key": eng}).status_code == 404
