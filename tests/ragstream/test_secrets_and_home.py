@@ -120,7 +120,7 @@ def test_home_is_private_and_a_second_local_user_cannot_reach_it(settings):
     try:
         out = subprocess.run([sys.executable, "-m", "ragstream.cli", "--home", str(home), "apikey", "create", "bot",
                               "--role", "user"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-                             preexec_fn=lambda: os.umask(0o022))
+                             umask=0o022)
         assert out.returncode == 0, out.stderr
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
         for path in home.rglob("*"):  # created 0600/0700 by ragstream; the old log is behind the 0700 home
@@ -133,11 +133,13 @@ def test_home_is_private_and_a_second_local_user_cannot_reach_it(settings):
         user = f"rsx{uuid.uuid4().hex[:8]}"
         subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", user], check=True)
         try:
-            uid = pwd.getpwnam(user).pw_uid
+            uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
 
             def as_other(*cmd: str) -> subprocess.CompletedProcess:
-                return subprocess.run(list(cmd), capture_output=True, text=True,
-                                      preexec_fn=lambda: (os.setgroups([]), os.setgid(uid), os.setuid(uid)))
+                # user=/group=/extra_groups= switch in the child without running Python code
+                # there (a preexec_fn in a process with threads can crash the child).
+                return subprocess.run(list(cmd), capture_output=True, text=True, user=uid, group=gid,
+                                      extra_groups=[])
 
             assert as_other("ls", str(base)).returncode == 0  # the folder above is open...
             for target in (home, home / "keys", home / "keys" / "auth.db", home / "left-by-an-older-version.log"):
