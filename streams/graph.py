@@ -53,8 +53,11 @@ SPACE_KEYS = ("space", "site", "library", "bucket")
 MAX_MENTIONS = 500  # per document: the most frequent
 MAX_PER_CHUNK = 25  # entities per chunk taken into co-occurrence pairs (the most frequent)
 
-#: What the compliance stage writes instead of a value: ``[TYPE]``, ``[TYPE:<hex>]`` and masks.
-PLACEHOLDER = re.compile(r"\[[A-Z][A-Z0-9_]*(?::[0-9a-f]{4,64})?\]|[^\s*]*\*{2,}[^\s*]*")
+#: What the compliance stage writes instead of a value: ``[TYPE]``, ``[TYPE:<hex>]`` and masks
+#: (asterisks for characters, separators kept; the last four characters kept only after at
+#: least four asterisks: ``***-**-1234``), but not Markdown emphasis (``**Acme**``).
+PLACEHOLDER = re.compile(r"\[[A-Z][A-Z0-9_]*(?::[0-9a-f]{4,64})?\]"
+                         r"|(?<![\w*])(?:(?:\*[-./@() ]?){4,}\w{1,4}|(?:\*[-./@() ]?){2,}(?!\w))(?![\w*])")
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _POSSESSIVE = re.compile(r"['’]s$")
 _SCHEMES = frozenset({"http", "https", "ftp", "file", "mailto", "urn", "data", "tel", "javascript", "git", "ssh"})
@@ -83,13 +86,12 @@ def blank_placeholders(text: str) -> tuple[str, list[tuple[int, int]]]:
 
 def clean_name(raw: str) -> str | None:
     """A usable entity name, or None (too short or long, no letters, a placeholder's remains)."""
-    name = " ".join(raw.split())
-    if any(c in name for c in "[]*@|<>{}"):
-        return None
-    name = _POSSESSIVE.sub("", _EDGE.sub("", name))
+    name = _POSSESSIVE.sub("", _EDGE.sub("", " ".join(raw.split())))  # "**Acme's**" → "Acme"
     if name.lower().startswith("the "):
         name = name[4:]
     name = _EDGE.sub("", name)
+    if any(c in name for c in "[]*@|<>{}"):  # a placeholder's or a mask's remains inside
+        return None
     if not 2 <= len(name) <= 100 or not any(c.isalpha() for c in name) or len(name.split()) > 8:
         return None
     return name
@@ -196,7 +198,7 @@ def extract(doc: DocumentRecord, text: str, *, chunks: Callable[[str, str], list
     surfaces: dict[str, set[str]] = {}
     refs: dict[str, str | None] = {}
 
-    def add(kind: str, name: str, role: str, surface: str | None = None) -> None:
+    def add(kind: str, name: str, role: str) -> None:
         key = entity_key(kind, name)
         if key not in refs:
             refs[key] = ref_of(doc.source, name) if kind == "PERSON" else None
@@ -206,11 +208,10 @@ def extract(doc: DocumentRecord, text: str, *, chunks: Callable[[str, str], list
         roles.setdefault(key, set()).add(role)
         if role == "text":
             counts[key] += 1
-            surfaces.setdefault((surface or name).casefold(), set()).add(key)
+            surfaces.setdefault(name.casefold(), set()).add(key)
 
     for start, end, kind, name in found:
-        add(kind, name, "text", " ".join(text[start:end].split()) if name == " ".join(text[start:end].split())
-            else name)
+        add(kind, name, "text")
     author = clean_name(doc.metadata.author or "")
     if author and not PLACEHOLDER.search(doc.metadata.author or ""):
         add("PERSON", author, "author")

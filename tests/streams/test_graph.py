@@ -39,6 +39,12 @@ def test_people_organisations_and_places_are_found_next_to_placeholders() -> Non
     assert skipped == 1
 
 
+def test_markdown_emphasis_is_not_a_mask() -> None:
+    text = "**Ada Lovelace** joined *Acme Corporation*; card ****-****-****-1234, SSN ***-**-6789."
+    _, spans = blank_placeholders(text)
+    assert [text[s:e] for s, e in spans] == ["****-****-****-1234", "***-**-6789"]
+
+
 def test_a_span_touching_a_placeholder_is_dropped() -> None:
     def ner(_text: str) -> list[tuple[int, int, str]]:
         return [(0, 14, "PERSON"), (20, 24, "ORGANIZATION")]  # "[PERSON] Smith" as one span
@@ -49,7 +55,10 @@ def test_a_span_touching_a_placeholder_is_dropped() -> None:
 
 def test_names_are_cleaned() -> None:
     assert clean_name(" the  Acme Corporation's ") == "Acme Corporation"
+    assert clean_name("**Ada Lovelace**") == "Ada Lovelace"
     assert clean_name("x") is None and clean_name("1234") is None and clean_name("a*b") is None
+    found, _ = text_entities("**Ada Lovelace** met Bob Stone in London.")
+    assert "Ada Lovelace" in {name for *_, name in found}
 
 
 def test_links_name_other_documents_by_id_path_or_url() -> None:
