@@ -289,8 +289,12 @@ class KafkaConnect(Service):
 
     def properties(self, plugin_path: Path) -> str:
         s = self.settings
+        from ragstream.kafka import CONNECT, java_client_properties, properties_text
+
+        security = properties_text(java_client_properties(s.model_copy(update={"kafka_principal": CONNECT})),
+                                   prefixes=("", "producer.", "consumer.", "admin."))
         return render(WORKER_TEMPLATE, {"kafka_bootstrap": s.kafka_bootstrap, "replication_factor": s.replication_factor,
-                                        "connect_port": s.connect_port, "plugin_path": plugin_path})
+                                        "connect_port": s.connect_port, "plugin_path": plugin_path}) + security
 
     def command(self, progress: Callable[[str], None]) -> list[str]:
         first = self.settings.kafka_bootstrap.split(",")[0].strip()
@@ -303,7 +307,10 @@ class KafkaConnect(Service):
         plugins = debezium_plugin(self.settings, progress)
         conf = self.home / "connect" / "worker.properties"
         conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(self.properties(plugins))
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold Connect's Kafka password
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(self.properties(plugins))
+        os.chmod(conf, 0o600)
         jvm = [java, "-Xms128m", f"-Xmx{self.settings.connect_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=50",
                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
                f"-Dragstream.home={self.home}",  # lets `pid()` recognise our process by its cmdline

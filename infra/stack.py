@@ -64,15 +64,19 @@ class KafkaBroker(Service):
         ctl, admin = creds["controller"], creds["users"][ADMIN]
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
         plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        # A storage formatted without credentials (an older home) starts once with an extra
+        # loopback listener whose anonymous clients are super users, only to add them.
+        mig = f",MIGRATE://127.0.0.1:{self._migrate_port}" if self._migrate_port else ""
         return [
             # Clients: SASL/SCRAM-SHA-512 on loopback. Controller: SASL/PLAIN with one static
             # user, the broker itself (SCRAM users live in the metadata the controller serves,
             # so the controller cannot use them); nobody else can open a session there.
-            f"listeners=SASL_PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            f"listeners=SASL_PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}{mig}",
+            f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{s.kafka_port}{mig}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=SASL_PLAINTEXT",
-            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+            + (",MIGRATE:PLAINTEXT" if mig else ""),
             "sasl.enabled.mechanisms=SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
             f'listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram} required '
@@ -84,7 +88,7 @@ class KafkaBroker(Service):
             # ACLs: nothing is allowed unless granted (ragstream.admin.acl_bindings).
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found=false",
-            f"super.users=User:{ADMIN};User:{CONTROLLER}",
+            f"super.users=User:{ADMIN};User:{CONTROLLER}" + (";User:ANONYMOUS" if mig else ""),
         ]
 
     def properties(self) -> str:
@@ -111,18 +115,28 @@ class KafkaBroker(Service):
     @property
     def _admin_settings(self) -> Settings:
         """These settings as the operator (the stack's own requests run as the admin principal)."""
-        return self.settings.model_copy(update={"kafka_principal": None})
+        return self.settings.model_copy(update={"kafka_principal": None, "kafka_bootstrap": self.address})
+
+    #: Set while a storage formatted without credentials gets them (one start; see ``start``).
+    _migrate_port: int | None = None
+
+    @property
+    def _scram_marker(self) -> Path:
+        return self.home / "kafka" / ".scram"
 
     def command(self, progress: Callable[[str], None]) -> list[str]:
         java = find_java(self.settings)
         classpath = f"{jars(self.settings, 'broker', progress)}/*"
         conf = self.home / "kafka" / "server.properties"
         conf.parent.mkdir(parents=True, exist_ok=True)
+        formatted = (self.data_dir / "meta.properties").exists()
+        if self.settings.kafka_local_auth and formatted and not self._scram_marker.exists():
+            self._migrate_port = free_port()
         _write_private(conf, self.properties())  # holds the controller's and admin's passwords
         jvm = [java, "-Xms128m", f"-Xmx{self.settings.broker_heap}", "-XX:+UseG1GC",
                "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={LOG4J}", "-cp", classpath]
-        if not (self.data_dir / "meta.properties").exists():
+        if not formatted:
             progress("formatting Kafka storage (first start)")
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             args = ["kafka.tools.StorageTool", "format",
@@ -152,17 +166,32 @@ class KafkaBroker(Service):
                 raise StackError(f"formatting Kafka storage in {self.data_dir} failed:\n{out}",
                                  f"Remove {self.data_dir} if it is left over from another setup, then retry.")
             if self.settings.kafka_local_auth:
-                (self.home / "kafka" / ".scram").touch()
-        elif self.settings.kafka_local_auth and not (self.home / "kafka" / ".scram").exists():
-            raise StackError(
-                f"the Kafka storage in {self.data_dir} was formatted without credentials, and the broker now "
-                "requires them (RAGSTREAM_KAFKA_LOCAL_AUTH).",
-                f"Remove {self.home / 'kafka'} to start afresh (its topics are lost; re-run `ragstream up` to "
-                "re-index), or set RAGSTREAM_KAFKA_LOCAL_AUTH=false.")
+                self._scram_marker.touch()
         return [*jvm, "kafka.Kafka", str(conf)]
 
     def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
-        started = super().start(progress)
+        try:
+            started = super().start(progress)
+            if self._migrate_port:
+                progress("kafka: adding SCRAM credentials to a storage formatted without them (one restart)")
+                from ragstream.admin import AdminError, ensure_scram_users
+                from ragstream.kafka import local_credentials
+
+                plain = self.settings.model_copy(update={
+                    "kafka_bootstrap": f"127.0.0.1:{self._migrate_port}", "kafka_local_auth": False})
+                try:
+                    ensure_scram_users(plain, local_credentials(self.settings, create=True) or {})
+                except AdminError as exc:
+                    raise StackError(f"adding credentials to the Kafka storage failed: {exc}",
+                                     f"Read {self.logfile}.") from None
+                self._scram_marker.touch()
+                self.stop()
+                self._migrate_port = None
+                super().start(progress)
+        finally:
+            if self._migrate_port:  # it failed half-way: never leave the anonymous listener up
+                self.stop()
+                self._migrate_port = None
         if self.settings.kafka_local_auth:
             self.secure(progress)
         return started
@@ -189,8 +218,10 @@ class KafkaBroker(Service):
 
         from ragstream.kafka import client_config
 
+        conf = (client_config(self._admin_settings, log_level=0) if not self._migrate_port else
+                {"bootstrap.servers": f"127.0.0.1:{self._migrate_port}", "log_level": 0})
         try:
-            admin = AdminClient(client_config(self._admin_settings, log_level=0))
+            admin = AdminClient(conf)
             md = admin.list_topics(timeout=3)
         except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
             return False

@@ -216,6 +216,10 @@ class Grant:
         return f"User:{self.principal} {self.operation} {self.resource} {self.name}{'*' if self.prefixed else ''}"
 
 
+#: The stages whose lag an erasure waits on (streams/dsr/erasure.py, wait_drained).
+DRAINED = ("compliance", "chunk", "embed", "index")
+
+
 #: What a stage does beyond reading its inputs and writing its outputs, by stage name.
 #: Groups: besides ``ragstream-<stage>`` every stage may use ``ragstream-<stage>-*``.
 def _stage_extras(stage: str) -> list[tuple[str, str, str, bool]]:
@@ -236,6 +240,10 @@ def _stage_extras(stage: str) -> list[tuple[str, str, str, bool]]:
         return ([("topic", name, "READ", False) for name in DOWNSTREAM] + [scan_groups]
                 + [("topic", name, "DELETE", False) for name, _group in DERIVED]
                 + [("group", group, "DESCRIBE", False) for _name, group in DERIVED]
+                # wait_drained: the lag of the stages an erasure waits for
+                + [("group", f"ragstream-{s}", "DESCRIBE", False) for s in DRAINED]
+                + [("topic", name, "DESCRIBE", False) for s in DRAINED for name in STAGE_INPUTS[s]]
+                + [("group", "ragstream-lag-probe", "DESCRIBE", False)]
                 + [("topic", t.AUDIT, "READ", False), ("group", "ragstream-audit-reader", "READ", False)])
     return []
 

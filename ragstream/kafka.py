@@ -61,7 +61,7 @@ def local_principals() -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------
 
 def credentials_path(settings: Settings) -> Path:
-    return settings.home / "secrets" / "kafka.json"
+    return settings.kafka_credentials_file or settings.home / "secrets" / "kafka.json"
 
 
 def local_credentials(settings: Settings, create: bool = False) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "ragstream",
         description="Cache for the Kafka/Connect jars resolved from Maven Central (shared by every home).",
     )
+    kafka_credentials_file: Path | None = Field(
+        None, validate_default=True,
+        description="The local stack's generated Kafka credentials (kafka_local_auth). Default: "
+                    "<home>/secrets/kafka.json, fixed when the settings are loaded.")
     kafka_port: Port = 9092
     kafka_controller_port: Port = 9093
     milvus_port: Port = 19530
@@ -234,6 +238,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("kafka_credentials_file")
+    @classmethod
+    def _credentials_in_home(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None and "home" in info.data:
+            return info.data["home"] / "secrets" / "kafka.json"
+        return v.expanduser().resolve() if v is not None else None
 
     @field_validator("log_level")
     @classmethod

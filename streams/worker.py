@@ -171,12 +171,17 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
     """The Faust app of one stage worker. ``web_port`` (metrics, /healthz) defaults to the
     stage's port; a second worker of the same stage on this host needs another one."""
     spec: StageSpec = stage_spec(stage)  # raises for an unknown stage, naming the known ones
+    from ragstream.kafka import faust_credentials, stage_principal
+
+    if settings.kafka_principal is None:  # every Kafka client of this worker is the stage's principal
+        settings = settings.model_copy(update={"kafka_principal": stage_principal(stage)})
     web_port = web_port or metrics_port(settings, stage)
     datadir = settings.home / "faust" / (stage if web_port == metrics_port(settings, stage) else f"{stage}-{web_port}")
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"ragstream-{stage}",
         broker=";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",")),
+        broker_credentials=faust_credentials(settings),  # SASL/TLS as every other client (ragstream/kafka.py)
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

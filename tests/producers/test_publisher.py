@@ -13,6 +13,7 @@ from confluent_kafka import TopicPartition
 from infra.jvm import java_tool
 from infra.stack import Stack
 from ragstream.publisher import Publisher
+from ragstream.kafka import write_java_client_config
 from ragstream.admin import admin_client, ensure_topics
 from ragstream.consumer import consume, make_consumer
 from ragstream.selfcheck import sample_event
@@ -66,7 +67,7 @@ def test_ten_thousand_events_none_lost_none_duplicated_order_kept(settings, topi
         assert versions == list(range(n // keys)), f"{doc_id} lost, duplicated or reordered events"
 
 
-def test_consumer_group_offsets_are_committed(settings, topic):
+def test_consumer_group_offsets_are_committed(settings, topic, tmp_path):
     """After the loop, Kafka's own consumer-groups tool (a Java client) sees no lag."""
     run, n = uuid.uuid4().hex[:8], 300
     with Publisher(settings) as pub:
@@ -79,7 +80,8 @@ def test_consumer_group_offsets_are_committed(settings, topic):
             idle_timeout=30)
     assert len(got) == n
     out = java_tool(settings, "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-                    ["--bootstrap-server", settings.kafka_bootstrap, "--describe", "--group", group])
+                    ["--bootstrap-server", settings.kafka_bootstrap, "--describe", "--group", group,
+                     "--command-config", str(write_java_client_config(settings, tmp_path / "client.properties"))])
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith(group)]
     header = next(line.split() for line in out.stdout.splitlines() if "LAG" in line)
@@ -88,13 +90,14 @@ def test_consumer_group_offsets_are_committed(settings, topic):
     assert sum(int(r[header.index("LAG")]) for r in rows if r[header.index("LAG")] != "-") == 0, out.stdout
 
 
-def test_java_console_consumer_reads_what_python_wrote(settings, topic):
+def test_java_console_consumer_reads_what_python_wrote(settings, topic, tmp_path):
     run, n = uuid.uuid4().hex[:8], 50
     with Publisher(settings) as pub:
         for i in range(n):
             pub.publish(topic, sample_event(run, i, 0))
     out = java_tool(settings, "org.apache.kafka.tools.consumer.ConsoleConsumer", [
         "--bootstrap-server", settings.kafka_bootstrap, "--topic", topic, "--from-beginning",
+        "--command-config", str(write_java_client_config(settings, tmp_path / "client.properties")),
         "--max-messages", str(n), "--timeout-ms", "30000",
         "--formatter-property", "print.key=true", "--formatter-property", "key.separator=\t",
     ])
