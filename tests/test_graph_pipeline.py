@@ -63,7 +63,11 @@ def graph(pipeline: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def converge(settings: Settings, store: GraphStore, source: str, timeout: float = 240) -> None:
-    """Wait until the graph holds exactly the source's live documents (drift 0), or fail with the drift."""
+    """Wait until the graph holds exactly the source's live documents (drift 0), or fail with the drift.
+
+    rag.documents must hold the change first (compliance drained), or the graph would be
+    compared with the previous state."""
+    assert wait_drained(settings, timeout=300, stages=("compliance",))
     deadline = time.monotonic() + timeout
     while True:
         drift = check_graph(store, expected_documents(settings), source=source)
