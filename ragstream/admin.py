@@ -145,7 +145,10 @@ STAGE_INPUTS = {
     "index": ("rag.vectors", "rag.acl"),
     "audit": ("rag.audit.events",),
     "dsr": ("rag.dsr",),
+    "graph": ("rag.documents", "rag.acl"),  # optional (RAGSTREAM_GRAPH_ENABLED): counted once its group exists
 }
+#: Optional stages: a group that never committed means the stage does not run here, not lag.
+OPTIONAL_LAG = frozenset({"graph"})
 
 
 def stage_lag(settings: Settings, stages: tuple[str, ...] | None = None) -> dict[str, int]:
@@ -170,6 +173,8 @@ def stage_lag(settings: Settings, stages: tuple[str, ...] | None = None) -> dict
                 req = ConsumerGroupTopicPartitions(f"ragstream-{stage}", [TopicPartition(topic, p) for p in parts])
                 committed = {tp.partition: tp.offset for tp in
                              admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
+                if stage in OPTIONAL_LAG and stages is None and all(c < 0 for c in committed.values()):
+                    continue
                 for p, (low, high) in ends.items():
                     c = committed.get(p, -1)
                     lag += high - (c if c >= 0 else low)

@@ -62,6 +62,8 @@ class StageSpec:
     batch: Callable[[Settings], int] | None = None
     #: Writes a store instead of topics: ``process`` returns whether it applied the item.
     sink: bool = False
+    #: The store a sink writes (documentation).
+    store: str = ""
     extra_inputs: tuple[ExtraInput, ...] = ()
     #: Started by ``ragstream up`` only when configured (normalize: when CDC is).
     optional: bool = False
@@ -163,7 +165,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("embed", "embed new chunks (reusing vectors of unchanged ones)",
               (topics.CHUNKS,), (topics.VECTORS,), 2, _embed, batch=lambda s: s.embed_batch_size),
     StageSpec("index", "apply a document version to Milvus atomically; permission-only changes",
-              (topics.VECTORS,), (), 3, _index, sink=True,
+              (topics.VECTORS,), (), 3, _index, sink=True, store="Milvus",
               extra_inputs=(ExtraInput(topics.ACL, "AclChange", "apply_acl"),)),
     StageSpec("audit", "hash-chain audit events into the tamper-evident log",
               (topics.AUDIT_EVENTS,), (topics.AUDIT,), 4, _audit),
@@ -172,7 +174,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("normalize", "Debezium change events (cdc.*) to change events by a per-table mapping",
               ("cdc.*",), (topics.CHANGES, topics.ACL), 7, _normalize, optional=True, raw=True),
     StageSpec("graph", "entities, links and co-occurrences of the compliant documents into the knowledge graph "
-                       "(Neo4j); permission-only changes", (topics.DOCUMENTS,), (), 8, _graph, sink=True,
+                       "(Neo4j); permission-only changes", (topics.DOCUMENTS,), (), 8, _graph, sink=True, store="Neo4j",
               extra_inputs=(ExtraInput(topics.ACL, "AclChange", "apply_acl"),), optional=not _graph_enabled()),
 )
 
@@ -199,7 +201,7 @@ def table() -> list[str]:
         notes = ", ".join(filter(None, ["sink" if s.sink else "", "optional" if s.optional else "",
                                         "raw content" if s.raw else ""]
                                  + [f"also {e.topic} → {e.method}" for e in s.extra_inputs]))
-        rows.append(f"| {s.name} | {', '.join(s.inputs)} | {', '.join(s.outputs) or 'Milvus'} | "
+        rows.append(f"| {s.name} | {', '.join(s.inputs)} | {', '.join(s.outputs) or s.store} | "
                     f"base+{s.port_offset} | {'yes' if s.batch else 'no'} | {notes} |")
     return rows
 
