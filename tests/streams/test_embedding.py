@@ -1,16 +1,24 @@
 """The OpenAI-compatible embedder against a local HTTP server speaking that API's shape
-(POST /v1/embeddings → {"data": [{"index", "embedding"}]}), and the local model's basics."""
+(POST /v1/embeddings → {"data": [{"index", "embedding"}]}), and the local model's basics: the
+default runtime (prebuilt int8 ONNX, no PyTorch) against fp32 reference vectors committed in
+tests/data/embedding, so no test needs PyTorch."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from streams.embedding import OpenAIEmbedder, TransientEmbeddingError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Endpoint(BaseHTTPRequestHandler):
@@ -78,22 +86,68 @@ def test_local_model_is_real_and_offline():
     assert cos(a, b) > cos(a, c) + 0.2  # related sentences are closer: a real model, not a stub
 
 
-def test_onnx_runtimes_agree_with_the_pytorch_model(tmp_path):
-    """fp32 ONNX gives the baseline's vectors; int8 stays close and says it is a different
-    model (its vectors must not be mixed with fp32 ones in one index)."""
+def test_the_default_runtime_loads_no_pytorch():
+    """The default install has no PyTorch; the default runtime must not reach for it."""
+    code = ("import sys; from ragstream.settings import load_settings; from streams.embedding import make_embedder, "
+            "LocalEmbedder; e = make_embedder(load_settings()); assert isinstance(e, LocalEmbedder), e; "
+            "e.embed(['x']); bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
+            "assert not bad, bad; print(e.model_id)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from streams.embedding import LOCAL_MODEL_ID
+
+    assert out.stdout.strip() == LOCAL_MODEL_ID
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "embedding"
+
+
+def test_the_default_model_keeps_the_fp32_models_vectors_and_neighbours():
+    """The prebuilt int8 model against vectors computed once with the fp32 PyTorch model (the
+    previous default; tests/data/embedding/make_reference.py): close vectors, the same nearest
+    passages for every query, the same answers found. Its own model id: stored fp32 vectors
+    are not reused for it."""
     import numpy as np
 
-    from streams.embedding import LocalEmbedder, OnnxEmbedder
+    from streams.embedding import FP32_MODEL_ID, LocalEmbedder
 
-    texts = ["short", "The storage migration ships in the third quarter, after the audit. " * 30,
-             "Quarterly figures are in the shared drive.", "Meal allowance when travelling: 40 EUR a day."]
-    base = np.asarray(LocalEmbedder().embed(texts))
-    fp32 = OnnxEmbedder(tmp_path)
-    int8 = OnnxEmbedder(tmp_path, quantized=True)
-    assert fp32.model_id == LocalEmbedder.model_id and int8.model_id != fp32.model_id
-    assert fp32.dim == int8.dim == 384
-    assert ((np.asarray(fp32.embed(texts)) * base).sum(axis=1) > 0.9999).all()
-    assert ((np.asarray(int8.embed(texts)) * base).sum(axis=1) > 0.95).all()
+    data = json.loads((REFERENCE / "texts.json").read_text())
+    texts = data["passages"] + data["queries"]
+    ref = np.load(REFERENCE / "reference.npy")
+    emb = LocalEmbedder()
+    assert emb.model_id != FP32_MODEL_ID and emb.dim == ref.shape[1] == 384
+    got = np.asarray(emb.embed(texts))
+    assert ref.shape == got.shape == (len(texts), 384)
+    cos = (got * ref).sum(axis=1)
+    assert cos.min() > 0.995 and cos.mean() > 0.999, (cos.min(), cos.mean())
+    n = len(data["passages"])
+
+    def ranking(v: np.ndarray) -> np.ndarray:
+        return np.argsort(-(v[n:] @ v[:n].T), axis=1)
+
+    want, have = ranking(ref), ranking(got)
+    assert (want[:, 0] == have[:, 0]).all()  # every query's nearest passage is unchanged
+    assert np.mean([len(set(a[:5]) & set(b[:5])) / 5 for a, b in zip(want, have)]) >= 0.95
+    answers = np.asarray(data["answers"])
+    assert (have[:, 0] == answers).mean() == (want[:, 0] == answers).mean() >= 0.9  # hit@1, as before
     # order and batch boundaries do not change a text's vector
-    shuffled = fp32.embed(texts[::-1])[::-1]
-    assert np.allclose(shuffled, fp32.embed(texts), atol=1e-5)
+    assert np.allclose(emb.embed(texts[::-1])[::-1], got, atol=1e-5)
+
+
+def test_the_default_model_file_is_the_pinned_one(monkeypatch):
+    from streams import embedding
+
+    monkeypatch.setattr(embedding, "LOCAL_MODEL_SHA256", "0" * 64)
+    with pytest.raises(RuntimeError, match="sha256"):
+        embedding.LocalEmbedder()
+
+
+def test_the_pytorch_runtimes_say_which_extra_they_need(monkeypatch):
+    from ragstream.settings import load_settings
+    from streams.embedding import make_embedder
+
+    for module in ("sentence_transformers", "torch", "transformers"):
+        monkeypatch.setitem(sys.modules, module, None)  # as on a default install: not importable
+    with pytest.raises(RuntimeError, match=r"\[torch\]"):
+        make_embedder(load_settings(embed_backend="local"))
