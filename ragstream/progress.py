@@ -32,7 +32,7 @@ from typing import IO, Callable
 from ragstream.settings import Settings
 
 #: Loggers whose lines are per document (one per file published, skipped...).
-PER_FILE_LOGGERS = ("producers", "ragstream.dlq")
+PER_FILE_LOGGERS = ("producers", "ragstream.connector", "ragstream.dlq")
 
 
 @dataclass

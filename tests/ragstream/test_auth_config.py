@@ -25,8 +25,10 @@ def test_bad_auth_files_say_what_is_wrong(tmp_path, text, expected):
     with pytest.raises(AuthConfigError) as err:
         load_auth_config(path)
     assert expected in str(err.value) and str(path) in str(err.value)
-    with pytest.raises(SystemExit):
-        load_settings(home=tmp_path, auth_file=path)  # refused at start-up, not at the first request
+    from ragstream.cli.app import UserError, _check_files
+
+    with pytest.raises(UserError, match="invalid configuration"):  # every command refuses it at start-up
+        _check_files(load_settings(home=tmp_path, auth_file=path))
 
 
 def test_missing_auth_file_says_how_to_fix(tmp_path):
