@@ -141,6 +141,32 @@ _YEAR = re.compile(
     r"\b(?:in|In|since|Since|during|During|from|From|until|Until|year|born|Born|circa|early|late|mid)\s"
     r"((?:1[89]|20)\d\d)\b(?![-/.:]?\d)"
 )
+# ISO 8601 dates with a time ("2017-11-14 04:16:12.458155", "2021-03-14T10:22Z"); the date is checked.
+_ISO_DATETIME = re.compile(r"(?<![\d-])\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"
+                           r"(?:Z|[+-]\d{2}:?\d{2})?)?(?![\d-])")
+# Day and month name in French, German, Spanish, Italian, Portuguese and Dutch: "14 mars 2021",
+# "14. März 2021", "14 de marzo de 2021", "3 maio". A day number is required before the month.
+_MONTH_INTL = (r"(?i:janvier|f[ée]vrier|mars|avril|mai|juin|juillet|ao[ûu]t|septembre|octobre|novembre|d[ée]cembre|"
+               r"januar|j[äa]nner|februar|m[äa]rz|april|juni|juli|august|september|oktober|dezember|"
+               r"enero|febrero|marzo|abril|mayo|junio|julio|agosto|sep?tiembre|octubre|noviembre|diciembre|"
+               r"gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre|"
+               r"janeiro|fevereiro|mar[çc]o|maio|junho|julho|setembro|outubro|novembro|dezembro|"
+               r"januari|februari|maart|mei|augustus)")
+_DATE_INTL = re.compile(rf"\b\d{{1,2}}(?:\.|º|er)?\s+(?:de\s+)?{_MONTH_INTL}\b(?:,?\s+(?:de\s+)?(?:1[89]|20)\d\d\b)?")
+# A year that names a law, an event or a class: "the Civil Rights Act of 1964", "Class of 2010".
+_NAMED_YEAR = re.compile(r"\b[A-Z][a-z]+\s+of\s+((?:1[89]|20)\d\d)\b(?![-/.:]?\d)")
+
+
+def _iso_ok(value: str) -> bool:
+    import datetime
+
+    try:
+        datetime.date(int(value[:4]), int(value[5:7]), int(value[8:10]))
+    except ValueError:
+        return False
+    return True
+
+
 _BIRTH_CUE = re.compile(r"(?:\bborn|\bbirth(?:day|date)?|\bdob|\bd\.o\.b\.?)\W{0,3}(?:\w+\W{1,3}){0,3}$", re.IGNORECASE)
 _CARD = re.compile(r"(?<![\d-])(?:\d{4}[ -]?){2,3}\d{1,7}(?![\d-])")
 _VIN = re.compile(r"\b[A-HJ-NPR-Z0-9]{17}\b")
@@ -213,6 +239,7 @@ company co bank church county city state river lake mountain island bay valley b
 monday tuesday wednesday thursday friday saturday sunday january february march april may june july
 august september october november december the and of for with from to in on at by report policy plan
 project program programme meeting review update notes summary agenda board committee services service
+apt suite unit flat floor box
 """.split())
 
 
@@ -387,11 +414,13 @@ _NUMBER_FIRST_STREET = re.compile(
 
 # Any street form, when a unit follows: "Rebbåsbakken 48 Suite 372", "307 Alvaro Cunqueiro 55, Apt. 440".
 _UNIT_ANCHORED = re.compile(
-    rf"\b(?:\d{{1,6}}\s+)?{_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,3}}\s+\d{{1,5}}[A-Za-z]?\.?,?[ \t]*(?:\n[^\w\n]{{0,4}})?[ \t]*"
+    rf"\b(?:(?:\d{{1,6}}\s+)?{_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,3}}\s+\d{{1,5}}[A-Za-z]?\.?"
+    rf"|\d{{1,6}}[A-Za-z]?[ \t]+{_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,3}}),?[ \t]*(?:\n[^\w\n]{{0,4}})?[ \t]*"
     r"(?:Apt\.?|Suite|Unit|Flat)\s*[\w-]{1,6}\b"
 )
 # The street-then-number form of most of Europe and Latin America ("Ånhult 81",
 # "Calle Mayor 3", "Πεντέλης 210"), after an address cue: "lives at", "is on", "address:" ...
+_PARTICLE_WORDS = r"(?:de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
 _CUED_STREET = re.compile(
     r"(?i:\b(?:live[sd]?|living|located|situated|based|address(?:\s+is)?|moved|move|ship|send|deliver|"
     r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?)\s+(?:at|on|to|in)\b|\baddress(?:es)?\s*:)"
@@ -423,6 +452,36 @@ def _streets(text: str) -> Iterator[Finding]:
             yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.85, "regex:STREET_ADDRESS")
     for m in _NAMED_STREET.finditer(text):
         yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.7, "regex:STREET_ADDRESS")
+
+
+# Postcodes of other countries, in address context:
+# * after a town and a region code at the end of an address line: "Bicske FE 2063",
+#   "Oliveira do Hospital CO 3400-182", "Barkly QLD 4825", "Utrecht UT 3526 BJ";
+# * after a town that GeoNames knows, following "in" or a comma: "in Schweinfurt 97419",
+#   "in Laholm 312 18" (a town word is not enough: "in Windows 2000", "in Room 1234").
+_POSTCODE_VALUE = r"\d{4,5}(?:-\d{3,4})?|\d{3}[ ]\d{2}|\d{4}[ ]?[A-Z]{2}"
+_ZIP_AFTER_REGION = re.compile(
+    rf"{_UPPER_WORD}[ \t]+[A-Z]{{2,3}},?[ \t]+({_POSTCODE_VALUE})(?=[ \t]*(?:$|\n|[,.;!?)](?:\s|$)))", re.MULTILINE)
+_ZIP_AFTER_TOWN = re.compile(
+    rf"(?:\b[Ii]n|,)[ \t]+({_UPPER_WORD}(?:[ \t-]+(?:{_UPPER_WORD}|{_PARTICLE_WORDS})){{0,3}}),?[ \t]+({_POSTCODE_VALUE})\b(?![-/.:,]?\d)")
+
+# ... and before it, as most of Europe writes it: "in 81737 Munich", ", 75008 Paris".
+_ZIP_BEFORE_TOWN = re.compile(
+    rf"(?:\b[Ii]n|,|^)[ \t]+({_POSTCODE_VALUE})[ \t]+({_UPPER_WORD}(?:[ \t-]+(?:{_UPPER_WORD}|{_PARTICLE_WORDS})){{0,3}}?)"
+    r"(?=[ \t]*(?:$|[,.;!?)\n]))", re.MULTILINE)
+
+_YEARLIKE = re.compile(r"(?:1[89]|20)\d\d")
+
+
+def _postcodes(text: str) -> Iterator[Finding]:
+    for m in _ZIP_AFTER_REGION.finditer(text):
+        yield Finding(m.start(1), m.end(1), "ZIP_CODE", 0.75, "regex:ZIP_CODE")
+    for m in _ZIP_BEFORE_TOWN.finditer(text):
+        if _is_place(m.group(2)) and not _YEARLIKE.fullmatch(m.group(1)):
+            yield Finding(m.start(1), m.end(1), "ZIP_CODE", 0.75, "regex:ZIP_CODE")
+    for m in _ZIP_AFTER_TOWN.finditer(text):
+        if _is_place(m.group(1)) and not _YEARLIKE.fullmatch(m.group(2)):  # "in Paris 2019"
+            yield Finding(m.start(2), m.end(2), "ZIP_CODE", 0.75, "regex:ZIP_CODE")
 
 
 # -- validators -----------------------------------------------------------------------------
@@ -457,7 +516,7 @@ def luhn_valid(number: str) -> bool:
 
 #: Regions whose national formats are recognised when a policy names none.
 DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("US", "GB")
-_NOT_PHONE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,3}(?:\.\d{1,3}){3}|"
+_NOT_PHONE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}(?:[ T]\d{1,2})?|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}|\d{1,3}(?:\.\d{1,3}){3}|"
                         r"\d{1,6}\.\d{1,6})$")
 
 
@@ -570,9 +629,12 @@ def _ip_ok(value: str) -> bool:
 def _persons(text: str) -> Iterator[Finding]:
     first, last, ambiguous = _names()
     for m in _HONORIFIC.finditer(text):
-        if m.group(1).split()[0] in _OFFICES:
+        words = m.group(1).split()
+        if words[0] in _OFFICES:
             continue  # "Mr. President"
-        yield Finding(m.start(1), m.end(1), "PERSON", 0.85, "name:honorific")
+        while len(words) > 1 and words[-1].lower().rstrip(".") in _NOT_SURNAME:
+            words.pop()  # "Mrs. Jill Yuriev Apt. 202": the unit is no part of the name
+        yield Finding(m.start(1), m.start(1) + len(" ".join(words)), "PERSON", 0.85, "name:honorific")
     for m in _SALUTATION.finditer(text):
         words = m.group(1).split()
         if words[0] in first or words[-1] in last:
@@ -722,6 +784,9 @@ def recognizers() -> tuple[Recognizer, ...]:
         _regex("URL", _URL, 0.9, strip=".,;:!?)'\""),
         _regex("DATE_TIME", _DATE_WORDS, 0.7),
         _regex("DATE_TIME", _YEAR, 0.55),
+        _regex("DATE_TIME", _ISO_DATETIME, 0.75, valid=_iso_ok),
+        _regex("DATE_TIME", _DATE_INTL, 0.7),
+        _regex("DATE_TIME", _NAMED_YEAR, 0.55, group=1),
         _regex("CREDIT_CARD", _CARD, 0.6, valid=luhn_valid),
         _streets,
         _place_names,
@@ -729,6 +794,7 @@ def recognizers() -> tuple[Recognizer, ...]:
         _regex("ZIP_CODE", _ZIP_AFTER_STATE, 0.8, group=1),
         _regex("ZIP_CODE", _ZIP_LABEL, 0.85, group=1),
         _regex("ZIP_CODE", _UK_POSTCODE, 0.8),
+        _postcodes,
         _regex("AGE", _AGE, 0.85, valid=lambda v: int(v) <= 129),
         _regex("VEHICLE_ID", _VIN, 0.9, valid=vin_valid),
         _labelled,
@@ -800,7 +866,8 @@ class Detector:
                     found.append(Finding(f.start, f.end, f.entity_type, round(score, 3), f.recognizer))
         resolved = resolve_overlaps(found)
         if self.ner:
-            resolved = in_context(text, resolved)
+            cued = frozenset(f.start for f in found if f.entity_type == "PERSON" and f.recognizer in _CUE_RULES)
+            resolved = in_context(text, resolved, cued)
         return complete_addresses(text, resolved)
 
 
@@ -867,6 +934,7 @@ _SPEAKER = re.compile(rf"^[ \t]*({_UPPER_WORD}(?:[ ][A-Z]\.?)?(?:[ ]{_UPPER_WORD
 _WORD_LIST = re.compile(rf"(?<![\w'’-])({_UPPER_WORD}(?:,\s+{_UPPER_WORD}){{0,8}},?\s+(?:and|&)\s+{_UPPER_WORD})(?![\w'’-])")
 _LIST_ITEM = re.compile(_UPPER_WORD)
 _CAP_WORD = re.compile(rf"(?<![\w'’-]){_UP}{_LETTERS}+(?:-{_UPPER_WORD})?(?![\w-])")
+_CUE_RULES = frozenset({"name:cue", "name:honorific", "name:salutation"})
 _NAMED_SOURCES = ("ner:", "gazetteer:", "regex:ORGANIZATION", "name:")
 
 
@@ -880,9 +948,17 @@ def _name_word_ok(w: str) -> bool:
     return not _is_place(w) or w in first
 
 
-def in_context(text: str, findings: list[Finding]) -> list[Finding]:
+def _lone_surname(words: list[str]) -> bool:
+    first, last, _ = _names()
+    return len(words) == 1 and words[0] in last and not words[0].isupper() and not _is_place(words[0]) \
+        and not _is_common(words[0])
+
+
+def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozenset()) -> list[Finding]:
     """Re-type model findings by what is known about their words, and find a document's
-    names again wherever it repeats them (see the comment above). ``findings`` do not overlap."""
+    names again wherever it repeats them (see the comment above). ``findings`` do not overlap;
+    ``cued``: start offsets of names a cue rule found (honorific, "my name is", "maiden name
+    is", a role noun …), which the model's guess must not turn into a place."""
     first, last, _ = _names()
     out: list[Finding] = []
     for f in findings:
@@ -891,12 +967,19 @@ def in_context(text: str, findings: list[Finding]) -> list[Finding]:
             words = value.split()
             if _is_person_name(words) and not (f.entity_type == "LOCATION" and _is_place(value)):
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
+            elif f.recognizer.startswith("ner:") and (f.start in cued or _lone_surname(words)):
+                # a cue said person ("maiden name is X"), or a lone known surname that is neither
+                # a place nor an English word ("Stejskalová", "Kavran") the model called a place
+                f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
         if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
             value = text[f.start:f.end]
             words = value.split()
-            person = _is_person_name(words) or all(w in first or w in last for w in words)
-            if not person and ((_is_place(value) and not (len(words) == 1 and _is_common(value))) or (_LOCATIVE.search(text, max(0, f.start - 24), f.start)
-                                                     and not _ORG_SUFFIX.search(value) and len(words) <= 3)):
+            person = _is_person_name(words) or all(w in first or w in last for w in words) or f.start in cued
+            # A locative cue ("to", "from" …) alone does not make a model's two-word person a place
+            # ("the assistant to Marik Kwiatkowski"): only a single word or an organisation/group.
+            cue_place = _LOCATIVE.search(text, max(0, f.start - 24), f.start) and not _ORG_SUFFIX.search(value) \
+                and len(words) <= (1 if f.entity_type == "PERSON" else 3)
+            if not person and ((_is_place(value) and not (len(words) == 1 and _is_common(value))) or cue_place):
                 f = Finding(f.start, f.end, "LOCATION", 0.65, "ner+places")
         out.append(f)
 
@@ -956,12 +1039,50 @@ _ADDRESS_GAP = re.compile(r"[\s,]*(?:(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor)\s*[\w
                           r"(?:(?:[A-Z]{1,3}[- ]?)?\d{3,5}(?:[ -]\d{2,3}|\s[A-Z]{2})?[\s,]*)?(?:[A-Z]{2}\s+)?")
 _ADDRESS_PARTS = frozenset({"LOCATION", "STREET_ADDRESS"})  # a ZIP stays apart (HIPAA keeps 3 digits)
 
+# The lines (or comma-separated parts) of a postal address after its street: a town with an
+# optional region code and postcode, a region, a country, a postcode, a unit. Any line may carry
+# a quote or list prefix ("> ", "}} "). Postcodes: digits with an optional letter prefix
+# ("D-10115", "1017 XN"), British and Canadian forms.
+_POSTCODE = (r"(?:[A-Z]{1,3}[- ]?)?\d{3,6}(?:[ -](?:\d{2,4}|[A-Z]{2}))?"
+             r"|[A-Z]{1,2}\d[A-Z\d]?[ ]\d[A-Z]{2}|[A-Z]\d[A-Z][ ]\d[A-Z]\d")
+_PARTICLE = r"(?:de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
+_TAIL_SEP = re.compile(r"[ \t]*(?:,[ \t]*(?:\n[ \t]*(?:[^\w\s]{1,4}[ \t]*)?)?|(?:\n[ \t]*){1,3}(?:[^\w\s(]{1,4}[ \t]*)?)")
+_TAIL_PART = re.compile(
+    r"(?:(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)[ \t]*[\w-]{1,6}|"
+    rf"(?:(?:{_POSTCODE})[ \t]+)?{_UPPER_WORD}\.?(?:[ \t-]+(?:{_UPPER_WORD}\.?|{_PARTICLE}(?=[ \t-])))*?"
+    rf"(?:,?[ \t]+[A-Z]{{2,3}})?(?:,?[ \t]+(?:{_POSTCODE}))?"
+    rf"|[A-Z]{{2,3}}(?:,?[ \t]+(?:{_POSTCODE}))?|(?:{_POSTCODE}))"
+    r"(?=[ \t]*(?:[,\n]|[.;!?](?=\s|$)|$))"
+)
+_UNIT_WORD = re.compile(r"(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)[ \t]*[\w-]{1,6}$")
+_TAIL_WORDS = 5  # a town, region or country has at most this many words
+# A building number (or a unit and a building number) just before a street on the same line:
+# "0396 Rue de la Sarthe 52", "Apt. 606 157 Mühle 88".
+_LEAD = re.compile(r"(?:(?:Apt\.?|Suite|Unit|Flat)[ \t]*[\w-]{1,6}[ \t]+)?(?:\d{1,6}[A-Za-z]?[ \t]+){1,2}$")
+
+
+def _tail_ok(part: str) -> bool:
+    """An address line: not made of English words alone (unless it is a place), not too long."""
+    if _UNIT_WORD.match(part):
+        return True
+    words = [w.rstrip(".") for w in re.findall(_UPPER_WORD + r"\.?", part)]
+    if len(words) > _TAIL_WORDS:
+        return False
+    if not words or _is_place(" ".join(words)) or any(w.isupper() and len(w) > 1 for w in words):
+        return True
+    return not all(_is_common(w) for w in words)
+
 
 def complete_addresses(text: str, findings: list[Finding]) -> list[Finding]:
-    """Join a street address with the unit, town, postcode and country that follow it.
+    """Join a street address with its building number and the unit, town, region, postcode and
+    country lines that follow it.
 
-    "12 Oak Street, Apt. 4, Springfield, 62704, USA" is one address: one finding (one
-    replacement) rather than a street, a place, a ZIP and a country side by side.
+    "12 Oak Street, Apt. 4, Springfield, IL, USA" is one address: one finding (one
+    replacement), not a street, a place and a country side by side. Priority when findings
+    overlap such an address line: the address absorbs model places, organisations and
+    low-confidence person guesses (a small model calls "Bakkafjörður" a person); it stops at
+    a surer name (honorific, salutation, known given name + surname), a ZIP code (kept apart:
+    HIPAA keeps its first 3 digits) and any other identifier.
     """
     out: list[Finding] = []
     i = 0
@@ -971,6 +1092,12 @@ def complete_addresses(text: str, findings: list[Finding]) -> list[Finding]:
             out.append(f)
             i += 1
             continue
+        start = f.start
+        line_start = text.rfind("\n", 0, start) + 1
+        lead = _LEAD.search(text, max(line_start, start - 24), start)
+        if lead and (lead.start() == 0 or not text[lead.start() - 1].isalnum()) \
+                and not (out and out[-1].end > lead.start()):
+            start = lead.start()
         end, j = f.end, i + 1
         while j < len(findings) and findings[j].entity_type in _ADDRESS_PARTS:
             gap = text[end:findings[j].start]
@@ -978,15 +1105,56 @@ def complete_addresses(text: str, findings: list[Finding]) -> list[Finding]:
             if not m or gap.count("\n") > 2:
                 break
             end, j = findings[j].end, j + 1
-        tail = _ADDRESS_GAP.match(text, end)
-        if tail and re.search(r"\d|Apt|Suite|Unit", tail.group()):
-            stop = findings[j].start if j < len(findings) else len(text)
-            end = min(end + len(tail.group().rstrip(" ,\n\t")), stop)
-        while j < len(findings) and findings[j].start < end:  # swallowed by the extension
-            end, j = max(end, findings[j].end), j + 1
-        out.append(Finding(f.start, end, f.entity_type, f.score, f.recognizer))
+        end, j = _address_tail(text, findings, end, j)
+        out.append(Finding(start, end, f.entity_type, f.score, f.recognizer))
         i = j
     return out
+
+
+def _absorbable(f: Finding) -> bool:
+    """May an address line swallow this finding? Places, model organisations and weak names."""
+    if f.entity_type in _ADDRESS_PARTS or f.entity_type == "NRP":
+        return True
+    if f.entity_type == "ORGANIZATION":
+        return f.recognizer.startswith("ner")
+    return f.entity_type == "PERSON" and f.score < 0.8
+
+
+_HOUSE_NUMBER = re.compile(r"[ \t]+\d{1,5}[A-Za-z]?\.?(?=[\s,]|$)")
+
+
+def _address_tail(text: str, findings: list[Finding], end: int, j: int) -> tuple[int, int]:
+    """Extend an address ending at ``end`` over the address lines that follow (``findings[j:]``
+    are the findings after it); returns the new end and the index of the first finding kept."""
+    number = _HOUSE_NUMBER.match(text, end)  # "Rue de la Sarthe 52": the number after the street
+    if number and not text[end - 1].isdigit() and not (j < len(findings) and findings[j].start < number.end()):
+        end = number.end()
+    for _ in range(6):
+        sep = _TAIL_SEP.match(text, end)
+        if not sep or sep.end() == end or sep.group().count("\n") > 2:
+            break
+        part = _TAIL_PART.match(text, sep.end())
+        if not part or not part.group().strip() or not _tail_ok(part.group()):
+            break
+        p_end = part.end()
+        stop = False
+        k = j
+        while k < len(findings) and findings[k].start < p_end:
+            g = findings[k]
+            if g.entity_type == "ZIP_CODE" or not _absorbable(g):
+                p_end = min(p_end, g.start) if g.start > sep.end() else sep.end()
+                stop = True
+                break
+            k += 1
+        p_end = sep.end() + len(text[sep.end():p_end].rstrip(" ,\t\n"))
+        if p_end <= sep.end():
+            break
+        end = max(end, p_end)
+        while j < len(findings) and findings[j].start < end:
+            end, j = max(end, findings[j].end), j + 1
+        if stop:
+            break
+    return end, j
 
 
 def resolve_overlaps(findings: list[Finding]) -> list[Finding]:

@@ -244,8 +244,14 @@ def test_independent_presidio_evaluator_set_floors():
     per = summary["per_type"]
     assert summary["any_pii"]["recall"] >= 0.78 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
     assert per["PERSON"]["recall"] >= 0.83 and per["PERSON"]["precision"] >= 0.86, per["PERSON"]
-    assert per["STREET_ADDRESS"]["recall"] >= 0.68, per["STREET_ADDRESS"]
-    assert summary["location_organization"]["recall"] >= 0.66, summary["location_organization"]
+    assert per["STREET_ADDRESS"]["recall"] >= 0.80, per["STREET_ADDRESS"]
+    assert per["DATE_TIME"]["recall"] >= 0.80 and per["DATE_TIME"]["precision"] >= 0.95, per["DATE_TIME"]
+    assert summary["structured"]["recall"] >= 0.86, summary["structured"]
+    # Towns and countries on the lines of an address are part of the STREET_ADDRESS finding
+    # (docs/pii.md); the set labels them LOCATION in some templates, so this recall fell from
+    # 0.70 to 0.64 when precision rose from 0.58 to 0.61.
+    loc_org = summary["location_organization"]
+    assert loc_org["recall"] >= 0.61 and loc_org["precision"] >= 0.59, loc_org
     assert per["PHONE_NUMBER"]["recall"] >= 0.93, per["PHONE_NUMBER"]
     for t in ("CREDIT_CARD", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "URL"):
         assert per[t]["recall"] >= 0.95 and per[t]["precision"] >= 0.95, (t, per[t])
@@ -255,3 +261,64 @@ def test_independent_opennlp_real_text_floors(detector):
     summary = evaluate(load(INDEPENDENT / "opennlp_real.jsonl"), detector).summary()
     assert summary["person"]["recall"] >= 0.85 and summary["person"]["precision"] >= 0.8, summary["person"]
     assert summary["location_organization"]["recall"] >= 0.85, summary["location_organization"]
+
+
+# -- round 2 of issue 15: address blocks, dates and postcodes of other countries -------------
+
+def test_an_address_block_is_one_finding_with_its_building_number_unit_town_and_country(detector):
+    text = "Send it to:\n0815 Via Garibaldi 12\n Suite 4\n Borgo San Dalmazzo\n Italy 12011\nThanks"
+    got = [(f.entity_type, text[f.start:f.end]) for f in detector.analyze(text)]
+    assert ("STREET_ADDRESS", "0815 Via Garibaldi 12\n Suite 4\n Borgo San Dalmazzo\n Italy 12011") in got, got
+    assert not any(t in ("LOCATION", "ORGANIZATION", "PERSON") for t, _ in got), got
+
+
+def test_an_address_stops_at_a_sentence_a_name_and_a_zip(detector):
+    got = found(detector, "He lives at 14 Birch Road, Ashford. Paul Ruiz was there.")
+    assert ("STREET_ADDRESS", "14 Birch Road, Ashford") in got and ("PERSON", "Paul Ruiz") in got, got
+    got = found(detector, "I live at 12 Oak Street, Springfield, IL 62704, USA.")
+    assert ("ZIP_CODE", "62704") in got, got
+    got = found(detector, "Meet me at 12 Oak Street, please call first.")
+    assert ("STREET_ADDRESS", "12 Oak Street") in got, got
+
+
+def test_a_unit_is_no_part_of_a_name(detector):
+    got = found(detector, "Mrs. Ilse Brandt Apt. 12 4 Elm Road")
+    assert ("PERSON", "Ilse Brandt") in got, got
+
+
+@pytest.mark.parametrize("text, date", [
+    ("Logged at 2019-06-02 17:45:09.123456 by the job", "2019-06-02 17:45:09.123456"),
+    ("Erstellt am 3. Oktober 2018 in Bonn", "3. Oktober 2018"),
+    ("Rendez-vous le 21 juin 2022.", "21 juin 2022"),
+    ("Nació el 7 de agosto de 1990", "7 de agosto de 1990"),
+    ("under the Data Protection Act of 2018", "2018"),
+])
+def test_dates_in_other_formats_and_languages(detector, text, date):
+    assert ("DATE_TIME", date) in found(detector, text) or ("DATE_OF_BIRTH", date) in found(detector, text)
+
+
+def test_an_iso_timestamp_is_no_phone_number(detector):
+    got = found(detector, "When: 2020-02-30 08:15:00 and 2020-02-28 08:15:00")
+    assert ("DATE_TIME", "2020-02-28 08:15:00") in got and not any(t == "PHONE_NUMBER" for t, _ in got), got
+    assert ("DATE_TIME", "2020-02-30 08:15:00") not in got, got  # no such day
+
+
+@pytest.mark.parametrize("text, code", [
+    ("The depot in Uppsala 753 20 is closed.", "753 20"),
+    ("Our office, Hauptstraße 4, in 04109 Leipzig.", "04109"),
+    ("Rua Augusta 12\nLisboa LI 1100-053", "1100-053"),
+    ("Kowalski\nSiedlce MZ 08110", "08110"),
+])
+def test_postcodes_of_other_countries_in_address_context(detector, text, code):
+    got = {v for t, v in found(detector, text) if t in ("ZIP_CODE", "STREET_ADDRESS")}
+    assert any(code in v for v in got), got
+
+
+def test_no_postcode_in_ordinary_numbers_after_a_place(detector):
+    got = found(detector, "Sales in Paris 2019 rose; see Room AB 12 in Windows 2000.")
+    assert not any(t == "ZIP_CODE" for t, _ in got), got
+
+
+def test_a_locative_word_does_not_make_a_full_name_a_place(detector):
+    got = found(detector, "He spent a year as the assistant to Marik K. Wiśniewski in Gdańsk.")
+    assert not any(t == "LOCATION" and "Wiśniewski" in v for t, v in got), got
