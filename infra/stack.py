@@ -176,11 +176,13 @@ class KafkaBroker(Service):
                 progress("kafka: adding SCRAM credentials to a storage formatted without them (one restart)")
                 from ragstream.admin import AdminError, ensure_scram_users
                 from ragstream.kafka import local_credentials
+                from ragstream.kafka_acls import local_principals
 
                 plain = self.settings.model_copy(update={
                     "kafka_bootstrap": f"127.0.0.1:{self._migrate_port}", "kafka_local_auth": False})
                 try:
-                    ensure_scram_users(plain, local_credentials(self.settings, create=True) or {})
+                    ensure_scram_users(plain, local_credentials(self.settings, create=True,
+                                                                principals=local_principals()) or {})
                 except AdminError as exc:
                     raise StackError(f"adding credentials to the Kafka storage failed: {exc}",
                                      f"Read {self.logfile}.") from None
@@ -197,19 +199,14 @@ class KafkaBroker(Service):
         return started
 
     def secure(self, progress: Callable[[str], None] = lambda _m: None) -> None:
-        """Every principal's SCRAM user and the ACLs of :func:`ragstream.admin.acl_bindings`."""
-        from ragstream.admin import AdminError, ensure_acls, ensure_scram_users
-        from ragstream.kafka import local_credentials
+        """Every principal's SCRAM user and the ACLs of :func:`ragstream.kafka_acls.acl_bindings`."""
+        from ragstream.admin import AdminError
+        from ragstream.kafka_acls import secure_broker
 
-        creds = local_credentials(self.settings, create=True)
-        assert creds is not None
         try:
-            added = ensure_scram_users(self._admin_settings, creds)
-            created, removed = ensure_acls(self._admin_settings)
+            secure_broker(self._admin_settings, progress)
         except AdminError as exc:
             raise StackError(f"securing the Kafka broker failed: {exc}", f"Read {self.logfile}.") from None
-        if added or created or removed:
-            progress(f"kafka: {len(added)} SCRAM user(s) added, {len(created)} ACL(s) created, {len(removed)} removed")
 
     def ready(self) -> bool:
         if not port_open(self.settings.kafka_port):

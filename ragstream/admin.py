@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -221,98 +221,6 @@ class Grant:
         return f"User:{self.principal} {self.operation} {self.resource} {self.name}{'*' if self.prefixed else ''}"
 
 
-#: The stages whose lag an erasure waits on (streams/dsr/erasure.py, wait_drained).
-DRAINED = ("compliance", "chunk", "embed", "index")
-
-
-#: What a stage does beyond reading its inputs and writing its outputs, by stage name.
-#: Groups: besides ``ragstream-<stage>`` every stage may use ``ragstream-<stage>-*``.
-def _stage_extras(stage: str) -> list[tuple[str, str, str, bool]]:
-    from schemas import topics as t
-
-    scan_groups = ("group", "ragstream-scan-", "READ", True)  # ragstream.consumer.scan_topic
-    erased = [("topic", t.DSR_ERASED, "READ", False), ("group", "ragstream-erased-", "READ", True)]
-    if stage == "compliance" or stage == "graph":  # the suppression list of erased subjects
-        return erased
-    if stage == "audit":  # the chain's tail and its fenced transactional writer
-        from streams.audit import WRITER_ID
-
-        return [("topic", t.AUDIT, "READ", False), ("group", "ragstream-audit-reader", "READ", False),
-                ("transactional_id", WRITER_ID, "WRITE", False), ("transactional_id", WRITER_ID, "DESCRIBE", False)]
-    if stage == "dsr":  # erasure: find the subject downstream, truncate derived topics behind their readers
-        from streams.dsr import DERIVED, DOWNSTREAM
-
-        return ([("topic", name, "READ", False) for name in DOWNSTREAM] + [scan_groups]
-                + [("topic", name, "DELETE", False) for name, _group in DERIVED]
-                + [("group", group, "DESCRIBE", False) for _name, group in DERIVED]
-                # wait_drained: the lag of the stages an erasure waits for
-                + [("group", f"ragstream-{s}", "DESCRIBE", False) for s in DRAINED]
-                + [("topic", name, "DESCRIBE", False) for s in DRAINED for name in STAGE_INPUTS[s]]
-                + [("group", "ragstream-lag-probe", "DESCRIBE", False)]
-                + [("topic", t.AUDIT, "READ", False), ("group", "ragstream-audit-reader", "READ", False)])
-    return []
-
-
-def acl_bindings(settings: Settings) -> tuple[Grant, ...]:
-    """Every ACL of the local broker, derived from the stage registry and the topic catalog.
-
-    * stage ``<name>`` (principal ``stage-<name>``): READ its inputs and extra inputs with
-      group ``ragstream-<name>`` (and ``ragstream-<name>-*``); WRITE its outputs,
-      ``rag.dlq.<name>`` and ``rag.audit.events``; Faust's internal topics
-      ``ragstream-<name>-*``; plus what :func:`_stage_extras` names (audit's transactional
-      id, the dsr stage's deletes and group descriptions).
-    * ``producer`` (sources, ``ragstream up``): WRITE rag.changes, rag.acl, rag.dlq.ingest,
-      rag.audit.events.
-    * ``api``: WRITE rag.dsr and rag.audit.events; READ the dead letters, rag.dsr and
-      rag.audit (listings, receipts).
-    * ``connect`` (Kafka Connect, Debezium): its ``connect.*`` topics and group, the ``cdc.*``
-      change topics it creates and writes.
-    * ``admin`` and the broker's ``controller`` are super users (no ACLs).
-    """
-    from ragstream.kafka import API, CONNECT, PRODUCER, stage_principal
-    from schemas import topics as t
-    from streams.registry import STAGES
-
-    grants: set[Grant] = set()
-
-    def topic(who: str, name: str, *ops: str) -> None:
-        pre = name.endswith("*")
-        for op in ops:
-            grants.add(Grant(who, "topic", name.rstrip("*") if pre else name, op, pre))
-
-    def group(who: str, name: str, op: str = "READ", prefixed: bool = False) -> None:
-        grants.add(Grant(who, "group", name, op, prefixed))
-
-    for spec in STAGES:
-        who = stage_principal(spec.name)
-        for name in (*spec.inputs, *(e.topic for e in spec.extra_inputs)):
-            topic(who, name, "READ", "DESCRIBE")
-        for name in (*spec.outputs, t.AUDIT_EVENTS, *([t.dlq_topic(spec.name)] if spec.name in t.STAGES else [])):
-            topic(who, name, "WRITE", "DESCRIBE")
-        group(who, f"ragstream-{spec.name}")
-        group(who, f"ragstream-{spec.name}-", prefixed=True)
-        topic(who, f"ragstream-{spec.name}-*", "CREATE", "READ", "WRITE", "DESCRIBE")  # Faust's own topics
-        for resource, name, op, prefixed in _stage_extras(spec.name):
-            grants.add(Grant(who, resource, name, op, prefixed))
-
-    for name in (t.CHANGES, t.ACL, t.dlq_topic("ingest"), t.AUDIT_EVENTS):
-        topic(PRODUCER, name, "WRITE", "DESCRIBE")
-
-    for name in (t.DSR, t.AUDIT_EVENTS):
-        topic(API, name, "WRITE", "DESCRIBE")
-    for name in ("rag.dlq.*", t.DSR, t.AUDIT):
-        topic(API, name, "READ", "DESCRIBE")
-    group(API, "ragstream-dlq-", prefixed=True)  # ragstream.dlq's listing and replay readers
-    group(API, "ragstream-scan-", prefixed=True)
-    group(API, "ragstream-audit-reader")
-
-    topic(CONNECT, "connect.*", "CREATE", "READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
-    topic(CONNECT, "cdc.*", "CREATE", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
-    topic(CONNECT, "__debezium-heartbeat.cdc", "CREATE", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
-    group(CONNECT, "ragstream-connect")
-    return tuple(sorted(grants))
-
-
 def _binding(g: Grant) -> Any:
     from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
@@ -347,18 +255,17 @@ def ensure_scram_users(settings: Settings, credentials: dict[str, Any]) -> list[
     return missing
 
 
-def ensure_acls(settings: Settings) -> tuple[list[Grant], list[Grant]]:
-    """Bring the broker's ACLs for ragstream's principals in line with :func:`acl_bindings`:
-    create the missing ones, remove those of our principals that are no longer wanted.
-    Returns (created, removed)."""
+def ensure_acls(settings: Settings, grants: Iterable[Grant], principals: Iterable[str]
+                ) -> tuple[list[Grant], list[Grant]]:
+    """Bring the broker's ACLs of ``principals`` in line with ``grants`` (for ragstream's, see
+    :func:`ragstream.kafka_acls.acl_bindings`): create the missing ones, remove those of these
+    principals that are no longer wanted. Returns (created, removed)."""
     from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType,
                                        ResourceType)
 
-    from ragstream.kafka import local_principals
-
-    wanted = set(acl_bindings(settings))
+    wanted = set(grants)
     admin = admin_client(settings)
-    ours = {f"User:{p}" for p in local_principals()}
+    ours = {f"User:{p}" for p in principals}
     try:
         existing = admin.describe_acls(AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
                                                         AclOperation.ANY, AclPermissionType.ANY)).result(timeout=30)
@@ -379,3 +286,4 @@ def ensure_acls(settings: Settings) -> tuple[list[Grant], list[Grant]]:
         for fut in admin.delete_acls(filters).values():
             fut.result(timeout=30)
     return create, remove
+

@@ -12,8 +12,9 @@ Security comes from the settings in one of two ways:
 2. **The local stack** (nothing configured, ``RAGSTREAM_KAFKA_LOCAL_AUTH`` on): SASL_PLAINTEXT
    with SCRAM-SHA-512 on loopback, with the credentials ``stack up`` generated into
    ``<home>/secrets/kafka.json`` (0600). Each component has its own principal
-   (:func:`local_principals`); a process uses the one ``RAGSTREAM_KAFKA_PRINCIPAL`` names
+   (:func:`ragstream.kafka_acls.local_principals`); a process uses the one ``RAGSTREAM_KAFKA_PRINCIPAL`` names
    (the stack sets it for each worker and the API), else ``admin`` (the operator's CLI).
+   The principals and their ACLs: :mod:`ragstream.kafka_acls`.
 
 Passwords are never logged: they travel only inside client configurations.
 """
@@ -26,7 +27,7 @@ import os
 import secrets
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ragstream.settings import Settings
 
@@ -49,13 +50,6 @@ def stage_principal(stage: str) -> str:
     return f"stage-{stage}"
 
 
-def local_principals() -> tuple[str, ...]:
-    """Every SCRAM user of the local broker: one per component, one per registered stage."""
-    from streams.registry import STAGES
-
-    return (ADMIN, PRODUCER, API, CONNECT, *(stage_principal(s.name) for s in STAGES))
-
-
 # --------------------------------------------------------------------------------------
 # The local stack's generated credentials
 # --------------------------------------------------------------------------------------
@@ -64,11 +58,13 @@ def credentials_path(settings: Settings) -> Path:
     return settings.kafka_credentials_file or settings.home / "secrets" / "kafka.json"
 
 
-def local_credentials(settings: Settings, create: bool = False) -> dict[str, Any] | None:
+def local_credentials(settings: Settings, create: bool = False, principals: Iterable[str] = ()
+                      ) -> dict[str, Any] | None:
     """``{"controller": pw, "users": {name: pw}}`` from the home, or None if there is none.
 
-    With ``create``, missing passwords are generated (random, 256 bits) and the file is
-    written atomically with mode 0600 in a 0700 folder."""
+    With ``create``, missing passwords (the controller's, admin's and those of ``principals``;
+    see :func:`ragstream.kafka_acls.local_principals`) are generated (random, 256 bits) and
+    the file is written atomically with mode 0600 in a 0700 folder."""
     path = credentials_path(settings)
     try:
         creds = json.loads(path.read_text(encoding="utf-8"))
@@ -80,7 +76,7 @@ def local_credentials(settings: Settings, create: bool = False) -> dict[str, Any
         return creds
     creds = creds or {}
     users = dict(creds.get("users") or {})
-    wanted = local_principals()
+    wanted = (ADMIN, *principals)
     changed = not creds.get("controller") or any(u not in users for u in wanted)
     if changed:
         creds = {"controller": creds.get("controller") or secrets.token_urlsafe(32),

@@ -59,8 +59,14 @@ def settings(kafka_bootstrap: str) -> Settings:
     """Settings pointing at the session's broker, with the catalog applied."""
     from ragstream.admin import ensure_topics
 
+    from ragstream.kafka import credentials_path
+
     s = load_settings(kafka_bootstrap=kafka_bootstrap)
     ensure_topics(s)
+    if credentials_path(s).exists():
+        # The broker requires credentials (RAGSTREAM_KAFKA_LOCAL_AUTH): CLI commands a test
+        # runs in a home of their own reach the session's broker with its credentials.
+        os.environ.setdefault("RAGSTREAM_KAFKA_CREDENTIALS_FILE", str(credentials_path(s)))
     return s
 
 

@@ -16,10 +16,11 @@ from confluent_kafka.admin import AdminClient
 
 from infra.service import settings_env
 from infra.stack import Stack, isolated_settings
-from ragstream.admin import acl_bindings, ensure_topics
+from ragstream.admin import ensure_topics
 from ragstream.consumer import scan_topic
 from ragstream.kafka import (API, PRODUCER, client_config, credentials_path, faust_credentials,
-                             java_client_properties, local_credentials, local_principals, stage_principal)
+                             java_client_properties, local_credentials, stage_principal)
+from ragstream.kafka_acls import acl_bindings, local_principals
 from ragstream.settings import load_settings
 from schemas import topics
 from schemas.events import Acl, AclChange
