@@ -381,7 +381,7 @@ _EU_STREET = re.compile(
     rf"(?:\s+{_UPPER_WORD}){{0,3}}"
     rf"|{_UP}{_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
     rf"plein|vej|gade|gatan|gata|vägen|veien|vei|utca|tie|katu)"
-    rf"|{_UPPER_WORD}\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|ulice|tie|katu))"
+    rf"|{_UPPER_WORD}\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|u\.|ulice|tie|katu))"
     rf",?\s+\d{{1,5}}[A-Za-z]?\b"
 )
 
@@ -418,12 +418,18 @@ _UNIT_ANCHORED = re.compile(
     rf"|\d{{1,6}}[A-Za-z]?[ \t]+{_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,3}}),?[ \t]*(?:\n[^\w\n]{{0,4}})?[ \t]*"
     r"(?:Apt\.?|Suite|Unit|Flat)\s*[\w-]{1,6}\b"
 )
+# A unit first, then the building: "Apt. 606 157 Mühle 88", "Suite 4, 1200 Kolonaki 12".
+_UNIT_FIRST = re.compile(
+    rf"\b(?:Apt\.?|Suite|Unit|Flat)[ \t]*[\w-]{{1,6}},?[ \t]+(?:\d{{1,6}}[ \t]+)?{_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,3}}"
+    r"[ \t]+\d{1,5}[A-Za-z]?\b"
+)
 # The street-then-number form of most of Europe and Latin America ("Ånhult 81",
 # "Calle Mayor 3", "Πεντέλης 210"), after an address cue: "lives at", "is on", "address:" ...
 _PARTICLE_WORDS = r"(?:de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
 _CUED_STREET = re.compile(
     r"(?i:\b(?:live[sd]?|living|located|situated|based|address(?:\s+is)?|moved|move|ship|send|deliver|"
-    r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?)\s+(?:at|on|to|in)\b|\baddress(?:es)?\s*:)"
+    r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?)\s+(?:at|on|to|in)\b|\baddress(?:es)?\s*:"
+    r"|\b(?:side|end|corner)\s+of)"
     rf"\s+((?:\d{{1,6}}\s+)?{_UPPER_WORD}\.?(?:\s+{_UPPER_WORD}\.?|\s+(?:de|da|do|dos|das|del|di|du|la|le|van|von|u\.)){{0,4}}"
     r"\s+\d{1,5}[A-Za-z]?\b(?![.,]?\d))"
 )
@@ -438,7 +444,7 @@ _NAMED_STREET = re.compile(
 
 
 def _streets(text: str) -> Iterator[Finding]:
-    for pattern in (_MILITARY, _NUMBER_FIRST_STREET, _UNIT_ANCHORED):
+    for pattern in (_MILITARY, _NUMBER_FIRST_STREET, _UNIT_ANCHORED, _UNIT_FIRST):
         for m in pattern.finditer(text):
             yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")
     for m in _street_re().finditer(text):
@@ -948,12 +954,6 @@ def _name_word_ok(w: str) -> bool:
     return not _is_place(w) or w in first
 
 
-def _lone_surname(words: list[str]) -> bool:
-    first, last, _ = _names()
-    return len(words) == 1 and words[0] in last and not words[0].isupper() and not _is_place(words[0]) \
-        and not _is_common(words[0])
-
-
 def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozenset()) -> list[Finding]:
     """Re-type model findings by what is known about their words, and find a document's
     names again wherever it repeats them (see the comment above). ``findings`` do not overlap;
@@ -967,9 +967,8 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
             words = value.split()
             if _is_person_name(words) and not (f.entity_type == "LOCATION" and _is_place(value)):
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
-            elif f.recognizer.startswith("ner:") and (f.start in cued or _lone_surname(words)):
-                # a cue said person ("maiden name is X"), or a lone known surname that is neither
-                # a place nor an English word ("Stejskalová", "Kavran") the model called a place
+            elif f.recognizer.startswith("ner:") and f.start in cued:
+                # a cue rule said person ("her maiden name is X", "Dr. X") where the model said place
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
         if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
             value = text[f.start:f.end]
@@ -977,8 +976,11 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
             person = _is_person_name(words) or all(w in first or w in last for w in words) or f.start in cued
             # A locative cue ("to", "from" …) alone does not make a model's two-word person a place
             # ("the assistant to Marik Kwiatkowski"): only a single word or an organisation/group.
+            name_like = f.entity_type == "PERSON" and len(words) > 1 and all(
+                re.fullmatch(r"[A-Z]\.", w) or (not _is_common(w) and not w.isupper() and not _is_place(w))
+                for w in words)
             cue_place = _LOCATIVE.search(text, max(0, f.start - 24), f.start) and not _ORG_SUFFIX.search(value) \
-                and len(words) <= (1 if f.entity_type == "PERSON" else 3)
+                and len(words) <= 3 and not name_like
             if not person and ((_is_place(value) and not (len(words) == 1 and _is_common(value))) or cue_place):
                 f = Finding(f.start, f.end, "LOCATION", 0.65, "ner+places")
         out.append(f)
@@ -1046,7 +1048,7 @@ _ADDRESS_PARTS = frozenset({"LOCATION", "STREET_ADDRESS"})  # a ZIP stays apart 
 _POSTCODE = (r"(?:[A-Z]{1,3}[- ]?)?\d{3,6}(?:[ -](?:\d{2,4}|[A-Z]{2}))?"
              r"|[A-Z]{1,2}\d[A-Z\d]?[ ]\d[A-Z]{2}|[A-Z]\d[A-Z][ ]\d[A-Z]\d")
 _PARTICLE = r"(?:de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
-_TAIL_SEP = re.compile(r"[ \t]*(?:,[ \t]*(?:\n[ \t]*(?:[^\w\s]{1,4}[ \t]*)?)?|(?:\n[ \t]*){1,3}(?:[^\w\s(]{1,4}[ \t]*)?)")
+_TAIL_SEP = re.compile(r"[ \t]*(?:\.(?=[ \t]*[,\n]))?[ \t]*(?:,[ \t]*(?:\n[ \t]*(?:[^\w\s]{1,4}[ \t]*)?)?|(?:\n[ \t]*){1,3}(?:[^\w\s(]{1,4}[ \t]*)?)")
 _TAIL_PART = re.compile(
     r"(?:(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)[ \t]*[\w-]{1,6}|"
     rf"(?:(?:{_POSTCODE})[ \t]+)?{_UPPER_WORD}\.?(?:[ \t-]+(?:{_UPPER_WORD}\.?|{_PARTICLE}(?=[ \t-])))*?"
@@ -1058,7 +1060,8 @@ _UNIT_WORD = re.compile(r"(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)
 _TAIL_WORDS = 5  # a town, region or country has at most this many words
 # A building number (or a unit and a building number) just before a street on the same line:
 # "0396 Rue de la Sarthe 52", "Apt. 606 157 Mühle 88".
-_LEAD = re.compile(r"(?:(?:Apt\.?|Suite|Unit|Flat)[ \t]*[\w-]{1,6}[ \t]+)?(?:\d{1,6}[A-Za-z]?[ \t]+){1,2}$")
+_LEAD = re.compile(r"(?:(?:Apt\.?|Suite|Unit|Flat)[ \t]*[\w-]{1,6}[ \t]+)?(?:\d{1,6}[A-Za-z]?[ \t]+){1,2}"
+                   r"(?:P\.[ ]?O\.[ \t]+|[^\W\d_]{1,5}\.[ \t]+|C/[ \t]*)?$")
 
 
 def _tail_ok(part: str) -> bool:
