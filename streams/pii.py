@@ -443,7 +443,47 @@ _NAMED_STREET = re.compile(
 )
 
 
+# A street line of a postal address block, on a line of its own (after an optional quote or
+# list prefix): "4093 110 Kontomari", "93068 Laukaantie 26", "Hauptstr. 5", "12 Oak Road".
+_STREET_LINE = re.compile(
+    rf"^[^\w\n]{{0,4}}[ \t]*((?:\d{{1,6}}[A-Za-z]?[ \t]+){{0,2}}(?:[^\W\d_]{{1,5}}\.[ \t]+)?{_UPPER_WORD}\.?"
+    rf"(?:[ \t]+(?:{_UPPER_WORD}\.?|{_PARTICLE_WORDS}))*?(?:[ \t]+\d{{1,5}}[A-Za-z]?\.?)?)[ \t]*$",
+    re.MULTILINE)
+_BLOCK_LINE = re.compile(r"^[^\w\n]{0,4}[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def _block_streets(text: str) -> Iterator[Finding]:
+    """The first line of an address block whose street has no known form: a line with a
+    building number followed, within three lines, by a country (``_places``) line or a unit.
+    complete_addresses then joins the lines below it."""
+    if "\n" not in text:
+        return
+    for m in _STREET_LINE.finditer(text):
+        value = m.group(1)
+        if not _HAS_DIGIT.search(value) or not re.search(r"\d", value[:1] + value[-4:]):
+            continue  # a building number at one end: "12 Oak Road", "Laukaantie 26"
+        words = re.findall(_UPPER_WORD, value)
+        if not words or all(_is_common(w) for w in words) or len(words) > 5:
+            continue
+        pos, ok = m.end(), False
+        for _ in range(3):
+            if pos >= len(text) or text[pos] != "\n":
+                break
+            line = _BLOCK_LINE.match(text, pos + 1)
+            if not line:
+                break
+            content = line.group(1).strip(" ,")
+            bare = re.sub(rf"[ \t,]*(?:{_POSTCODE})$", "", content).strip(" ,")
+            if _UNIT_WORD.match(content) or bare in _places():
+                ok = True
+                break
+            pos = line.end()
+        if ok:
+            yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.8, "regex:STREET_ADDRESS")
+
+
 def _streets(text: str) -> Iterator[Finding]:
+    yield from _block_streets(text)
     for pattern in (_MILITARY, _NUMBER_FIRST_STREET, _UNIT_ANCHORED, _UNIT_FIRST):
         for m in pattern.finditer(text):
             yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")
@@ -1047,7 +1087,7 @@ _ADDRESS_PARTS = frozenset({"LOCATION", "STREET_ADDRESS"})  # a ZIP stays apart 
 # ("D-10115", "1017 XN"), British and Canadian forms.
 _POSTCODE = (r"(?:[A-Z]{1,3}[- ]?)?\d{3,6}(?:[ -](?:\d{2,4}|[A-Z]{2}))?"
              r"|[A-Z]{1,2}\d[A-Z\d]?[ ]\d[A-Z]{2}|[A-Z]\d[A-Z][ ]\d[A-Z]\d")
-_PARTICLE = r"(?:de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
+_PARTICLE = r"(?:and|de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
 _TAIL_SEP = re.compile(r"[ \t]*(?:\.(?=[ \t]*[,\n]))?[ \t]*(?:,[ \t]*(?:\n[ \t]*(?:[^\w\s]{1,4}[ \t]*)?)?|(?:\n[ \t]*){1,3}(?:[^\w\s(]{1,4}[ \t]*)?)")
 _TAIL_PART = re.compile(
     r"(?:(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)[ \t]*[\w-]{1,6}|"
@@ -1057,6 +1097,26 @@ _TAIL_PART = re.compile(
     r"(?=[ \t]*(?:[,\n]|[.;!?](?=\s|$)|$))"
 )
 _UNIT_WORD = re.compile(r"(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)[ \t]*[\w-]{1,6}$")
+_ENDS_WITH_UNIT = re.compile(r"\b(?:Apt\.?|Suite|Unit|Flat)[ \t]*[\w-]{1,6}$")
+_SPACE_SEP = re.compile(r"[ \t]+")
+_SPACED_WORD = re.compile(rf"[ \t]*({_UPPER_WORD})")
+
+
+def _spaced_part(text: str, pos: int) -> re.Match[str] | None:
+    """The longest run of up to four capitalised words at ``pos`` that is a town in capitals
+    or a known place (as a match object, like the other parts)."""
+    ends, p = [], pos
+    for _ in range(4):
+        w = _SPACED_WORD.match(text, p)
+        if not w:
+            break
+        ends.append(w.end())
+        p = w.end()
+    for e in reversed(ends):
+        value = text[pos:e]
+        if value.isupper() or _is_place(value):
+            return re.compile(re.escape(value)).match(text, pos)
+    return None
 _TAIL_WORDS = 5  # a town, region or country has at most this many words
 # A building number (or a unit and a building number) just before a street on the same line:
 # "0396 Rue de la Sarthe 52", "Apt. 606 157 Mühle 88".
@@ -1132,11 +1192,20 @@ def _address_tail(text: str, findings: list[Finding], end: int, j: int) -> tuple
     number = _HOUSE_NUMBER.match(text, end)  # "Rue de la Sarthe 52": the number after the street
     if number and not text[end - 1].isdigit() and not (j < len(findings) and findings[j].start < number.end()):
         end = number.end()
+    spaced = bool(_ENDS_WITH_UNIT.search(text, max(0, end - 16), end))
     for _ in range(6):
         sep = _TAIL_SEP.match(text, end)
-        if not sep or sep.end() == end or sep.group().count("\n") > 2:
-            break
-        part = _TAIL_PART.match(text, sep.end())
+        if (not sep or sep.end() == end) and spaced:
+            # "Apt. 373 FROGGATT United Kingdom": after a unit, a town in capitals or a known
+            # place may follow on the same line without a comma
+            sep = _SPACE_SEP.match(text, end)
+            part = sep and _spaced_part(text, sep.end())
+            if not part:
+                break
+        else:
+            if not sep or sep.end() == end or sep.group().count("\n") > 2:
+                break
+            part = _TAIL_PART.match(text, sep.end())
         if not part or not part.group().strip() or not _tail_ok(part.group()):
             break
         p_end = part.end()

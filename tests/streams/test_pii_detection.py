@@ -322,3 +322,18 @@ def test_no_postcode_in_ordinary_numbers_after_a_place(detector):
 def test_a_locative_word_does_not_make_a_full_name_a_place(detector):
     got = found(detector, "He spent a year as the assistant to Marik K. Wiśniewski in Gdańsk.")
     assert not any(t == "LOCATION" and "Wiśniewski" in v for t, v in got), got
+
+
+def test_an_address_block_without_a_known_street_form(detector):
+    text = "Contact:\n> Mira Jovanović\n> 2207 Šantićeva 14\n> Apt. 9\n> Mostar\n> Bosnia and Herzegovina 88000"
+    got = [(f.entity_type, text[f.start:f.end]) for f in detector.analyze(text)]
+    assert ("STREET_ADDRESS", "2207 Šantićeva 14\n> Apt. 9\n> Mostar\n> Bosnia and Herzegovina 88000") in got, got
+    got = found(detector, "Chapter 12\nSpain won the match.\nResults 2024\nFrance")
+    assert not any(t == "STREET_ADDRESS" for t, _ in got), got
+
+
+def test_a_town_after_a_unit_on_the_same_line(detector):
+    got = found(detector, "Post it to 18 Quarry Rd Apt. 7 KILMORE Australia, thanks.")
+    assert ("STREET_ADDRESS", "18 Quarry Rd Apt. 7 KILMORE Australia") in got, got
+    got = found(detector, "Post it to 18 Quarry Rd Apt. 7 Then call me.")
+    assert ("STREET_ADDRESS", "18 Quarry Rd Apt. 7") in got, got
