@@ -126,7 +126,8 @@ _ZIP_LABEL = re.compile(r"\b(?:zip(?:\s*code)?|postal\s*code|post\s*code|postcod
                         r"((?=[A-Z]{0,2}\d)[A-Z0-9]{2,5}(?:[ -][A-Z0-9]{2,4})?)\b", re.IGNORECASE)
 _UK_POSTCODE = re.compile(r"\b(?:[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}|[ABCEGHJ-NPRSTVXY]\d[A-Z]\s\d[A-Z]\d)\b")
 _AGE = re.compile(
-    r"\b(?:aged?|age\s+of|turned|turning)\s*:?\s*(\d{1,3})\b(?!\s*(?:%|percent|[-/.]\d))"
+    r"\b(?:aged?|age\s+of|turned|turning|(?:'ll|’ll|will|to|I|we|you|he|she|they)\s+turn)\s*:?\s*(\d{1,3})\b"
+    r"(?!\s*(?:%|percent|[-/.]\d|(?:degrees|°|pages?|times|minutes|seconds|hours|days|left|right)\b))"
     r"|\b(\d{1,3})(?:[- ](?:years?|yrs?)[- ]old|\s?(?:y/o|yo|y\.o\.)(?!\w))"
     r"|\b(?:i'm|i\s+am|he's|she's|he\s+is|she\s+is|he\s+was|she\s+was|i\s+was)\s+(\d{1,3})\b"
     r"(?=\s*(?:[.,;!?)]|$|years?\b|yrs?\b|y/o|and\b|now\b|today\b))",

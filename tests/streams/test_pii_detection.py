@@ -337,3 +337,12 @@ def test_a_town_after_a_unit_on_the_same_line(detector):
     assert ("STREET_ADDRESS", "18 Quarry Rd Apt. 7 KILMORE Australia") in got, got
     got = found(detector, "Post it to 18 Quarry Rd Apt. 7 Then call me.")
     assert ("STREET_ADDRESS", "18 Quarry Rd Apt. 7") in got, got
+
+
+@pytest.mark.parametrize("text, age", [("My birthday is Sunday. I'll turn 67.", "67"), ("she will turn 90 in May", "90")])
+def test_an_age_one_will_turn(detector, text, age):
+    assert ("AGE", age) in found(detector, text)
+
+
+def test_turning_by_degrees_is_no_age(detector):
+    assert not any(t == "AGE" for t, _ in found(detector, "Then turn 90 degrees and you turn 3 pages."))
