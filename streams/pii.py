@@ -16,9 +16,11 @@ What is detected, and how (``ENTITIES`` is the list):
   ``MEDICAL_RECORD_NUMBER``, ``HEALTH_PLAN_ID``, ``ACCOUNT_NUMBER``, ``LICENSE_NUMBER``
   (licences and certificates), ``DEVICE_ID``, ``VEHICLE_ID``. Unlabelled, such numbers are
   indistinguishable from any other number: they are not found.
-* ``ZIP_CODE`` after a US state code or a postcode label, UK/Canadian postcodes;
-  ``STREET_ADDRESS`` in US/UK and European forms and US military mail, joined with the unit,
-  town and country that follow; ``AGE`` in context (any value; HIPAA acts on those over 89);
+* ``ZIP_CODE`` after a US state code or a postcode label, UK/Canadian postcodes, other
+  countries' postcodes after a town and region code or next to a town GeoNames knows;
+  ``STREET_ADDRESS`` in US/UK and European forms and US military mail, joined with its
+  building number and the unit, town, region and country lines that follow (one finding per
+  address; ``complete_addresses`` documents the priority when findings overlap); ``AGE`` in context (any value; HIPAA acts on those over 89);
   ``DATE_OF_BIRTH`` (a date after a birth cue); years after a cue ("in 1983").
 * ``PERSON``, ``LOCATION``, ``ORGANIZATION``, ``NRP`` from spaCy's English NER model
   (:mod:`streams.ner`, loaded offline without PyTorch, reading only sentences that can hold
@@ -69,10 +71,12 @@ ENTITIES: dict[str, str] = {
     "IBAN_CODE": "IBANs (checksum)",
     "IP_ADDRESS": "IPv4 and IPv6 addresses",
     "URL": "http(s) and www URLs",
-    "DATE_TIME": "dates (numeric, ISO, month names, month and year)",
+    "DATE_TIME": "dates (numeric, ISO with time, English month names and FR/DE/ES/IT/PT/NL ones, month and year, a year after a cue)",
     "DATE_OF_BIRTH": "a date after a birth cue (born, DOB, date of birth, birthday)",
-    "ZIP_CODE": "US ZIP codes after a state code, UK postcodes, any postcode after a ZIP/postcode label",
-    "STREET_ADDRESS": "street addresses: house number + street with a known suffix, or a European street form + number",
+    "ZIP_CODE": "US ZIP codes after a state code, UK postcodes, any postcode after a ZIP/postcode label, "
+                "other countries' postcodes after a town + region code or next to a known town",
+    "STREET_ADDRESS": "street addresses: house number + street with a known suffix, or a European street form + number, "
+                      "joined with the unit, town, region and country lines of the address block",
     "AGE": "ages in context (aged 45, 45-year-old, turned 45, at the age of 45, I'm 45); HIPAA acts on those over 89",
     "MEDICAL_RECORD_NUMBER": "labelled medical record numbers (MRN)",
     "HEALTH_PLAN_ID": "labelled health-plan beneficiary / member / policy numbers",
