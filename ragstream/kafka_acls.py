@@ -70,7 +70,7 @@ def acl_bindings(settings: Settings) -> tuple[Grant, ...]:
     * ``producer`` (sources, ``ragstream up``): WRITE rag.changes, rag.acl, rag.dlq.ingest,
       rag.audit.events.
     * ``api``: WRITE rag.dsr and rag.audit.events; READ the dead letters, rag.dsr and
-      rag.audit (listings, receipts).
+      rag.audit (listings, receipts); DESCRIBE the stages' groups and inputs (admin status).
     * ``connect`` (Kafka Connect, Debezium): its ``connect.*`` topics and group, the ``cdc.*``
       change topics it creates and writes.
     * ``admin`` and the broker's ``controller`` are super users (no ACLs).
@@ -107,6 +107,13 @@ def acl_bindings(settings: Settings) -> tuple[Grant, ...]:
     group(API, "ragstream-dlq-", prefixed=True)  # ragstream.dlq's listing and replay readers
     group(API, "ragstream-scan-", prefixed=True)
     group(API, "ragstream-audit-reader")
+    # GET /v1/admin/status (ragstream.status): every stage's lag and dead letters
+    for st, inputs in STAGE_INPUTS.items():
+        group(API, f"ragstream-{st}", "DESCRIBE")
+        for name in inputs:
+            topic(API, name, "DESCRIBE")
+    group(API, "ragstream-lag-probe", "DESCRIBE")
+    group(API, "ragstream-status-probe", "DESCRIBE")
 
     topic(CONNECT, "connect.*", "CREATE", "READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")
     topic(CONNECT, "cdc.*", "CREATE", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
 
     # --- Kafka security (ragstream/kafka.py applies it to every client; docs/security.md) --------
     kafka_local_auth: bool = Field(
-        False, description="The local broker (`stack up`) requires SASL/SCRAM-SHA-512 on loopback and enforces ACLs; "
+        True, description="The local broker (`stack up`) requires SASL/SCRAM-SHA-512 on loopback and enforces ACLs; "
                            "credentials are generated into <home>/secrets/kafka.json (0600) and used automatically.")
     kafka_security_protocol: KafkaProtocol | None = Field(
         None, description="PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL for a broker you run (networked). Unset: the "

@@ -175,3 +175,30 @@ def test_credentials_are_private_and_no_password_is_logged_or_printed(secured):
         for text in logs:
             assert pw not in text
         assert pw not in cmdline  # what `ps` shows every local user
+
+
+@pytest.mark.integration
+def test_each_principal_has_exactly_its_admin_operations(secured):
+    """The dsr stage may delete records of the derived topics only; the API files requests."""
+    from confluent_kafka import TopicPartition
+
+    dsr = AdminClient(client_config(_as(secured, stage_principal("dsr")), log_level=0))
+    ok = dsr.delete_records([TopicPartition(topics.CHUNKS, 0, 0)])
+    for fut in ok.values():
+        fut.result(timeout=30)
+    refused = dsr.delete_records([TopicPartition(topics.DOCUMENTS, 0, 0)])
+    for fut in refused.values():
+        with pytest.raises(KafkaException) as exc:
+            fut.result(timeout=30)
+        assert exc.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    api = AdminClient(client_config(_as(secured, API), log_level=0))
+    with pytest.raises(KafkaException):  # nobody but admin changes topics
+        for fut in api.delete_topics([topics.ACL], operation_timeout=10).values():
+            fut.result(timeout=30)
+    result: dict[str, KafkaError | None] = {}
+    p = Producer(client_config(_as(secured, API), **{"message.timeout.ms": 10_000, "log_level": 0}))
+    for t in (topics.DSR, topics.CHANGES):
+        p.produce(t, key=b"k", value=b"{}", on_delivery=lambda err, _m, t=t: result.__setitem__(t, err))
+    p.flush(15)
+    assert result[topics.DSR] is None
+    assert result[topics.CHANGES] is not None and result[topics.CHANGES].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
