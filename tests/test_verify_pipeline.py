@@ -172,9 +172,9 @@ def test_up_prints_progress_lines_not_per_file_lines_when_not_on_a_terminal(pipe
         assert "1 skipped (1 unsupported)" in out
         assert "indexed 30 of 30 document(s)" in out
         assert "verify: the index holds the source's 30 document(s), no drift; 1 skipped" in out
-        assert "change published" not in out and "file skipped" not in out  # per-file lines: the log file only
+        assert "change published" not in out and "document skipped" not in out  # per-item lines: the log file only
         logged = log.read_text()[len(log_before):]
-        assert logged.count('"change published"') == 30 and '"file skipped"' in logged
+        assert logged.count('"change published"') == 30 and '"document skipped"' in logged
         assert "\r" not in out and "\x1b[" not in out  # no terminal control codes in a log
 
         other = tmp_path / "verbose"

@@ -87,10 +87,16 @@ def topics() -> None:
 @topics.command("ensure")
 @friendly
 def topics_ensure() -> None:
-    """Create missing topics and align partitions and configs with the catalog (idempotent)."""
+    """Create missing topics and align partitions and configs with the catalog (idempotent);
+    on the local broker also its users and per-component ACLs (ragstream/kafka_acls.py)."""
     from ragstream.admin import ensure_topics
+    from ragstream.kafka import uses_local_credentials
+    from ragstream.kafka_acls import secure_broker
 
-    print_topic_changes(ensure_topics(settings()))
+    s = settings()
+    print_topic_changes(ensure_topics(s))
+    if uses_local_credentials(s):
+        secure_broker(s, say)
 
 
 @topics.command("list")

@@ -113,7 +113,7 @@ def test_a_listing_without_versions_is_checked_for_presence_chunks_and_acl() -> 
              c: indexed(902, "gamma", c),  # chunk rows do not match rag.documents
              d: indexed(903, "delta", d, deleted=True),  # deleted in the index, still in the table
              f: indexed(904, "phi", f),  # gone from the table
-             g: indexed(905, "gee", g, rows_version=904)}  # rows of an older version left behind
+             g: indexed(905, "gee", g, rows_version=906)}  # rows above the version the registry applied
     compliant = {a: Compliant(900, False, "alpha beta"), b: Compliant(901, False, "beta"),
                  c: Compliant(902, False, "gamma changed"), d: Compliant(903, True, None),
                  f: Compliant(904, False, "phi"), g: Compliant(905, False, "gee")}
@@ -128,7 +128,7 @@ def test_a_listing_without_versions_is_checked_for_presence_chunks_and_acl() -> 
                                  "policy blocks it: audit compliance.block)")
     assert got[e] == ("missing", "not in the index")
     assert got[f][0] == "orphan"
-    assert got[g][0] == "stale" and "rows of version(s) [904]" in got[g][1]
+    assert got[g][0] == "stale" and "rows of version(s) [906] above the applied version 905" in got[g][1]
     assert got["db:public.t/(no id)"][0] == "dead_lettered"
     assert (report.listed, len(report.drift)) == (6, 6)
 
