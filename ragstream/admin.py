@@ -145,9 +145,10 @@ STAGE_INPUTS = {
     "index": ("rag.vectors", "rag.acl"),
     "audit": ("rag.audit.events",),
     "dsr": ("rag.dsr",),
-    "graph": ("rag.documents", "rag.acl"),  # optional (RAGSTREAM_GRAPH_ENABLED): counted once its group exists
+    "graph": ("rag.documents", "rag.acl"),  # optional (RAGSTREAM_GRAPH_ENABLED): only when asked for by name
 }
-#: Optional stages: a group that never committed means the stage does not run here, not lag.
+#: Optional stages: counted only when named (a stopped or absent optional worker is not lag the
+#: pipeline must wait for; its own group catches up when it runs).
 OPTIONAL_LAG = frozenset({"graph"})
 
 
@@ -164,7 +165,7 @@ def stage_lag(settings: Settings, stages: tuple[str, ...] | None = None) -> dict
     try:
         out = {}
         for stage, inputs in STAGE_INPUTS.items():
-            if stages is not None and stage not in stages:
+            if (stage not in stages) if stages is not None else (stage in OPTIONAL_LAG):
                 continue
             lag = 0
             for topic in inputs:
@@ -173,8 +174,6 @@ def stage_lag(settings: Settings, stages: tuple[str, ...] | None = None) -> dict
                 req = ConsumerGroupTopicPartitions(f"ragstream-{stage}", [TopicPartition(topic, p) for p in parts])
                 committed = {tp.partition: tp.offset for tp in
                              admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
-                if stage in OPTIONAL_LAG and stages is None and all(c < 0 for c in committed.values()):
-                    continue
                 for p, (low, high) in ends.items():
                     c = committed.get(p, -1)
                     lag += high - (c if c >= 0 else low)
