@@ -33,7 +33,6 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from consumers.graph import GraphDoc, GraphStore, Mention, entity_key, normalize_name
-from ragstream.failures import Permanent
 from ragstream.logging import get_logger
 from ragstream.metrics import GRAPH_DOCS_APPLIED, GRAPH_MENTIONS_WRITTEN, GRAPH_PLACEHOLDERS_SKIPPED
 from schemas import topics
@@ -284,17 +283,9 @@ class GraphStage:
         return [c.text for c in self.chunker.chunk(doc_id, text)]
 
     def text(self, doc: DocumentRecord) -> str:
-        from ragstream.blobs import BlobError
+        from streams.stages import content_text
 
-        content = doc.content
-        if content is None:
-            raise Permanent(f"{doc.doc_id}: upsert without content")
-        if content.kind == "inline":
-            return content.text
-        try:
-            return self.blobs.get(content)
-        except BlobError as exc:
-            raise Permanent(str(exc)) from None
+        return content_text(self.blobs, doc)
 
     def process(self, doc: DocumentRecord) -> bool:
         if doc.op is Op.delete:

@@ -72,6 +72,19 @@ class Output:
         return cls(topic, getattr(event, "doc_id"), encode(event))
 
 
+def content_text(blobs: BlobStore, event: ChangeEvent | DocumentRecord) -> str:
+    """The text of an upsert, inline or by claim (blob); a missing one is a Permanent failure."""
+    content = event.content
+    if content is None:
+        raise Permanent(f"{event.doc_id}: upsert without content")
+    if content.kind == "inline":
+        return content.text
+    try:
+        return blobs.get(content)
+    except BlobError as exc:
+        raise Permanent(str(exc)) from None
+
+
 class ComplianceStage:
     """rag.changes → rag.documents (+ rag.audit.events): nothing policy forbids goes further.
 
@@ -169,15 +182,7 @@ class ComplianceStage:
         return md.model_copy(update=update)
 
     def resolve(self, event: ChangeEvent | DocumentRecord) -> str:
-        content = event.content
-        if content is None:
-            raise Permanent(f"{event.doc_id}: upsert without content")
-        if content.kind == "inline":
-            return content.text
-        try:
-            return self.blobs.get(content)
-        except BlobError as exc:
-            raise Permanent(str(exc)) from None
+        return content_text(self.blobs, event)
 
 
 class ChunkStage:
@@ -200,13 +205,7 @@ class ChunkStage:
         )
         if doc.op is Op.delete:
             return [Output.of(topics.CHUNKS, ChunkSet(**common))]
-        content = doc.content
-        if content is None:
-            raise Permanent(f"{doc.doc_id}: upsert without content")
-        try:
-            text = content.text if content.kind == "inline" else self.blobs.get(content)
-        except BlobError as exc:
-            raise Permanent(str(exc)) from None
+        text = content_text(self.blobs, doc)
         return [Output.of(topics.CHUNKS, ChunkSet(**common, chunks=self.chunker.chunk(doc.doc_id, text)))]
 
 
