@@ -30,7 +30,9 @@ from schemas import topics
 
 pytestmark = pytest.mark.integration
 
-NAME, OTHER = "Margaret Holloway", "Tobias Greene"
+# Names of their own: test_dsr_pipeline erases Margaret Holloway from the session's pipeline, and
+# an erased subject stays suppressed in every later document.
+NAME, OTHER = "Eleanor Whitfield", "Daniel Brooks"
 DOCS = {
     "review.md": f"# Vendor review\n\n{NAME} met {OTHER} at Acme Corporation in Lisbon.\n\n"
                  "The plan is in [the plan](plan.md).\n",
