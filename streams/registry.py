@@ -165,7 +165,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("embed", "embed new chunks (reusing vectors of unchanged ones)",
               (topics.CHUNKS,), (topics.VECTORS,), 2, _embed, batch=lambda s: s.embed_batch_size),
     StageSpec("index", "apply a document version to Milvus atomically; permission-only changes",
-              (topics.VECTORS,), (), 3, _index, sink=True, store="Milvus",
+              (topics.VECTORS,), (), 3, _index, batch=lambda s: 32, sink=True, store="Milvus",
               extra_inputs=(ExtraInput(topics.ACL, "AclChange", "apply_acl"),)),
     StageSpec("audit", "hash-chain audit events into the tamper-evident log",
               (topics.AUDIT_EVENTS,), (topics.AUDIT,), 4, _audit),

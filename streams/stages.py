@@ -291,33 +291,54 @@ class IndexStage:
                 raise
 
     def process(self, vs: VectorSet) -> bool:
+        return self.process_batch([vs])[0]
+
+    def process_batch(self, sets: list[VectorSet]) -> list[bool]:
+        """Apply a Kafka batch of document versions with one registry read, one chunk-id
+        read, one upsert (in slices of rows), one delete and one registry write: the same
+        version guard and replacement as one at a time, per document. Of several versions of
+        one document in the batch only the newest is applied; the others count as stale."""
         from consumers.milvus import decode_acl, stored_acl
 
-        state = self.index.doc_state(vs.doc_id)
-        if state is not None and (vs.version, vs.revision) <= (state["version"], state["revision"]):
-            return False
-        acl_version = state["acl_version"] if state is not None else -1
-        if state is not None and acl_version > vs.version:
-            # A permission change newer than this content already arrived on rag.acl: it
-            # wins, so content in flight never brings back a revoked permission.
-            vs = vs.model_copy(update={"acl": decode_acl(state["acl"])})
-        acl = stored_acl(vs.acl)
+        newest: dict[str, int] = {}
+        for i, vs in enumerate(sets):
+            j = newest.get(vs.doc_id)
+            if j is None or (vs.version, vs.revision) > (sets[j].version, sets[j].revision):
+                newest[vs.doc_id] = i
+        states = self.index.doc_states(newest)
+        applied = [False] * len(sets)
+        todo: list[tuple[int, VectorSet, int, str]] = []  # (position, version to apply, acl_version, meta)
+        for doc_id, i in newest.items():
+            vs, state = sets[i], states.get(doc_id)
+            if state is not None and (vs.version, vs.revision) <= (state["version"], state["revision"]):
+                continue
+            acl_version = state["acl_version"] if state is not None else -1
+            if state is not None and acl_version > vs.version:
+                # A permission change newer than this content already arrived on rag.acl: it
+                # wins, so content in flight never brings back a revoked permission.
+                vs = vs.model_copy(update={"acl": decode_acl(state["acl"])})
+            todo.append((i, vs, acl_version, "" if vs.op is Op.delete else doc_meta_hash(vs)))
+        if not todo:
+            return applied
+        # Rows of a document whose repeated fields are unchanged are written only if new.
+        same_meta = {vs.doc_id for _, vs, _, meta in todo
+                     if vs.op is not Op.delete and (st := states.get(vs.doc_id)) is not None
+                     and not st["deleted"] and st["meta"] == meta}
+        stored = self.index.chunk_ids_by_doc(same_meta) if same_meta else {}
+        work = [(vs, {c.chunk_id for c in vs.chunks} - stored.get(vs.doc_id, set()) if vs.doc_id in same_meta else None)
+                for _, vs, _, _ in todo]
         self.dirty = True
-        if vs.op is Op.delete:
-            self.index.apply(vs)
-            INDEX_DOCS_DELETED.inc()
-            INDEX_DOCS_APPLIED.labels("delete").inc()
-            self.index.set_doc_state(vs.doc_id, vs.version, True, "", acl, acl_version, revision=vs.revision)
-            return True
-        meta = doc_meta_hash(vs)
-        write_ids: set[str] | None = None
-        if state is not None and not state["deleted"] and state["meta"] == meta:
-            write_ids = {c.chunk_id for c in vs.chunks} - self.index.chunk_ids_of(vs.doc_id)
-        written = self.index.apply(vs, write_ids)
+        written = self.index.apply_many(work)
+        self.index.set_doc_states([dict(doc_id=vs.doc_id, version=vs.version, deleted=vs.op is Op.delete,
+                                        meta=meta, acl=stored_acl(vs.acl), acl_version=acl_version,
+                                        revision=vs.revision) for _, vs, acl_version, meta in todo])
         INDEX_ROWS_WRITTEN.inc(written)
-        INDEX_DOCS_APPLIED.labels("upsert").inc()
-        self.index.set_doc_state(vs.doc_id, vs.version, False, meta, acl, acl_version, revision=vs.revision)
-        return True
+        for i, vs, _, _ in todo:
+            applied[i] = True
+            if vs.op is Op.delete:
+                INDEX_DOCS_DELETED.inc()
+            INDEX_DOCS_APPLIED.labels("delete" if vs.op is Op.delete else "upsert").inc()
+        return applied
 
     def apply_acl(self, change: AclChange) -> bool:
         """rag.acl → the document's rows get the new ACL; nothing is re-embedded.

@@ -423,6 +423,12 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
                     return
                 except Permanent:
                     outputs = None  # isolate the document that breaks the batch: one by one below
+                if outputs is not None and spec.sink:  # one "applied" flag per member
+                    for (event, _item), applied in zip(good, outputs):
+                        if not applied:
+                            STALE_DROPPED.labels(stage).inc()
+                        await finish(stream, event)
+                    return
                 if outputs is not None:
                     for (event, item), output in zip(good, outputs):
                         await publish_then_ack(stream, event, item, [output])
@@ -434,6 +440,10 @@ def build_app(stage: str, settings: Settings, loghandlers: list[Any] | None = No
             async def run(ids: dict[str, Any]) -> None:
                 fn = (lambda: batch_of([item])) if batch_of is not None else (lambda: logic.process(item))
                 outputs = await attempt(fn, [], ids)
+                if spec.sink:
+                    if not outputs or not outputs[0]:
+                        STALE_DROPPED.labels(stage).inc()
+                    return
                 await attempt(Outbox(outputs).send, [], ids)
             return run
 

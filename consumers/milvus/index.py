@@ -165,31 +165,39 @@ class MilvusIndex(SearchMixin, WriterMixin):
     def doc_state(self, doc_id: str) -> dict[str, Any] | None:
         """The registry row: ``version`` applied last, ``deleted``, ``meta`` (hash of what
         every row repeats), and the newest permission change seen (``acl``, ``acl_version``)."""
+        return self.doc_states([doc_id]).get(doc_id)
+
+    def doc_states(self, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`doc_state` of several documents in one read (absent: never seen)."""
+        ids = sorted(set(doc_ids))
+        out: dict[str, dict[str, Any]] = {}
         try:
-            rows = self.client.query(collection_name=self._registry(self.collection),
-                                     filter=f'doc_id == "{escape_literal(doc_id)}"',
-                                     output_fields=["version", "deleted", "meta", "acl", "acl_version"])
+            for i in range(0, len(ids), 500):
+                listed = ", ".join(f'"{escape_literal(d)}"' for d in ids[i:i + 500])
+                for row in self.client.query(collection_name=self._registry(self.collection),
+                                             filter=f"doc_id in [{listed}]",
+                                             output_fields=["doc_id", "version", "deleted", "meta", "acl",
+                                                            "acl_version"]):
+                    out[row["doc_id"]] = _state(dict(row))
         except MilvusException as exc:
             raise self._transient(f"Milvus registry read failed: {exc}", exc) from exc
-        if not rows:
-            return None
-        state = dict(rows[0])
-        # The revision (ragstream's own rewrites of a version) rides in ``meta`` as "r<n>:<hash>"
-        # so registries made before it need no rebuild; no prefix means revision 0.
-        rev, sep, meta = state["meta"].partition(":")
-        if sep and rev.startswith("r") and rev[1:].isdigit():
-            state["revision"], state["meta"] = int(rev[1:]), meta
-        else:
-            state["revision"] = 0
-        return state
+        return out
 
     def set_doc_state(self, doc_id: str, version: int, deleted: bool, meta: str, acl: str = "",
                       acl_version: int = -1, *, revision: int = 0) -> None:
-        stored_meta = f"r{revision}:{meta}" if revision else meta
+        self.set_doc_states([dict(doc_id=doc_id, version=version, deleted=deleted, meta=meta, acl=acl,
+                                  acl_version=acl_version, revision=revision)])
+
+    def set_doc_states(self, states: list[dict[str, Any]]) -> None:
+        """Write registry rows (keys as :meth:`set_doc_state`'s arguments) in one upsert."""
+        rows = [{"doc_id": s["doc_id"], "version": s["version"], "deleted": s["deleted"],
+                 "meta": f"r{s['revision']}:{s['meta']}" if s.get("revision") else s["meta"],
+                 "acl": s.get("acl", ""), "acl_version": s.get("acl_version", -1), "unused": [0.0, 0.0]}
+                for s in states]
+        if not rows:
+            return
         try:
-            self.client.upsert(collection_name=self._registry(self.collection), data=[
-                {"doc_id": doc_id, "version": version, "deleted": deleted, "meta": stored_meta, "acl": acl,
-                 "acl_version": acl_version, "unused": [0.0, 0.0]}])
+            self.client.upsert(collection_name=self._registry(self.collection), data=rows)
         except MilvusException as exc:
             raise self._transient(f"Milvus registry write failed: {exc}", exc) from exc
 
@@ -210,10 +218,20 @@ class MilvusIndex(SearchMixin, WriterMixin):
         return len(rows)
 
     def chunk_ids_of(self, doc_id: str) -> set[str]:
+        return self.chunk_ids_by_doc([doc_id]).get(doc_id, set())
+
+    def chunk_ids_by_doc(self, doc_ids: Iterable[str]) -> dict[str, set[str]]:
+        """The chunk ids stored per document, for several documents in one read."""
+        ids = sorted(set(doc_ids))
+        out: dict[str, set[str]] = {}
         try:
-            return {r["chunk_id"] for r in self.rows(f'doc_id == "{escape_literal(doc_id)}"', ["chunk_id"])}
+            for i in range(0, len(ids), 500):
+                listed = ", ".join(f'"{escape_literal(d)}"' for d in ids[i:i + 500])
+                for r in self.rows(f"doc_id in [{listed}]", ["doc_id", "chunk_id"]):
+                    out.setdefault(r["doc_id"], set()).add(r["chunk_id"])
         except MilvusException as exc:
-            raise self._transient(f"Milvus read of {doc_id}'s chunks failed: {exc}", exc) from exc
+            raise self._transient(f"Milvus read of the documents' chunks failed: {exc}", exc) from exc
+        return out
 
     def create(self, name: str) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -333,3 +351,15 @@ class MilvusIndex(SearchMixin, WriterMixin):
                 out += batch
         except MilvusException as exc:
             raise self._transient(f"Milvus query failed: {exc}", exc) from exc
+
+
+def _state(row: dict[str, Any]) -> dict[str, Any]:
+    """A registry row as :meth:`MilvusIndex.doc_state` returns it. The revision (ragstream's own
+    rewrites of a version) rides in ``meta`` as "r<n>:<hash>" so registries made before it need
+    no rebuild; no prefix means revision 0."""
+    rev, sep, meta = row["meta"].partition(":")
+    if sep and rev.startswith("r") and rev[1:].isdigit():
+        row["revision"], row["meta"] = int(rev[1:]), meta
+    else:
+        row["revision"] = 0
+    return row

@@ -35,6 +35,42 @@ class WriterMixin:
         except MilvusException as exc:
             raise self._transient(f"Milvus write failed for {vs.doc_id}: {exc}", exc) from exc
 
+    #: Rows per upsert call when a batch of documents is written at once (gRPC messages stay
+    #: well under Milvus's 64 MB limit: a row is ~1.5 KB of vector plus its text).
+    UPSERT_ROWS = 1000
+
+    def apply_many(self, work: list[tuple[VectorSet, set[str] | None]]) -> int:
+        """:meth:`apply` for several documents (one version each) with one upsert of every
+        new row, then one delete of every row no version keeps; return the rows written.
+
+        Same guarantees as one by one: new rows are in before old ones go, so a crash in
+        between leaves extra rows that the re-application (the registry was not written)
+        removes. Chunk ids hash the document id, so one ``chunk_id not in [...]`` over every
+        kept id never keeps a row of another document."""
+        if not work:
+            return 0
+        if len({vs.doc_id for vs, _ in work}) != len(work):
+            raise ValueError("apply_many takes one version per document")
+        deleted = [vs.doc_id for vs, _ in work if vs.op == "delete" or not vs.chunks]
+        live = [(vs, ids) for vs, ids in work if not (vs.op == "delete" or not vs.chunks)]
+        rows = [self._row(vs, c) for vs, ids in live for c in vs.chunks if ids is None or c.chunk_id in ids]
+        try:
+            if rows:
+                self.register_acls({r["acl"] for r in rows})
+                for i in range(0, len(rows), self.UPSERT_ROWS):
+                    self.client.upsert(collection_name=self.alias, data=rows[i:i + self.UPSERT_ROWS])
+            if live:
+                docs = ", ".join(f'"{escape_literal(vs.doc_id)}"' for vs, _ in live)
+                keep = ", ".join(f'"{escape_literal(c.chunk_id)}"' for vs, _ in live for c in vs.chunks)
+                self.client.delete(collection_name=self.alias, filter=f"doc_id in [{docs}] and chunk_id not in [{keep}]")
+            if deleted:
+                docs = ", ".join(f'"{escape_literal(d)}"' for d in deleted)
+                self.client.delete(collection_name=self.alias, filter=f"doc_id in [{docs}]")
+        except MilvusException as exc:
+            names = ", ".join(vs.doc_id for vs, _ in work[:5]) + (" …" if len(work) > 5 else "")
+            raise self._transient(f"Milvus write failed for {len(work)} document(s) ({names}): {exc}", exc) from exc
+        return len(rows)
+
     def _row(self, vs: VectorSet, chunk: Any) -> dict[str, Any]:
         md = vs.metadata
         acl = check_acl(stored_acl(vs.acl))

@@ -16,19 +16,20 @@ class FakeIndex:
         self.state: dict[str, dict] = {}
         self.rows: dict[str, set[str]] = {}
 
-    def doc_state(self, doc_id):
-        return dict(self.state[doc_id]) if doc_id in self.state else None
+    def doc_states(self, doc_ids):
+        return {d: dict(self.state[d]) for d in doc_ids if d in self.state}
 
-    def set_doc_state(self, doc_id, version, deleted, meta, acl="", acl_version=-1, *, revision=0):
-        self.state[doc_id] = {"version": version, "revision": revision, "deleted": deleted, "meta": meta,
-                              "acl": acl, "acl_version": acl_version}
+    def set_doc_states(self, states):
+        for s in states:
+            self.state[s["doc_id"]] = {k: v for k, v in s.items() if k != "doc_id"}
 
-    def apply(self, vs, write_ids=None):
-        self.rows[vs.doc_id] = {c.chunk_id for c in vs.chunks} if vs.op is Op.upsert else set()
-        return len(vs.chunks)
+    def apply_many(self, work):
+        for vs, _ in work:
+            self.rows[vs.doc_id] = {c.chunk_id for c in vs.chunks} if vs.op is Op.upsert else set()
+        return sum(len(vs.chunks) for vs, _ in work)
 
-    def chunk_ids_of(self, doc_id):
-        return self.rows.get(doc_id, set())
+    def chunk_ids_by_doc(self, doc_ids):
+        return {d: self.rows[d] for d in doc_ids if d in self.rows}
 
 
 def vset(version: int, revision: int, text: str, op: Op = Op.upsert) -> VectorSet:

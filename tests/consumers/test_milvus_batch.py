@@ -1,0 +1,96 @@
+"""The index stage applies a Kafka batch with a handful of Milvus calls, and the result is
+the one that applying the same versions one at a time gives (version guard, replacement of
+a document's rows, deletes, permission changes that win over older content)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from consumers.milvus import MilvusIndex
+from schemas.events import AclChange, EmbeddedChunk, Op, VectorSet
+from streams.stages import IndexStage
+
+DIM = 8
+
+
+def vset(doc: str, version: int, texts: list[str], op: Op = Op.upsert, acl: str = "group:hr") -> VectorSet:
+    rng = np.random.default_rng(abs(hash((doc, tuple(texts)))) % 2**32)
+    chunks = () if op is Op.delete else tuple(
+        EmbeddedChunk(chunk_id=f"{doc}#{t}", ordinal=i, text=t, tokens=1,
+                      vector=(lambda v: (v / np.linalg.norm(v)).astype("<f4").tobytes())(rng.normal(size=DIM)))
+        for i, t in enumerate(texts))
+    return VectorSet(source="db", doc_id=doc, op=op, version=version, source_kind="postgres", chunker="structural-v1",
+                     model="m", dim=DIM, chunks=chunks, acl={"principals": [acl]})
+
+
+def stored(idx: MilvusIndex) -> dict[str, tuple[int, frozenset[str], str]]:
+    """doc_id → (the registry's version, chunk ids, acl) as Milvus holds them. (Rows keep the
+    version they were written at: an unchanged chunk is not rewritten.)"""
+    out: dict[str, tuple[set[str], str]] = {}
+    for r in idx.rows('chunk_id != ""', ["doc_id", "chunk_id", "acl"]):
+        ids, acl = out.setdefault(r["doc_id"], (set(), r["acl"]))
+        assert acl == r["acl"], f"{r['doc_id']} has rows with two ACLs"
+        ids.add(r["chunk_id"])
+    states = idx.doc_states(out)
+    return {d: (states[d]["version"], frozenset(ids), acl) for d, (ids, acl) in out.items()}
+
+
+@pytest.fixture
+def two(tmp_path):
+    a = MilvusIndex(str(tmp_path / "a.db"), "batch_a", DIM, timeout=120)
+    b = MilvusIndex(str(tmp_path / "b.db"), "batch_b", DIM, timeout=120)
+    a.ensure()
+    b.ensure()
+    yield IndexStage(a), IndexStage(b)
+    a.client.close()
+    b.client.close()
+
+
+def test_a_batch_gives_what_one_at_a_time_gives(two):
+    batched, single = two
+    before = [vset("db:1", 1, ["a", "b", "c"]), vset("db:2", 1, ["x", "y"]), vset("db:3", 4, ["p"]),
+              vset("db:4", 1, ["only"])]
+    # A permission change newer than d:5's content arrives first.
+    acl_first = AclChange(source="db", doc_id="db:5", version=9, source_kind="postgres",
+                          acl={"principals": ["user:ann"]})
+    after = [
+        vset("db:1", 2, ["a", "b2", "c"]),          # one chunk edited
+        vset("db:2", 2, [], Op.delete),             # deleted
+        vset("db:3", 3, ["stale"]),                 # older than what is stored: dropped
+        vset("db:4", 2, ["only", "more"]),          # grows; then a newer version in the same batch
+        vset("db:4", 3, ["shrunk"]),
+        vset("db:5", 2, ["secret"], acl="public"),  # older than its permission change: takes that ACL
+        vset("db:6", 1, ["new"]),                   # new document
+    ]
+    for stage in two:
+        stage.apply_acl(acl_first)
+    assert batched.process_batch(before) == [True] * 4
+    for vs in before:
+        single.process(vs)
+    flags = batched.process_batch(after)
+    assert flags == [True, True, False, False, True, True, True]
+    assert [single.process(vs) for vs in after] == [True, True, False, True, True, True, True]
+    got, want = stored(batched.index), stored(single.index)
+    assert got == want
+    assert got["db:4"][1] == {"db:4#shrunk"} and "db:2" not in got and got["db:3"][1] == {"db:3#p"}
+    assert got["db:5"][2] == "|user:ann|", "a revoked permission did not come back with older content"
+    assert batched.index.doc_states(["db:2"])["db:2"]["deleted"] is True
+    # Redelivered whole (a crash before the acknowledgement): nothing is applied twice.
+    assert batched.process_batch(after) == [False] * len(after)
+    assert stored(batched.index) == want
+
+
+def test_a_bad_member_fails_the_batch_as_invalid_input(two):
+    """The worker then applies the batch one by one and dead-letters only the bad document."""
+    from consumers.milvus import IndexInputError
+
+    batched, _ = two
+    good = vset("db:1", 1, ["fine"])
+    bad = vset("db:2", 1, ["wrong size"])
+    bad = bad.model_copy(update={"chunks": (bad.chunks[0].model_copy(
+        update={"vector": np.ones(3, dtype="<f4").tobytes()}),)})
+    with pytest.raises(IndexInputError):
+        batched.process_batch([good, bad])
+    assert batched.process_batch([good]) == [True]
+    assert set(stored(batched.index)) == {"db:1"}
