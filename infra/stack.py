@@ -234,7 +234,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class MilvusLite(Service):
-    """milvus-lite in server mode, so several processes (index stage, API) share one store."""
+    """milvus-lite in server mode, so several processes (index stage, API) share one store; every
+    request must carry the token generated into ``milvus_token_file`` (infra/milvus_server.py)."""
 
     name = "milvus"
 
@@ -246,19 +247,28 @@ class MilvusLite(Service):
     def address(self) -> str:
         return f"http://127.0.0.1:{self.settings.milvus_port}"
 
+    @property
+    def token_file(self) -> Path:
+        assert self.settings.milvus_token_file is not None  # the settings default it into the home
+        return self.settings.milvus_token_file
+
     def command(self, progress: Callable[[str], None]) -> list[str]:
+        from ragstream.keyfile import ensure_token_file
+
         data = self.home / "milvus"
         data.mkdir(parents=True, exist_ok=True)
-        return [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
-                "--host", "127.0.0.1", "--port", str(self.settings.milvus_port)]
+        ensure_token_file(self.token_file)  # generated at the first start; every request must carry it
+        return [sys.executable, "-m", "infra.milvus_server", "--data-dir", str(data), "--host", "127.0.0.1",
+                "--port", str(self.settings.milvus_port), "--token-file", str(self.token_file)]
 
     def ready(self) -> bool:
         if not port_open(self.settings.milvus_port):
             return False
         from consumers.milvus import milvus_client
+        from ragstream.keyfile import ensure_token_file
 
         try:
-            client = milvus_client(self.address, timeout=3)
+            client = milvus_client(self.address, timeout=3, token=ensure_token_file(self.token_file))
             client.list_collections()
         except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
             return False

@@ -32,3 +32,30 @@ def create_key_file(path: Path, size: int = 32) -> None:
             pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def ensure_token_file(path: Path) -> str:
+    """The token in ``path``; created first if missing (random, 256 bits, URL-safe text, mode
+    0600 in a 0700 folder, atomically as :func:`create_key_file`). A local service's
+    credential (the milvus-lite server's)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(secrets.token_urlsafe(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    os.chmod(path, 0o600)
+    token = path.read_text(encoding="utf-8").strip()
+    if len(token) < 32:
+        raise RuntimeError(f"{path} holds no usable token (too short): remove it and start the stack again")
+    return token

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pymilvus import MilvusClient
 from ragstream.failures import Permanent, Transient
+from ragstream.settings import milvus_token
 
 
 MAX_TEXT = 65535
@@ -24,10 +25,15 @@ _VARCHAR_LIMITS = {"chunk_id": 64, "doc_id": 2048, "source": 64, "source_kind": 
 GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 
 
-def milvus_client(uri: str, timeout: float | None = None) -> MilvusClient:
-    """The one way to make a Milvus client (pymilvus pools channels per address: a client
-    created with other options would share, and keep, the first one's)."""
-    return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS))
+def milvus_client(uri: str, timeout: float | None = None, token: str | None = None) -> MilvusClient:
+    """The one way to make a Milvus client (pymilvus pools channels per address and token: a
+    client created with other options would share, and keep, the first one's).
+
+    It sends ``token``, or the one the settings registered for ``uri``
+    (:func:`ragstream.settings.milvus_token`: ``RAGSTREAM_MILVUS_TOKEN``, or the local
+    milvus-lite server's generated token), as gRPC ``authorization`` metadata."""
+    token = token if token is not None else milvus_token(uri)
+    return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS), **({"token": token} if token else {}))
 
 
 class TransientIndexError(Transient):
