@@ -47,7 +47,7 @@ STALE_DROPPED = Counter("ragstream_stale_events_dropped_total",
                         "Events older than the version already applied for their document.", ["stage"])
 CHUNKS_EMBEDDED = Counter("ragstream_chunks_embedded_total", "Chunks sent to the embedding model.", ["model"])
 CHUNKS_REUSED = Counter("ragstream_chunks_reused_total",
-                        "Chunks whose vector was reused because their content did not change.", ["model"])
+                        "Chunks not sent to the model: their vector was reused (content unchanged, or a text identical to one already embedded).", ["model"])
 INDEX_ROWS_WRITTEN = Counter("ragstream_index_rows_written_total", "Rows upserted into Milvus.")
 ACL_ROWS_UPDATED = Counter("ragstream_acl_rows_updated_total",
                            "Milvus rows whose ACL a permission-only change rewrote (no re-embedding).")

@@ -17,6 +17,7 @@ import hashlib
 import json
 
 import numpy as np
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable
@@ -213,7 +214,10 @@ class EmbedStage:
     """rag.chunks → rag.vectors, batching chunks across documents into one model call.
 
     Vectors of chunks whose id (a hash of their content) is already in the index under the
-    same model are reused, so an edit embeds only the chunks it changed.
+    same model are reused, so an edit embeds only the chunks it changed. Identical texts
+    are embedded once: within a batch, and across documents through a bounded cache of
+    vectors by text hash (:attr:`CACHE_CHUNKS`; the hash, not the text, is kept — an erased
+    text is gone from it once it is evicted or the worker restarts).
     """
 
     name = "embed"
@@ -222,36 +226,63 @@ class EmbedStage:
 
     #: Chunks embedded between two progress reports.
     PROGRESS_EVERY = 512
+    #: Vectors kept by text (model, sha256 of the text) so that identical chunks of other
+    #: documents — licences, headers, boilerplate — are embedded once per worker: 20,000
+    #: 384-d vectors are ~31 MB. Least recently used go first.
+    CACHE_CHUNKS = 20_000
 
     def __init__(self, embedder: Embedder, index: MilvusIndex | None) -> None:
         self.embedder = embedder
         self.index = index
         self.on_progress: Callable[[], None] = lambda: None
+        self._by_text: OrderedDict[bytes, bytes] = OrderedDict()
 
     def process_batch(self, sets: list[ChunkSet]) -> list[Output]:
         model = self.embedder.model_id
         wanted = [c.chunk_id for s in sets if s.op is Op.upsert for c in s.chunks]
-        known = self._known_vectors(wanted, model)
-        todo = {c.chunk_id: c.text for s in sets if s.op is Op.upsert for c in s.chunks
-                if c.chunk_id not in known}
-        ids = list(todo)
-        for i in range(0, len(ids), self.PROGRESS_EVERY):
+        known = {cid: np.asarray(v, dtype="<f4").tobytes() for cid, v in self._known_vectors(wanted, model).items()}
+        # What is left, by text: identical texts (in this batch, or seen before) are embedded once.
+        by_text: dict[bytes, list[str]] = {}
+        texts: dict[bytes, str] = {}
+        for s in sets:
+            if s.op is not Op.upsert:
+                continue
+            for c in s.chunks:
+                if c.chunk_id not in known:
+                    key = hashlib.sha256(f"{model}\0{c.text}".encode("utf-8", "surrogatepass")).digest()
+                    by_text.setdefault(key, []).append(c.chunk_id)
+                    texts[key] = c.text
+        for key in [k for k in by_text if k in self._by_text]:
+            self._by_text.move_to_end(key)
+            for cid in by_text.pop(key):
+                known[cid] = self._by_text[key]
+        keys = list(by_text)
+        embedded = 0
+        for i in range(0, len(keys), self.PROGRESS_EVERY):
             # In slices, so a document of thousands of chunks shows progress (the worker's
             # /healthz counts a slice as progress) and the counter moves while it embeds.
-            part = ids[i:i + self.PROGRESS_EVERY]
-            for cid, vec in zip(part, self.embedder.embed([todo[c] for c in part])):
-                known[cid] = vec
+            part = keys[i:i + self.PROGRESS_EVERY]
+            for key, vec in zip(part, self.embedder.embed([texts[k] for k in part])):
+                blob = np.asarray(vec, dtype="<f4").tobytes()
+                for cid in by_text[key]:
+                    known[cid] = blob
+                self._remember(key, blob)
+            embedded += len(part)
             CHUNKS_EMBEDDED.labels(model).inc(len(part))
             self.on_progress()
-        CHUNKS_REUSED.labels(model).inc(len(wanted) - len(todo))
+        CHUNKS_REUSED.labels(model).inc(len(wanted) - embedded)
         out = []
         for s in sets:
-            chunks = tuple(EmbeddedChunk(**c.model_dump(), vector=np.asarray(known[c.chunk_id], dtype="<f4").tobytes())
-                           for c in s.chunks)
+            chunks = tuple(EmbeddedChunk(**c.model_dump(), vector=known[c.chunk_id]) for c in s.chunks)
             vs = VectorSet(**s.model_dump(exclude={"chunks", "schema_version"}), model=model,
                            dim=self.embedder.dim, chunks=chunks)
             out.append(Output.of(topics.VECTORS, vs))
         return out
+
+    def _remember(self, key: bytes, vector: bytes) -> None:
+        self._by_text[key] = vector
+        if len(self._by_text) > self.CACHE_CHUNKS:
+            self._by_text.popitem(last=False)
 
     def _known_vectors(self, chunk_ids: list[str], model: str) -> dict[str, list[float]]:
         if not chunk_ids or self.index is None:
