@@ -404,3 +404,4 @@ def running_pipeline(settings: Settings) -> Iterator[Stack]:
 import infra.cdc  # noqa: E402,F401 - it builds on the classes above
 import infra.neo4j  # noqa: E402,F401 - Neo4j for the knowledge graph (the graph stage)
 import infra.moto  # noqa: E402,F401 - a local S3/SQS API (moto) for the S3 source
+import infra.milvus_standalone  # noqa: E402,F401 - the real Milvus server (RAGSTREAM_MILVUS_ENGINE=server)

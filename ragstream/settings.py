@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     kafka_port: Port = 9092
     kafka_controller_port: Port = 9093
     milvus_port: Port = 19530
+    milvus_engine: Literal["lite", "server"] = Field(
+        "lite", description="The Milvus the local stack runs (`stack up`, `up`): 'lite' (milvus-lite, pure Python) or "
+                            "'server' (the Milvus 2.3 standalone binary of the `milvus` package: pip install "
+                            "'ragstream[server]'; dense-only search, no BM25). Ignored with RAGSTREAM_MILVUS_URI.")
     java: str = Field("java", description="Java 17+ executable (name on PATH or absolute path).")
     mvn: str = Field("mvn", description="Maven executable used to resolve the Kafka jars.")
     maven_repo_url: str | None = Field(
@@ -298,6 +302,16 @@ class Settings(BaseSettings):
     def _restart_delays_are_ordered(self) -> "Settings":
         if self.restart_backoff_max_s < self.restart_backoff_s:
             raise ValueError("restart_backoff_max_s must be at least restart_backoff_s")
+        return self
+
+    @model_validator(mode="after")
+    def _milvus_engine_is_installed(self) -> "Settings":
+        if self.milvus_engine == "server" and self.milvus_uri is None:
+            import importlib.util
+
+            if importlib.util.find_spec("milvus") is None:
+                raise ValueError("RAGSTREAM_MILVUS_ENGINE=server needs the `milvus` package (Milvus standalone 2.3.5): "
+                                 "pip install 'ragstream[server]', or set RAGSTREAM_MILVUS_ENGINE=lite")
         return self
 
     @property

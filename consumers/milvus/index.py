@@ -10,6 +10,7 @@ from pymilvus.exceptions import MilvusException
 from ragstream.failures import Kind, classify
 from consumers.milvus.schema import ANALYZER, IndexInputError, IndexSchemaError, MAX_TEXT, MODIFIED_FIELD, REQUIRED_FIELDS, SPARSE_FIELD, TransientIndexError, _VARCHAR_LIMITS, milvus_client
 from consumers.milvus.acl import AclSets, acl_key, check_acl, escape_literal
+from consumers.milvus.engine import Engine, parse_version
 from consumers.milvus.search import SearchMixin
 from consumers.milvus.writer import WriterMixin
 from ragstream.logging import get_logger
@@ -233,7 +234,29 @@ class MilvusIndex(SearchMixin, WriterMixin):
             raise self._transient(f"Milvus read of the documents' chunks failed: {exc}", exc) from exc
         return out
 
+    #: The engine behind the URI (:mod:`consumers.milvus.engine`), asked once.
+    _engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """Which Milvus this is and what it can do (scalar index types, BM25), from its version."""
+        if self._engine is None:
+            try:
+                self._engine = parse_version(self.client.get_server_version())
+            except MilvusException as exc:
+                raise TransientIndexError(f"cannot ask Milvus at {self.uri} for its version: {exc}") from exc
+        return self._engine
+
     def create(self, name: str) -> None:
+        engine = self.engine
+        if not engine.full_text:
+            # Milvus < 2.5 (the `milvus` PyPI package is 2.3.5): no BM25 functions. Chosen from the
+            # version before creating anything: 2.3 would create the collection and then refuse
+            # the sparse index, leaving it half made.
+            log.warning("milvus.no_full_text_search", collection=name, engine=str(engine),
+                        consequence="searches are dense-only; hybrid and lexical modes fall back to dense")
+            self._create_dense_only(name)
+            return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("chunk_id", DataType.VARCHAR, max_length=64, is_primary=True)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=2048)
@@ -257,8 +280,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
         schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
                                      input_field_names=["text"], output_field_names=[SPARSE_FIELD]))
         index = self.client.prepare_index_params()
-        index.add_index(field_name="doc_id", index_type="INVERTED")
-        index.add_index(field_name="acl_key", index_type="INVERTED")
+        self._scalar_indexes(index)
         index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
                         params={"M": 16, "efConstruction": 200})
         index.add_index(field_name=SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
@@ -267,12 +289,21 @@ class MilvusIndex(SearchMixin, WriterMixin):
                                           consistency_level="Strong")
         except MilvusException as exc:
             if "function" not in str(exc).lower() and "analyzer" not in str(exc).lower() \
-                    and "sparse" not in str(exc).lower():
+                    and "sparse" not in str(exc).lower() and "104" not in str(exc):
                 raise
-            # An engine without full-text search (Milvus < 2.5): the dense-only schema.
-            log.warning("milvus.no_full_text_search", collection=name, error=str(exc)[:300],
+            # An engine whose version claimed full-text search but refuses it: the dense-only
+            # schema. The refused index may have left the collection behind: drop it first.
+            log.warning("milvus.no_full_text_search", collection=name, engine=str(engine), error=str(exc)[:300],
                         consequence="searches are dense-only; hybrid and lexical modes fall back to dense")
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
             self._create_dense_only(name)
+
+    def _scalar_indexes(self, index: Any) -> None:
+        """The scalar indexes of the chunk collection: the equality/``in`` filters' fields
+        (``acl_key``: every search; ``doc_id``: every write), of the type the engine has."""
+        for field in ("doc_id", "acl_key"):
+            index.add_index(field_name=field, index_type=self.engine.varchar_index)
 
     def _create_dense_only(self, name: str) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -285,6 +316,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
             else:
                 schema.add_field(f, DataType.VARCHAR, max_length=_VARCHAR_LIMITS[f], is_primary=f == "chunk_id")
         index = self.client.prepare_index_params()
+        self._scalar_indexes(index)
         index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
                         params={"M": 16, "efConstruction": 200})
         self.client.create_collection(collection_name=name, schema=schema, index_params=index,
