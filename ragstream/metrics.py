@@ -70,6 +70,12 @@ PII_FINDINGS = Counter("ragstream_pii_findings_total", "PII spans acted on by th
 DOCS_CLASSIFIED = Counter("ragstream_documents_classified_total", "Documents by classification.", ["classification"])
 DOCS_BLOCKED = Counter("ragstream_documents_blocked_total", "Documents policy kept out of the index.")
 AUDIT_RECORDS = Counter("ragstream_audit_records_total", "Records appended to the audit chain.", ["action"])
+AUDIT_CHAIN_VERIFIED = Gauge("ragstream_audit_chain_verified_records",
+                             "Records of rag.audit the audit worker has verified (hashes, links, signed checkpoints).")
+AUDIT_CHAIN_BROKEN = Gauge("ragstream_audit_chain_broken",
+                           "1 once the audit worker found a break in the chain (see its log and `ragstream audit verify`).")
+AUDIT_CHAIN_VERIFIED_AT = Gauge("ragstream_audit_chain_last_verified_timestamp_seconds",
+                                "When the audit worker last verified the chain up to its end (Unix time).")
 
 # --- data-subject requests and retention ----------------------------------------------------
 DSR_REQUESTS = Counter("ragstream_dsr_requests_total", "Data-subject requests completed, by kind and outcome.",

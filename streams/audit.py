@@ -16,6 +16,9 @@ The writer also appends a checkpoint (seq, hash, HMAC-SHA256 with a key kept out
 ``CHECKPOINT_EVERY`` records and whenever it goes idle. A writer with full access to Kafka
 could recompute a whole chain; it cannot forge a checkpoint, so ``verify`` catches that too.
 
+The audit worker also verifies the chain as it grows (:class:`ChainVerifier`, every
+:data:`VERIFY_EVERY_S`), for the metrics and alerts of docs/operations.md.
+
 Delivery is at least once: an event re-delivered after a crash is chained again under the
 same ``event_id``; ``verify`` counts such repeats but they do not break the chain.
 
@@ -52,6 +55,8 @@ from schemas.serde import encode
 from streams.stages import Output
 
 CHECKPOINT_EVERY = 100
+#: How often the audit worker verifies what was appended to the chain (:class:`ChainVerifier`).
+VERIFY_EVERY_S = 60.0
 #: The audit chain's one writer identity: a producer initialising it fences the previous one.
 WRITER_ID = "ragstream-audit-chain-writer"
 
@@ -238,6 +243,120 @@ def verify(records: Iterable[AuditRecord | dict[str, Any]], checkpoints: Checkpo
     return v
 
 
+class ChainVerifier:
+    """The audit worker's own watch on the chain, as it grows (the metrics
+    ``ragstream_audit_chain_*`` and the alert ``RagstreamAuditChainBroken``).
+
+    Each :meth:`step` reads only what was appended since the previous one (from the Kafka
+    offset it stopped at; at most ``max_records``, so a long chain is walked over several
+    steps and the writer is never held up for long) and checks what ``ragstream audit
+    verify`` checks: consecutive ``seq``, ``prev_hash`` links, each record's own hash, and
+    every signed checkpoint against the hash it vouches for. The hashes of the last
+    ``keep_hashes`` records are kept for checkpoints written after the verifier passed
+    their record. A break is reported once, logged with its position, and sticks until
+    the worker restarts (the first step after a start walks the whole chain again)."""
+
+    def __init__(self, settings: Any, checkpoints: Checkpoints, *, max_records: int = 20_000,
+                 keep_hashes: int = 10_000) -> None:
+        self.settings, self.checkpoints = settings, checkpoints
+        self.max_records, self.keep_hashes = max_records, keep_hashes
+        self.offset: int | None = None  # next Kafka offset to read
+        self.seq, self.prev = 0, None  # the next record's expected seq and prev_hash
+        self.recent: dict[int, str] = {}  # seq → hash of the last ``keep_hashes`` records
+        self.checked: set[int] = set()  # checkpoint seqs already matched
+        self.problem: str | None = None
+
+    def step(self) -> Verdict:
+        """Verify what was appended since the last step; return the verdict so far."""
+        from ragstream.logging import get_logger
+        from ragstream.metrics import AUDIT_CHAIN_BROKEN, AUDIT_CHAIN_VERIFIED, AUDIT_CHAIN_VERIFIED_AT
+
+        if self.problem is None:
+            at_end = self._read()
+            if self.problem is None:
+                self._checkpoints()
+            if self.problem is not None:
+                AUDIT_CHAIN_BROKEN.set(1)
+                get_logger(__name__).critical("the audit chain is broken", seq=self.seq, problem=self.problem)
+            elif at_end:
+                AUDIT_CHAIN_VERIFIED_AT.set(time.time())
+        AUDIT_CHAIN_VERIFIED.set(self.seq)
+        return Verdict(records=self.seq, seq=self.seq if self.problem else None, problem=self.problem,
+                       last_hash=self.prev, checkpoints_checked=len(self.checked))
+
+    def _read(self) -> bool:
+        """Read and check up to ``max_records`` new records; True when the end was reached."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from ragstream.kafka import client_config
+        from schemas.serde import SerdeError, decode
+
+        consumer = Consumer(client_config(self.settings, **{
+            "group.id": "ragstream-audit-reader", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "isolation.level": "read_committed"}))
+        tp = TopicPartition(topics.AUDIT, 0)
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=30)
+            start = low if self.offset is None else max(self.offset, low)
+            if start >= high:
+                self.offset = start
+                return True
+            consumer.assign([TopicPartition(topics.AUDIT, 0, start)])
+            read, deadline = 0, time.monotonic() + 30
+            while read < self.max_records:
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    if consumer.position([tp])[0].offset >= high:
+                        break  # only transaction markers (or nothing) up to the end
+                    if time.monotonic() > deadline:
+                        raise Transient(f"reading {topics.AUDIT}: stuck before offset {high}")
+                    continue
+                if msg.error():
+                    raise Transient(f"reading {topics.AUDIT}: {msg.error()}")
+                deadline = time.monotonic() + 30
+                self.offset = msg.offset() + 1
+                read += 1
+                try:
+                    f = _fields(decode(AuditRecord, msg.value()))
+                except SerdeError as exc:
+                    self.problem = f"offset {msg.offset()} is not an audit record: {exc}"
+                    return False
+                if f.get("seq") != self.seq:
+                    self.problem = (f"expected seq {self.seq}, found {f.get('seq')}: a record was removed, inserted "
+                                    "or reordered")
+                elif f.get("prev_hash") != self.prev:
+                    self.problem = "prev_hash does not match the previous record's hash: the chain was cut or spliced here"
+                elif record_hash(f) != f.get("hash"):
+                    self.problem = "the hash does not match the record's content: this record was altered"
+                if self.problem is not None:
+                    return False
+                self.seq, self.prev = self.seq + 1, f["hash"]
+                self.recent[f["seq"]] = f["hash"]
+                if len(self.recent) > self.keep_hashes:
+                    self.recent.pop(next(iter(self.recent)))
+                if msg.offset() >= high - 1:
+                    break
+            self.offset = max(self.offset or start, consumer.position([tp])[0].offset)
+            return self.offset >= high
+        finally:
+            consumer.close()
+
+    def _checkpoints(self) -> None:
+        for cp in self.checkpoints.read():
+            seq = int(cp["seq"])
+            if seq in self.checked or seq >= self.seq:
+                continue  # matched before, or its record is not read yet
+            if not self.checkpoints.valid(cp):
+                self.problem = f"checkpoint for seq {seq} has a bad signature: the checkpoint file was edited"
+            elif seq in self.recent and self.recent[seq] != cp["hash"]:
+                self.problem = f"record seq {seq} differs from its signed checkpoint: the chain was rewritten"
+            if self.problem is not None:
+                self.seq = seq
+                return
+            if seq in self.recent:
+                self.checked.add(seq)
+
+
 class AuditStage:
     """rag.audit.events → rag.audit: the single, fenced writer of the chain.
 
@@ -249,11 +368,13 @@ class AuditStage:
     input_topic = topics.AUDIT_EVENTS
     contract = AuditEvent
 
-    def __init__(self, tail: AuditRecord | None, checkpoints: Checkpoints, writer: ChainWriter | None = None) -> None:
+    def __init__(self, tail: AuditRecord | None, checkpoints: Checkpoints, writer: ChainWriter | None = None,
+                 verifier: ChainVerifier | None = None) -> None:
         self._restart(tail)
         self.checkpoints = checkpoints
         self.unchecked = 0
         self.writer = writer
+        self.verifier = verifier
 
     def _restart(self, tail: AuditRecord | None) -> None:
         self.seq = tail.seq + 1 if tail else 0
@@ -274,7 +395,15 @@ class AuditStage:
         self.committed()
 
     def timers(self) -> list[tuple[float, Any]]:
-        return [(5.0, self.checkpoint)]  # only records already acknowledged are vouched for
+        timers: list[tuple[float, Any]] = [(5.0, self.checkpoint)]  # only acknowledged records are vouched for
+        if self.verifier is not None:
+            timers.append((VERIFY_EVERY_S, self.verify_chain))
+        return timers
+
+    def verify_chain(self) -> None:
+        """A timer's work: verify what was appended since the last time (nothing to publish)."""
+        if self.verifier is not None:
+            self.verifier.step()
 
     def committed(self) -> None:
         """Called after the records are acknowledged: checkpoint now and then."""

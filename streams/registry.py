@@ -127,9 +127,10 @@ def _index(settings: Settings, publish: Publish) -> Any:
 
 
 def _audit(settings: Settings, publish: Publish) -> Any:
-    from streams.audit import AuditStage, ChainWriter, Checkpoints
+    from streams.audit import AuditStage, ChainVerifier, ChainWriter, Checkpoints
 
-    return AuditStage(None, Checkpoints(settings.home), writer=ChainWriter(settings))
+    checkpoints = Checkpoints(settings.home)
+    return AuditStage(None, checkpoints, writer=ChainWriter(settings), verifier=ChainVerifier(settings, checkpoints))
 
 
 def _dsr(settings: Settings, publish: Publish) -> Any:

@@ -15,7 +15,9 @@ from ragstream.publisher import Publisher
 from ragstream.admin import ensure_topics, wait_drained
 from schemas import topics
 from schemas.events import AuditEvent
-from streams.audit import AuditStage, ChainWriter, Checkpoints, WriterFenced, read_chain, tail, verify
+from schemas.serde import encode
+from streams.audit import (AuditStage, ChainVerifier, ChainWriter, Checkpoints, WriterFenced, chain, read_chain,
+                           tail, verify)
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +39,25 @@ def test_a_second_writer_fences_the_first_and_the_chain_stays_valid(private_stac
     assert [r.target for r in records] == ["t0", "t1", "t2", "s0", "s1"]
     assert verify(records, Checkpoints(s.home)).ok
     assert tail(s).seq == 4  # the last record, found behind the commit markers
+
+    # The worker's own watch: incremental, and it catches a forged record.
+    from ragstream.metrics import AUDIT_CHAIN_BROKEN, AUDIT_CHAIN_VERIFIED
+
+    second.checkpoint()
+    watch = ChainVerifier(s, Checkpoints(s.home), max_records=2)
+    assert watch.step().ok and watch.seq == 2, "at most max_records per step"
+    while watch.seq < 5:
+        assert watch.step().ok
+    assert watch.checked == {4} and AUDIT_CHAIN_VERIFIED._value.get() == 5
+    second.process(AuditEvent(actor="test", action="test.second", target="s2"))
+    assert watch.step().ok and watch.seq == 6, "only the new record was read"
+    forged = chain(AuditEvent(actor="intruder", action="test.forged", target="x"), 6, "0" * 64)
+    with Publisher(s) as pub:
+        pub.publish_raw(topics.AUDIT, b"6", encode(forged))
+    verdict = watch.step()
+    assert not verdict.ok and "prev_hash" in verdict.problem and verdict.seq == 6
+    assert AUDIT_CHAIN_BROKEN._value.get() == 1
+    AUDIT_CHAIN_BROKEN.set(0)  # the gauge is process-wide; other tests start clean
 
 
 @pytest.mark.slow
