@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.corpus import edit_tenth, generate  # noqa: E402
 from infra.stack import Stack, isolated_settings  # noqa: E402
+from ragstream.settings import milvus_token  # noqa: E402
 from producers.extract import content_type_for, extract  # noqa: E402
 from streams.embedding import TokenCounter, make_embedder  # noqa: E402
 
@@ -84,7 +85,9 @@ def main() -> None:
         stack.up()
         try:
             store = Milvus(embedding_function=embeddings, collection_name="peer", auto_id=False,
-                           connection_args={"uri": s.resolved_milvus_uri}, consistency_level="Strong",
+                           connection_args={"uri": s.resolved_milvus_uri,  # the local server checks its token
+                                            "token": milvus_token(s.resolved_milvus_uri) or ""},
+                           consistency_level="Strong",
                            index_params={"index_type": "HNSW", "metric_type": "COSINE",
                                          "params": {"M": 16, "efConstruction": 200}})
             records = SQLRecordManager("peer", db_url=f"sqlite:///{tmp}/records.sqlite")
