@@ -1,6 +1,7 @@
 """Search quality on real documents nobody here wrote: dense, lexical and hybrid retrieval.
 
     .venv/bin/python bench/search_quality.py [--docs 220] [--passages 100] [--identifiers 60]
+                                             [--no-peer] [--nanoranker]
                                              # writes bench/results/search_quality.json
 
 Issue 21's experiment, made repeatable. The corpus is this machine's package documentation
@@ -33,6 +34,23 @@ recall@5 (relevant files among the first five, over min(5, relevant)), MRR@10 an
 (binary relevance, over distinct files in result order), and the search latency (p50/p95,
 the query's embedding excluded — it is the same for every mode that needs it, and timed
 apart).
+
+The LangChain peer (``--no-peer`` skips it) answers the same queries over the same corpus:
+the same extracted texts as LangChain documents, split by ``RecursiveCharacterTextSplitter``
+bounded by the model's token count (as bench/peer_langchain.py), embedded by the same model,
+into ``langchain_milvus.Milvus`` collections on the same milvus-lite server (HNSW, COSINE,
+Strong consistency, ``ef`` = ragstream's floor :data:`EF_SEARCH`): ``langchain_dense``
+(``similarity_search_by_vector``, what peer_langchain.py builds) and ``langchain_hybrid``
+(``BM25BuiltInFunction`` with its default analyzer + the dense field, ``similarity_search``
+with ``ranker_type="rrf"``, k=60, and as many candidates per leg as ragstream's fusion
+takes). The peer has no ACL filter (every document here is readable by the one principal
+anyway).
+
+``--nanoranker``: ``hybrid_rerank_nanoranker`` — hybrid's chunks reordered by the
+``nanoranker`` package (PyPI, MIT, ONNX weights in the wheel; not a cross-encoder: an MLP
+over the query's and the chunk's universal-sentence-encoder-multilingual embeddings and
+character n-gram hashes). It must be importable (e.g. ``pip install --target DIR nanoranker
+onnxruntime-extensions`` and ``PYTHONPATH=DIR``); it is not a dependency of ragstream.
 """
 
 from __future__ import annotations
@@ -51,6 +69,7 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,6 +77,7 @@ sys.path.insert(0, str(ROOT))
 from bench.acl_search import settle  # noqa: E402
 from bench.realworld import DOC_ROOT, candidates  # noqa: E402
 from consumers.milvus import MilvusIndex  # noqa: E402
+from consumers.milvus.schema import EF_SEARCH, FUSION_CANDIDATES, RRF_K  # noqa: E402
 from producers.extract import content_type_for, extract  # noqa: E402
 from schemas.events import Acl, DocMetadata, EmbeddedChunk, Op, SourceKind, VectorSet  # noqa: E402
 
@@ -177,11 +197,94 @@ def ranked_docs(hits) -> list[str]:
     return list(dict.fromkeys(h.doc_id for h in hits))
 
 
+Runner = Callable[[str, list[float], int], list[str]]  # (query, its vector, limit) -> doc ids, best first
+
+
+def langchain_peer(docs: list[tuple[Path, str]], settings, embedder) -> tuple[dict[str, Runner], dict]:
+    """The peer's two retrievers over the same texts (see the module docstring), and what it indexed."""
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_milvus import BM25BuiltInFunction, Milvus
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from ragstream.settings import milvus_token
+    from streams.embedding import TokenCounter
+
+    class CachedEmbeddings(Embeddings):
+        """ragstream's model; each distinct text embedded once (both collections hold the
+        same chunks, and a query's vector is the one the other modes get)."""
+
+        def __init__(self) -> None:
+            self.cache: dict[str, list[float]] = {}
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+            for i in range(0, len(todo), 64):
+                for t, v in zip(todo[i:i + 64], embedder.embed(todo[i:i + 64])):
+                    self.cache[t] = [float(x) for x in v]
+            return [self.cache[t] for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return self.embed_documents([text])[0]
+
+    splitter = RecursiveCharacterTextSplitter(chunk_size=settings.chunk_max_tokens,
+                                              chunk_overlap=settings.chunk_overlap_tokens,
+                                              length_function=TokenCounter())
+    chunks = splitter.split_documents([Document(page_content=text, metadata={"source": doc_of(path)})
+                                       for path, text in docs])
+    uri = settings.resolved_milvus_uri
+    emb = CachedEmbeddings()
+    common = dict(embedding_function=emb, connection_args={"uri": uri, "token": milvus_token(uri) or ""},
+                  consistency_level="Strong", auto_id=True)
+    hnsw = {"index_type": "HNSW", "metric_type": "COSINE", "params": {"M": 16, "efConstruction": 200}}
+    dense_params = {"metric_type": "COSINE", "params": {"ef": EF_SEARCH}}
+    t0 = time.monotonic()
+    dense = Milvus(collection_name="peer_dense", index_params=hnsw, search_params=dense_params, **common)
+    dense.add_documents(chunks)
+    hybrid = Milvus(collection_name="peer_hybrid", builtin_function=BM25BuiltInFunction(),
+                    vector_field=["dense", "sparse"],
+                    index_params=[hnsw, {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "BM25"}],
+                    search_params=[dense_params, {"metric_type": "BM25"}], **common)
+    hybrid.add_documents(chunks)
+    loaded = {"chunks": len(chunks), "index_seconds": round(time.monotonic() - t0, 1)}
+
+    def run_dense(query: str, vector: list[float], limit: int) -> list[str]:
+        return list(dict.fromkeys(d.metadata["source"] for d in dense.similarity_search_by_vector(vector, k=limit)))
+
+    def run_hybrid(query: str, vector: list[float], limit: int) -> list[str]:
+        emb.cache.setdefault(query, [float(x) for x in vector])  # the query's embedding is not timed
+        found = hybrid.similarity_search(query, k=limit, fetch_k=max(FUSION_CANDIDATES, 3 * limit),
+                                         ranker_type="rrf", ranker_params={"k": RRF_K})
+        return list(dict.fromkeys(d.metadata["source"] for d in found))
+
+    return {"langchain_dense": run_dense, "langchain_hybrid": run_hybrid}, loaded
+
+
+def nanoranker_runner(index: MilvusIndex) -> Runner:
+    """Hybrid's chunks reordered by nanoranker's score (ties keep the fused order)."""
+    import numpy as np
+    import nanoranker as nr  # loads its two ONNX models at import
+
+    def run(query: str, vector: list[float], limit: int) -> list[str]:
+        hits = index.search(vector, PRINCIPALS, limit, query=query, mode="hybrid")
+        if not hits:
+            return []
+        q = nr.embed(query)
+        d = np.array([nr.embed(h.text) for h in hits])
+        x = np.concatenate([np.tile(q, (len(d), 1)), d], axis=1).astype(np.float32)
+        score = nr.reranker_model.run(["output"], {"input": x})[0].reshape(-1)
+        order = sorted(range(len(hits)), key=lambda i: (-float(score[i]), i))
+        return ranked_docs([hits[i] for i in order])
+
+    return run
+
+
 def server_hybrid(index: MilvusIndex, vector: list[float], query: str, limit: int) -> list:
     """pymilvus' own hybrid search (RRFRanker) over the dense and BM25 legs, same ACL filter."""
     from pymilvus import AnnSearchRequest, RRFRanker
 
-    from consumers.milvus import FUSION_CANDIDATES, Hit, SPARSE_FIELD
+    from consumers.milvus import Hit
+    from consumers.milvus.schema import SPARSE_FIELD
 
     plan = index.search_plan(PRINCIPALS, limit)
     if plan is None:
@@ -198,7 +301,7 @@ def server_hybrid(index: MilvusIndex, vector: list[float], query: str, limit: in
 
 
 def run_mode(index: MilvusIndex, mode: str, query: str, vector: list[float], limit: int) -> list:
-    import consumers.milvus as m
+    import consumers.milvus.search as m  # exact_terms reads its module's EXACT_TERMS_MAX
 
     if mode == "hybrid_server":
         return server_hybrid(index, vector, query, limit)
@@ -225,7 +328,11 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def evaluate(index: MilvusIndex, embedder, kinds: dict[str, list[dict]], limit: int) -> tuple[dict, list[dict]]:
+def evaluate(index: MilvusIndex, embedder, kinds: dict[str, list[dict]], limit: int,
+             extra: dict[str, Runner] | None = None) -> tuple[dict, list[dict]]:
+    runners: dict[str, Runner] = {
+        mode: (lambda q, v, n, mode=mode: ranked_docs(run_mode(index, mode, q, v, n))) for mode in MODES}
+    runners |= extra or {}
     report: dict[str, dict] = {}
     misses: list[dict] = []
     vectors = {}
@@ -235,18 +342,17 @@ def evaluate(index: MilvusIndex, embedder, kinds: dict[str, list[dict]], limit: 
             t0 = time.perf_counter()
             vectors[q["query"]] = embedder.embed([q["query"]])[0]
             t_embed.append(1000 * (time.perf_counter() - t0))
-    for mode in MODES:  # warm-up: load segments and caches
+    for run in runners.values():  # warm-up: load segments and caches
         for q in next(iter(kinds.values()))[:5]:
-            run_mode(index, mode, q["query"], vectors[q["query"]], limit)
+            run(q["query"], vectors[q["query"]], limit)
     for kind, qs in kinds.items():
         report[kind] = {"queries": len(qs)}
-        for mode in MODES:
+        for mode, run in runners.items():
             per, times = [], []
             for q in qs:
                 t0 = time.perf_counter()
-                hits = run_mode(index, mode, q["query"], vectors[q["query"]], limit)
+                ranking = run(q["query"], vectors[q["query"]], limit)
                 times.append(1000 * (time.perf_counter() - t0))
-                ranking = ranked_docs(hits)
                 s = scores(set(q["relevant"]), ranking)
                 per.append(s)
                 if mode in ("dense", "hybrid") and not s["hit@5"]:
@@ -266,6 +372,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=30, help="chunks asked for per search (distinct files ranked)")
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--no-peer", action="store_true", help="skip the LangChain peer")
+    ap.add_argument("--nanoranker", action="store_true", help="also hybrid reranked by the nanoranker package")
     args = ap.parse_args()
     from infra.stack import Stack, isolated_settings
 
@@ -284,8 +392,15 @@ def main() -> None:
             index.ensure()
             loaded = index_corpus(index, docs, s)
             embedder = loaded.pop("embedder")
+            extra: dict[str, Runner] = {}
+            if not args.no_peer:
+                peer_runners, peer_loaded = langchain_peer(docs, s, embedder)
+                extra |= peer_runners
+                loaded["peer"] = peer_loaded
+            if args.nanoranker:
+                extra["hybrid_rerank_nanoranker"] = nanoranker_runner(index)
             settle(s.home / "milvus")
-            report, misses = evaluate(index, embedder, kinds, args.limit)
+            report, misses = evaluate(index, embedder, kinds, args.limit, extra)
         finally:
             stack.down()
     out = {

@@ -102,6 +102,13 @@ def _fuse(ranked: list[list[Hit]], verbatim: list[list[Hit]], limit: int) -> lis
 class SearchMixin:
     """Search legs and their fusion (a mixin of MilvusIndex: consumers/milvus/index.py)."""
 
+    #: Consistency level of the search legs. ``Strong`` (every write acknowledged before the
+    #: search is visible) is free on milvus-lite; a Milvus server makes a Strong read wait for
+    #: its next time tick (``proxy.timeTickInterval``: ~2 ticks, 200 ms each by default).
+    #: ``Session`` sees this process's own writes at once and other processes' within about a
+    #: tick (bench/README.md, "ACL search on the real Milvus server").
+    search_consistency: str = "Strong"
+
     # -- reads ----------------------------------------------------------------------------
     def search(self, vector: list[float] | None, principals: Iterable[str], limit: int = 10, *,
                query: str | None = None, mode: str = "dense", filters: SearchFilters | None = None) -> list[Hit]:
@@ -172,14 +179,14 @@ class SearchMixin:
     def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:
         res = self.client.search(collection_name=self.alias, data=[query], anns_field=SPARSE_FIELD, filter=expr,
                                  limit=limit, output_fields=self.OUTPUT, search_params={"metric_type": "BM25"},
-                                 consistency_level="Strong")
+                                 consistency_level=self.search_consistency)
         # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
         return [_hit(h, abs(float(h.distance))) for h in res[0]]
 
     def _verbatim(self, term: str, expr: str, limit: int) -> list[Hit]:
         """Chunks holding ``term`` exactly as written (case and punctuation included)."""
         rows = self.client.query(collection_name=self.alias, filter=f'({expr}) and text like "%{escape_like(term)}%"',
-                                 output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level="Strong")
+                                 output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level=self.search_consistency)
         return [Hit(chunk_id=str(r["chunk_id"]), doc_id=r["doc_id"], score=1.0, source=r["source"], title=r["title"],
                     uri=r["uri"], heading=r["heading"], text=r["text"]) for r in rows]
 
@@ -200,5 +207,5 @@ class SearchMixin:
         res = self.client.search(collection_name=self.alias, data=[vector], filter=expr, limit=limit,
                                  output_fields=self.OUTPUT,
                                  search_params={"metric_type": "COSINE", "ef": max(ef, limit)},
-                                 consistency_level="Strong")
+                                 consistency_level=self.search_consistency)
         return [_hit(h, float(h.distance)) for h in res[0]]
