@@ -82,6 +82,10 @@ DSR_REQUESTS = Counter("ragstream_dsr_requests_total", "Data-subject requests co
                        ["kind", "outcome"])
 DSR_DURATION = Histogram("ragstream_dsr_duration_seconds", "Time to carry out one data-subject request.", ["kind"],
                          buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+DSR_OPEN = Gauge("ragstream_dsr_open_requests",
+                 "Data-subject requests filed and not yet completed (waiting in rag.dsr or in hand).")
+DSR_NEXT_DUE = Gauge("ragstream_dsr_next_due_timestamp_seconds",
+                     "The earliest legal due date of the open data-subject requests (Unix time; 0: none open).")
 RETENTION_DELETED = Counter("ragstream_retention_deleted_total", "Documents removed because their retention ended.")
 RETENTION_HELD = Gauge("ragstream_retention_held_documents",
                        "Documents past their retention kept because of a legal hold (last sweep).")

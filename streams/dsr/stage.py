@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any, Callable
 from ragstream.blobs import BlobStore
 from ragstream.metrics import DSR_DURATION, DSR_REQUESTS
@@ -72,6 +73,50 @@ class DsrStage(AccessMixin, RectificationMixin, ErasureMixin, RetentionMixin):
         self.detector = detector or Detector(threshold=policy.threshold)
         self.blobs = BlobStore(settings.blob_dir)
         self._swept: dict[str, int] = {}  # doc_id → version a retention delete was sent for
+
+    #: How often the open requests' due dates are read (:meth:`watch_due`).
+    WATCH_DUE_S = 60.0
+
+    def timers(self) -> list[tuple[float, Any]]:
+        return [*RetentionMixin.timers(self), (self.WATCH_DUE_S, self.watch_due)]
+
+    # -- due dates ---------------------------------------------------------------------------
+    def watch_due(self) -> None:
+        """Export how many requests are open and the earliest due date among them: those in
+        rag.dsr from the group's committed offset on (read, not consumed; the one in hand is
+        among them until its offset is committed). Runs on the stage's thread, between
+        requests. The alert RagstreamDsrDeadlineNear fires on it."""
+        from confluent_kafka import TopicPartition
+
+        from ragstream.consumer import make_consumer
+        from ragstream.metrics import DSR_NEXT_DUE, DSR_OPEN
+
+        due: list[datetime] = []
+        c = make_consumer(self.settings, "ragstream-dsr", **{"enable.auto.commit": False})
+        try:
+            parts = c.list_topics(topics.DSR, timeout=10).topics[topics.DSR].partitions
+            tps = [TopicPartition(topics.DSR, p) for p in parts]
+            for tp in c.committed(tps, timeout=10):
+                low, high = c.get_watermark_offsets(tp, timeout=10)
+                start = tp.offset if tp.offset >= 0 else low
+                if start >= high:
+                    continue
+                c.assign([TopicPartition(topics.DSR, tp.partition, start)])
+                while True:
+                    msg = c.poll(5)
+                    if msg is None or msg.error():
+                        break
+                    if msg.value() is not None:
+                        try:
+                            due.append(decode(DsrRequest, msg.value()).due_at)
+                        except SerdeError:
+                            pass  # the stage dead-letters it when it gets there
+                    if msg.offset() >= high - 1:
+                        break
+        finally:
+            c.close()
+        DSR_OPEN.set(len(due))
+        DSR_NEXT_DUE.set(min(due).timestamp() if due else 0)
 
     # -- requests --------------------------------------------------------------------------
     def process(self, req: DsrRequest) -> list["Output"]:
