@@ -156,28 +156,62 @@ def stage_lag(settings: Settings, stages: tuple[str, ...] | None = None) -> dict
     """Messages each stage's consumer group has not yet committed, summed over partitions.
 
     A group that never committed counts its whole topic as lag."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-
     from ragstream.consumer import make_consumer
 
     admin = admin_client(settings)
     reader = make_consumer(settings, "ragstream-lag-probe")
     try:
+        return {stage: _group_lag(admin, reader, f"ragstream-{stage}", inputs)
+                for stage, inputs in STAGE_INPUTS.items()
+                if ((stage in stages) if stages is not None else (stage not in OPTIONAL_LAG))}
+    finally:
+        reader.close()
+
+
+def group_lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
+    """Messages of ``topics`` consumer group ``group`` has not committed yet (a reindex's group)."""
+    from ragstream.consumer import make_consumer
+
+    reader = make_consumer(settings, "ragstream-lag-probe")
+    try:
+        return _group_lag(admin_client(settings), reader, group, tuple(topics))
+    finally:
+        reader.close()
+
+
+def _group_lag(admin: AdminClient, reader: Any, group: str, topics: tuple[str, ...]) -> int:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    lag = 0
+    for topic in topics:
+        parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
+        req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in parts])
+        committed = {tp.partition: tp.offset for tp in
+                     admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
+        for p, (low, high) in ends.items():
+            c = committed.get(p, -1)
+            lag += high - (c if c >= 0 else low)
+    return lag
+
+
+def offsets_at(settings: Settings, topic: str, when_ms: int) -> dict[int, int]:
+    """Per partition of ``topic``: the first offset whose timestamp is at or after ``when_ms``
+    (the end of the partition when none is), via the broker's time index (offsets_for_times)."""
+    from confluent_kafka import TopicPartition
+
+    from ragstream.consumer import make_consumer
+
+    reader = make_consumer(settings, "ragstream-lag-probe")
+    try:
+        parts = admin_client(settings).list_topics(topic, timeout=10).topics[topic].partitions
+        found = reader.offsets_for_times([TopicPartition(topic, p, when_ms) for p in parts], timeout=10)
         out = {}
-        for stage, inputs in STAGE_INPUTS.items():
-            if (stage not in stages) if stages is not None else (stage in OPTIONAL_LAG):
-                continue
-            lag = 0
-            for topic in inputs:
-                parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
-                ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts}
-                req = ConsumerGroupTopicPartitions(f"ragstream-{stage}", [TopicPartition(topic, p) for p in parts])
-                committed = {tp.partition: tp.offset for tp in
-                             admin.list_consumer_group_offsets([req])[req.group_id].result(timeout=10).topic_partitions}
-                for p, (low, high) in ends.items():
-                    c = committed.get(p, -1)
-                    lag += high - (c if c >= 0 else low)
-            out[stage] = lag
+        for tp in found:
+            if tp.error is not None:
+                raise AdminError(f"offsets for times of {topic}[{tp.partition}] failed: {tp.error}")
+            out[tp.partition] = tp.offset if tp.offset >= 0 else reader.get_watermark_offsets(
+                TopicPartition(topic, tp.partition), timeout=10)[1]
         return out
     finally:
         reader.close()

@@ -294,7 +294,7 @@ class Services:
 
             idx = MilvusIndex(self.settings.resolved_milvus_uri, self.settings.collection, model_dim(self.settings),
                               acl_refresh_s=self.settings.acl_refresh_s)
-            idx.ensure()
+            idx.ensure(pin=False)  # searches follow the alias: a reindex's swap shows at once
             self._index = idx
         return self._index
 

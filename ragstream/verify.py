@@ -91,17 +91,19 @@ class IndexedDocument:
 class IndexView:
     """Read-only view of one source in Milvus: registry rows and chunk rows."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, collection: str | None = None) -> None:
         from consumers.milvus import milvus_client
 
         self.client = milvus_client(settings.resolved_milvus_uri, 30)
         self.alias = settings.collection
-        self.collection: str | None = None
+        self.fixed = collection  # a given collection (a reindex's new one) instead of the alias
+        self.collection: str | None = collection
         self._resolve()
 
     def _resolve(self) -> None:
-        """The collection behind the alias; None while nothing was ever indexed."""
-        if self.collection is None and self.alias in self.client.list_aliases().get("aliases", []):
+        """The collection behind the alias, looked up at each read (a reindex moves it); None
+        while nothing was ever indexed."""
+        if self.fixed is None and self.alias in self.client.list_aliases().get("aliases", []):
             self.collection = self.client.describe_alias(self.alias)["collection_name"]
 
     def _query(self, collection: str, expr: str, fields: list[str]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Iterable
 from pymilvus import DataType, Function, FunctionType
@@ -21,10 +22,16 @@ log = get_logger(__name__)
 class MilvusIndex(SearchMixin, WriterMixin):
     OUTPUT = ["doc_id", "source", "title", "uri", "heading", "text"]
 
-    def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30, acl_refresh_s: float = 5.0) -> None:
+    def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30, acl_refresh_s: float = 5.0,
+                 collection: str | None = None) -> None:
         self.uri = uri
         self.alias = alias
-        self.collection = alias  # the real name, once ensure() has run
+        #: The real name. A writer pins it in ensure() (the one behind the alias then, or the
+        #: ``collection`` given: a reindex's new one) and keeps writing there after the alias
+        #: moves; a reader that never called ensure() follows the alias (re-resolved).
+        self.collection = collection or alias
+        self._explicit = collection
+        self._pinned = False
         self.dim = dim
         self._fields: dict[str, bool] | None = None  # name -> written by us (not a function's output)
         self._warned: set[str] = set()
@@ -42,10 +49,17 @@ class MilvusIndex(SearchMixin, WriterMixin):
                 time.sleep(0.5 * (attempt + 1))
 
     # -- collection lifecycle -------------------------------------------------------------
-    def ensure(self) -> str:
-        """Create the collection behind the alias if there is none; return its name."""
+    def ensure(self, *, pin: bool = True) -> str:
+        """Create the collection behind the alias if there is none (or the ``collection``
+        given, which the alias is not moved to); return its name. With ``pin`` (a writer),
+        reads and writes go there from now on, even after a reindex moves the alias; without
+        (a searcher: the API), they keep following the alias."""
         try:
-            if self.alias in self.client.list_aliases().get("aliases", []):
+            if self._explicit is not None:
+                name = self._explicit
+                if not self.client.has_collection(name):
+                    self.create(name)
+            elif self.alias in self.client.list_aliases().get("aliases", []):
                 name = self.client.describe_alias(self.alias)["collection_name"]
             else:
                 name = f"{self.alias}_{int(time.time())}"
@@ -76,7 +90,67 @@ class MilvusIndex(SearchMixin, WriterMixin):
         except MilvusException as exc:
             raise TransientIndexError(f"cannot prepare Milvus collections at {self.uri}: {exc}") from exc
         self.collection = name
+        self._pinned = pin or self._explicit is not None
         return name
+
+    @property
+    def target(self) -> str:
+        """What reads and writes of this index address: the pinned collection of a writer, the
+        alias for a reader (so a reader follows a swap at once)."""
+        return self.collection if self._pinned else self.alias
+
+    def behind_alias(self) -> str | None:
+        """The collection the alias points at now (None: there is no alias yet)."""
+        try:
+            if self.alias not in self.client.list_aliases().get("aliases", []):
+                return None
+            return self.client.describe_alias(self.alias)["collection_name"]
+        except MilvusException as exc:
+            raise self._transient(f"Milvus alias lookup failed: {exc}", exc) from exc
+
+    def point_alias(self, name: str) -> str | None:
+        """Move the alias to collection ``name`` in one call (Milvus swaps it atomically: a
+        search reads either the old or the new collection, never neither); return the
+        collection it pointed at before."""
+        before = self.behind_alias()
+        try:
+            self.client.load_collection(name)
+            if before is None:
+                self.client.create_alias(collection_name=name, alias=self.alias)
+            elif before != name:
+                self.client.alter_alias(collection_name=name, alias=self.alias)
+        except MilvusException as exc:
+            raise self._transient(f"moving alias {self.alias} to {name} failed: {exc}", exc) from exc
+        return before
+
+    def chunk_collections(self) -> list[str]:
+        """This alias's chunk collections (``<alias>_<seconds>``, oldest first), behind the alias or not."""
+        pattern = re.compile(rf"^{re.escape(self.alias)}_\d+$")
+        try:
+            return sorted((n for n in self.client.list_collections() if pattern.match(n)),
+                          key=lambda n: int(n.rsplit("_", 1)[1]))
+        except MilvusException as exc:
+            raise self._transient(f"listing Milvus collections failed: {exc}", exc) from exc
+
+    def drop(self, name: str) -> None:
+        """Drop chunk collection ``name`` with its registry and ACL sets; never the one behind the alias."""
+        if name == self.behind_alias():
+            raise ValueError(f"{name} is behind alias {self.alias}; move the alias first")
+        try:
+            for n in (name, self._registry(name), self._acl_sets(name)):
+                if self.client.has_collection(n):
+                    self.client.drop_collection(n)
+        except MilvusException as exc:
+            raise self._transient(f"dropping {name} failed: {exc}", exc) from exc
+
+    def count(self) -> int:
+        """Rows (chunks) in the collection this index addresses."""
+        try:
+            res = self.client.query(collection_name=self.target, filter="", output_fields=["count(*)"],
+                                    consistency_level="Strong")
+        except MilvusException as exc:
+            raise self._transient(f"Milvus count failed: {exc}", exc) from exc
+        return int(res[0]["count(*)"]) if res else 0
 
     def _transient(self, message: str, exc: BaseException | None = None) -> Exception:
         """A failed call, classified (:mod:`ragstream.failures`). Invalid input becomes an
@@ -85,10 +159,13 @@ class MilvusIndex(SearchMixin, WriterMixin):
         restarted Milvus lists them as released)."""
         if exc is not None and classify(exc) is Kind.permanent:
             return IndexInputError(message)
+        pinned = self._pinned
         try:
-            self.ensure()
+            self.ensure(pin=pinned)
         except TransientIndexError:
             pass  # still down; the retry will come back here
+        finally:
+            self._pinned = pinned  # a reader keeps following the alias (ensure() may have failed half-way)
         return TransientIndexError(message)
 
     @staticmethod
@@ -146,7 +223,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
         """ACL sets registered at or after ``since_ms`` (all of them for ``None``). A reader
         that never called :meth:`ensure` (``ragstream search``) finds the collection behind
         the alias here; with no alias yet, nothing is indexed and there are no sets."""
-        if self.collection == self.alias:
+        if not self._pinned and self._explicit is None:  # a reader: the sets of whatever the alias points at now (a reindex moves it)
             if self.alias not in self.client.list_aliases().get("aliases", []):
                 return []
             self.collection = self.client.describe_alias(self.alias)["collection_name"]
@@ -213,7 +290,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
                 r["acl_key"] = acl_key(acl)
             if rows:
                 self.register_acls([acl])
-                self.client.upsert(collection_name=self.alias, data=rows)
+                self.client.upsert(collection_name=self.target, data=rows)
         except MilvusException as exc:
             raise self._transient(f"Milvus ACL update failed for {doc_id}: {exc}", exc) from exc
         return len(rows)
@@ -352,7 +429,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
         try:
             for i in range(0, len(chunk_ids), 500):
                 ids = ", ".join(f'"{escape_literal(c)}"' for c in chunk_ids[i:i + 500])
-                for row in self.client.query(collection_name=self.alias, filter=f"chunk_id in [{ids}]",
+                for row in self.client.query(collection_name=self.target, filter=f"chunk_id in [{ids}]",
                                              output_fields=["chunk_id", "model", "vector"]):
                     if row["model"] == model:
                         out[row["chunk_id"]] = [float(x) for x in row["vector"]]
@@ -363,7 +440,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
     def first_rows(self, expr: str, fields: list[str], limit: int = 16384) -> list[dict[str, Any]]:
         """Up to ``limit`` rows matching ``expr`` in one call (no iterator: periodic sweeps)."""
         try:
-            return [dict(r) for r in self.client.query(collection_name=self.alias, filter=expr, output_fields=fields,
+            return [dict(r) for r in self.client.query(collection_name=self.target, filter=expr, output_fields=fields,
                                                        limit=limit, consistency_level="Strong")]
         except MilvusException as exc:
             raise self._transient(f"Milvus query failed: {exc}", exc) from exc
@@ -372,7 +449,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
         """Every row matching ``expr`` (Strong consistency): for tests, audits and erasure proofs."""
         out: list[dict[str, Any]] = []
         try:
-            it = self.client.query_iterator(collection_name=self.alias, filter=expr, batch_size=1000,
+            it = self.client.query_iterator(collection_name=self.target, filter=expr, batch_size=1000,
                                             output_fields=fields or ["chunk_id", "doc_id", "version", "text"],
                                             consistency_level="Strong")
             while True:
@@ -383,6 +460,7 @@ class MilvusIndex(SearchMixin, WriterMixin):
                 out += batch
         except MilvusException as exc:
             raise self._transient(f"Milvus query failed: {exc}", exc) from exc
+
 
 
 def _state(row: dict[str, Any]) -> dict[str, Any]:

@@ -177,7 +177,7 @@ class SearchMixin:
         return hits
 
     def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:
-        res = self.client.search(collection_name=self.alias, data=[query], anns_field=SPARSE_FIELD, filter=expr,
+        res = self.client.search(collection_name=self.target, data=[query], anns_field=SPARSE_FIELD, filter=expr,
                                  limit=limit, output_fields=self.OUTPUT, search_params={"metric_type": "BM25"},
                                  consistency_level=self.search_consistency)
         # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
@@ -185,7 +185,7 @@ class SearchMixin:
 
     def _verbatim(self, term: str, expr: str, limit: int) -> list[Hit]:
         """Chunks holding ``term`` exactly as written (case and punctuation included)."""
-        rows = self.client.query(collection_name=self.alias, filter=f'({expr}) and text like "%{escape_like(term)}%"',
+        rows = self.client.query(collection_name=self.target, filter=f'({expr}) and text like "%{escape_like(term)}%"',
                                  output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level=self.search_consistency)
         return [Hit(chunk_id=str(r["chunk_id"]), doc_id=r["doc_id"], score=1.0, source=r["source"], title=r["title"],
                     uri=r["uri"], heading=r["heading"], text=r["text"]) for r in rows]
@@ -204,7 +204,7 @@ class SearchMixin:
         return keys_filter(keys), ef
 
     def _ann(self, vector: list[float], expr: str, limit: int, ef: int) -> list[Hit]:
-        res = self.client.search(collection_name=self.alias, data=[vector], filter=expr, limit=limit,
+        res = self.client.search(collection_name=self.target, data=[vector], filter=expr, limit=limit,
                                  output_fields=self.OUTPUT,
                                  search_params={"metric_type": "COSINE", "ef": max(ef, limit)},
                                  consistency_level=self.search_consistency)

@@ -23,14 +23,14 @@ class WriterMixin:
         doc = escape_literal(vs.doc_id)
         try:
             if vs.op == "delete" or not vs.chunks:
-                self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}"')
+                self.client.delete(collection_name=self.target, filter=f'doc_id == "{doc}"')
                 return 0
             rows = [self._row(vs, c) for c in vs.chunks if write_ids is None or c.chunk_id in write_ids]
             if rows:
                 self.register_acls({r["acl"] for r in rows})
-                self.client.upsert(collection_name=self.alias, data=rows)
+                self.client.upsert(collection_name=self.target, data=rows)
             keep = ", ".join(f'"{escape_literal(c.chunk_id)}"' for c in vs.chunks)
-            self.client.delete(collection_name=self.alias, filter=f'doc_id == "{doc}" and chunk_id not in [{keep}]')
+            self.client.delete(collection_name=self.target, filter=f'doc_id == "{doc}" and chunk_id not in [{keep}]')
             return len(rows)
         except MilvusException as exc:
             raise self._transient(f"Milvus write failed for {vs.doc_id}: {exc}", exc) from exc
@@ -58,14 +58,14 @@ class WriterMixin:
             if rows:
                 self.register_acls({r["acl"] for r in rows})
                 for i in range(0, len(rows), self.UPSERT_ROWS):
-                    self.client.upsert(collection_name=self.alias, data=rows[i:i + self.UPSERT_ROWS])
+                    self.client.upsert(collection_name=self.target, data=rows[i:i + self.UPSERT_ROWS])
             if live:
                 docs = ", ".join(f'"{escape_literal(vs.doc_id)}"' for vs, _ in live)
                 keep = ", ".join(f'"{escape_literal(c.chunk_id)}"' for vs, _ in live for c in vs.chunks)
-                self.client.delete(collection_name=self.alias, filter=f"doc_id in [{docs}] and chunk_id not in [{keep}]")
+                self.client.delete(collection_name=self.target, filter=f"doc_id in [{docs}] and chunk_id not in [{keep}]")
             if deleted:
                 docs = ", ".join(f'"{escape_literal(d)}"' for d in deleted)
-                self.client.delete(collection_name=self.alias, filter=f"doc_id in [{docs}]")
+                self.client.delete(collection_name=self.target, filter=f"doc_id in [{docs}]")
         except MilvusException as exc:
             names = ", ".join(vs.doc_id for vs, _ in work[:5]) + (" …" if len(work) > 5 else "")
             raise self._transient(f"Milvus write failed for {len(work)} document(s) ({names}): {exc}", exc) from exc
@@ -97,7 +97,7 @@ class WriterMixin:
 
     def flush(self) -> None:
         try:
-            self.client.flush(self.alias)
+            self.client.flush(self.target)
         except MilvusException as exc:
             raise self._transient(f"Milvus flush failed: {exc}", exc) from exc
 
