@@ -9,8 +9,6 @@ from datetime import timedelta
 import pytest
 from confluent_kafka import KafkaException, TopicPartition
 
-from infra.stack import Stack
-from ragstream.admin import ensure_topics
 from ragstream.consumer import make_consumer
 from ragstream.metrics import DSR_NEXT_DUE, DSR_OPEN
 from ragstream.publisher import Publisher
@@ -32,18 +30,39 @@ def watch(stage: DsrStage) -> None:
     watch(stage)
 
 
-def test_open_requests_and_the_earliest_due_date(private_stack):
-    s = private_stack
-    Stack(s, ("kafka",)).up()
-    ensure_topics(s)
+def commit_dsr_group(s, offset: int) -> None:
+    """Move the dsr group's offset (retried while a fresh broker loads its coordinator)."""
+    c = make_consumer(s, "ragstream-dsr", **{"enable.auto.commit": False})
+    try:
+        for attempt in range(30):
+            try:
+                c.commit(offsets=[TopicPartition(topics.DSR, 0, offset)], asynchronous=False)
+                return
+            except KafkaException:
+                if attempt == 29:
+                    raise
+                time.sleep(1)
+    finally:
+        c.close()
+
+
+def test_open_requests_and_the_earliest_due_date(settings):
+    """On the session's broker (no dsr worker runs there): the group's offset is moved by hand."""
+    s = settings
+    c = make_consumer(s, "ragstream-lag-probe")
+    try:
+        _low, start = c.get_watermark_offsets(TopicPartition(topics.DSR, 0), timeout=10)
+    finally:
+        c.close()
+    commit_dsr_group(s, start)  # whatever was there before counts as done
     stage = DsrStage.__new__(DsrStage)  # only watch_due is exercised: it needs the settings alone
     stage.settings = s
     watch(stage)
     assert (DSR_OPEN._value.get(), DSR_NEXT_DUE._value.get()) == (0, 0)
 
     now = utcnow()
-    reqs = [DsrRequest(kind=DsrKind.erasure, framework=fw, subject_refs=("person:0123456789abcdef",), received_at=now - age,
-                       due_at=now - age + timedelta(days=days), requested_by="test")
+    reqs = [DsrRequest(kind=DsrKind.erasure, framework=fw, subject_refs=("person:0123456789abcdef",),
+                       received_at=now - age, due_at=now - age + timedelta(days=days), requested_by="test")
             for fw, days, age in (("CCPA", 45, timedelta(days=1)), ("GDPR", 30, timedelta(days=25)),
                                   ("GDPR", 30, timedelta(0)))]
     with Publisher(s) as pub:
@@ -54,13 +73,7 @@ def test_open_requests_and_the_earliest_due_date(private_stack):
     assert DSR_OPEN._value.get() == 3
     assert DSR_NEXT_DUE._value.get() == pytest.approx(reqs[1].due_at.timestamp())  # 5 days left
 
-    # The dsr group completed the first two: only the third is open.
-    c = make_consumer(s, "ragstream-dsr", **{"enable.auto.commit": False})
-    try:
-        low, _high = c.get_watermark_offsets(TopicPartition(topics.DSR, 0), timeout=10)
-        c.commit(offsets=[TopicPartition(topics.DSR, 0, low + 2)], asynchronous=False)
-    finally:
-        c.close()
+    commit_dsr_group(s, start + 2)  # the dsr group completed the first two: only the third is open
     watch(stage)
     assert DSR_OPEN._value.get() == 1
     assert DSR_NEXT_DUE._value.get() == pytest.approx(reqs[2].due_at.timestamp())
