@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench.corpus import edit_tenth, generate  # noqa: E402
 from consumers.milvus import MilvusIndex, escape_literal  # noqa: E402
 from infra.service import free_port, rss_bytes, settings_env  # noqa: E402
-from infra.stack import WORKERS, isolated_settings, running_pipeline  # noqa: E402
+from infra.stack import INFRA, WORKERS, isolated_settings, running_pipeline  # noqa: E402
 from producers.filesystem import FilesystemSource  # noqa: E402
 from ragstream.admin import wait_drained  # noqa: E402
 from streams.embedding import make_embedder, model_dim  # noqa: E402
@@ -78,6 +78,29 @@ def start_extra_embed_worker(settings, home: Path) -> tuple[subprocess.Popen, in
         except OSError:
             assert proc.poll() is None and time.monotonic() < deadline, "the extra embed worker did not start"
             time.sleep(0.5)
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a process and every live descendant (a worker runs under
+    its supervisor; Kafka and milvus-lite are one process each), plus what waited-for
+    children used, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # after "(comm)": state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based from state
+            stats[int(d.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo += [p for p, (ppid, _) in stats.items() if ppid == pid]
+    return total
 
 
 def rows_left(index: MilvusIndex, doc_ids: list[str]) -> int:
@@ -119,10 +142,15 @@ def run(docs: int, embed_workers: int, phases: bool, corpus: str = "synthetic") 
 
                 threading.Thread(target=sample, daemon=True).start()
                 src = FilesystemSource(s, folder, source_id="bench")  # the same doc ids in every run
+                accounted = {name: stack[name].pid() for name in (*INFRA, *WORKERS)}
+                accounted.update({f"worker-embed-{i + 2}": proc.pid for i, (proc, _) in enumerate(extra)})
+                accounted["producer (this process)"] = os.getpid()
+                cpu0 = {n: cpu_seconds(pid) for n, pid in accounted.items() if pid}
                 t0 = time.monotonic()
                 stats = src.sync()
                 assert wait_drained(s, timeout=3600), "the pipeline did not catch up"
                 load_s = time.monotonic() - t0
+                cpu = {n.removeprefix("worker-"): cpu_seconds(accounted[n]) - c for n, c in cpu0.items()}
                 sampling.set()
                 busy = {st: round(metric(metrics_port(s, st), "ragstream_stage_processing_seconds_sum"), 2)
                         for st in STAGES if st != "embed"}
@@ -141,6 +169,11 @@ def run(docs: int, embed_workers: int, phases: bool, corpus: str = "synthetic") 
                                      "chunks_per_s": round(len(rows) / load_s, 1)},
                     "stage_busy_seconds": busy,
                     "worker_peak_rss_mib": {w.removeprefix("worker-"): round(v / 2**20) for w, v in peaks.items()},
+                    # CPU seconds per 1,000 chunks during the initial load, per process (the
+                    # producer's figure includes this script's own sampling threads).
+                    "cpu_seconds_per_1000_chunks": {n: round(c * 1000 / max(len(rows), 1), 1)
+                                                    for n, c in sorted(cpu.items(), key=lambda kv: -kv[1])},
+                    "cpu_seconds_total": round(sum(cpu.values()), 1), "cpu_cores_busy": round(sum(cpu.values()) / load_s, 2),
                 }
                 if manifest is not None:
                     result["manifest"] = manifest
