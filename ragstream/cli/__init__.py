@@ -8,12 +8,13 @@
     dlq.py         dlq list | replay
     compliance.py  pii, audit, dsr
     access.py      api, apikey
+    reindex.py     reindex (--since, --rollback, --gc)
     ../cli_connect.py  connect (database CDC)
 
 A new command goes into the module of its group (or a new one imported here).
 """
 
-from ragstream.cli import access, compliance, dlq, pipeline, search, sources, stack  # noqa: F401 - they register commands
+from ragstream.cli import access, compliance, dlq, pipeline, reindex, search, sources, stack  # noqa: F401 - they register commands
 from ragstream.cli.app import UserError, cli, friendly, say, settings
 from ragstream.cli_connect import connect
 
