@@ -13,6 +13,7 @@ ports in a temporary home, never the shared one.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,49 @@ def pipeline(tmp_path_factory) -> Iterator[Settings]:
                           stall_after_s=10)  # /healthz reports a stuck partition within a test
     with running_pipeline(s):
         yield s
+
+
+# -- No configured secret in any log or error output of the suite (tests/leaks.py) -------------
+
+_SESSION_START = time.time()
+_CAPTURED: list[tuple[str, str]] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests import leaks
+
+    leaks.record_credentials()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for title, text in report.sections:  # captured stdout, stderr and log records, every phase
+        if text:
+            _CAPTURED.append((f"{report.nodeid} [{title}]", text))
+    if report.failed:
+        _CAPTURED.append((f"{report.nodeid} [{report.when} failure report]", report.longreprtext))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if a configured secret appears in a log file of the test homes or in
+    captured output; say where and which secret, never the secret."""
+    from tests import leaks
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or getattr(session.config.option, "collectonly", False):
+        return
+    base = factory.getbasetemp()
+    shared = load_settings().home
+    modules = {item.module for item in session.items if getattr(item, "module", None) is not None}
+    secrets = leaks.collect(base, shared, modules, dict(os.environ))
+    files = leaks.log_files(base) + (leaks.log_files(shared, since=_SESSION_START) if shared.is_dir() else [])
+    found = leaks.find(secrets, files, _CAPTURED)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if found:
+        if reporter is not None:
+            reporter.write_sep("=", "configured secrets found in logs or test output (tests/leaks.py)", red=True)
+            for line in found:
+                reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter is not None:
+        reporter.write_sep("-", f"leak check: {len(secrets.labels)} secret forms, {len(files)} log files, "
+                            f"{len(_CAPTURED)} captured outputs: none found")
