@@ -166,10 +166,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if factory is None or getattr(session.config.option, "collectonly", False):
         return
     base = factory.getbasetemp()
-    shared = load_settings().home
+    try:
+        shared: Path | None = load_settings().home
+    except SystemExit:  # invalid settings in the environment: the tests said so already
+        shared = None
     modules = {item.module for item in session.items if getattr(item, "module", None) is not None}
     secrets = leaks.collect(base, shared, modules, dict(os.environ))
-    files = leaks.log_files(base) + (leaks.log_files(shared, since=_SESSION_START) if shared.is_dir() else [])
+    files = leaks.log_files(base)
+    if shared is not None and shared.is_dir():
+        files += leaks.log_files(shared, since=_SESSION_START)
     found = leaks.find(secrets, files, _CAPTURED)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if found:
