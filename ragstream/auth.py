@@ -64,7 +64,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -231,6 +231,29 @@ class AuthConfig(BaseModel):
                 raise ValueError(f"issuer alias {alias!r}: letters, digits, '.', '_', '-' (not 'saml'); it "
                                  "qualifies the issuer's user and group names")
         return v
+
+    @model_validator(mode="after")
+    def _roles_are_defined_and_trusted(self) -> "AuthConfig":
+        """Every role a provider may grant is an RBAC role (a typo would grant nothing, or a
+        role defined later would be granted unseen), and an issuer's ``default_roles`` are
+        among its ``allowed_roles`` (its trust bounds what it gives everyone, too)."""
+        defined = set(self.rbac.roles)
+        named: list[tuple[str, str, Iterable[str]]] = []
+        for alias, c in self.oidc.items():
+            named += [(f"oidc.{alias}", "allowed_roles", c.allowed_roles), (f"oidc.{alias}", "default_roles", c.default_roles)]
+            beyond = sorted(set(c.default_roles) - set(c.allowed_roles))
+            if beyond:
+                raise ValueError(f"oidc.{alias}: default_roles {beyond} are not in its allowed_roles "
+                                 f"{list(c.allowed_roles)}: an issuer grants no role it is not trusted with")
+        for section, c in (("ldap", self.ldap), ("saml", self.saml)):
+            if c is not None:
+                named += [(section, "group_roles", c.group_roles.values()), (section, "default_roles", c.default_roles)]
+        for where, key, roles in named:
+            unknown = sorted(set(roles) - defined)
+            if unknown:
+                raise ValueError(f"{where}.{key}: unknown role(s) {unknown}; the roles are "
+                                 f"{sorted(defined)} ([rbac.roles])")
+        return self
 
     @field_validator("identity_map")
     @classmethod

@@ -424,6 +424,47 @@ algorithms = ["RS256"]
         partner.server.shutdown()
 
 
+def test_the_401_403_matrix_per_issuer_follows_each_issuer_s_trust(api, jwks, tmp_path):
+    """Two issuers of different trust, every role a token may claim: the roles granted are the
+    claimed ones the issuer is trusted with (``allowed_roles``) plus its ``default_roles``,
+    and every endpoint answers by those alone. Our issuer may grant anything; the partner only
+    power_user and readonly, readonly to everyone."""
+    client, svc, settings = api
+    partner = Jwks()
+    partner.add_key()
+    path = auth_file(tmp_path, jwks)
+    path.write_text(path.read_text() + f"""
+[oidc.partner]
+issuer = "{partner.issuer}"
+audience = "{AUDIENCE}"
+jwks_url = "{partner.url}"
+algorithms = ["RS256"]
+allowed_roles = ["power_user", "readonly"]
+default_roles = ["readonly"]
+""")
+    app = create_app(settings.model_copy(update={"auth_file": path}))
+    app.state.services._embedder = svc.embedder
+    rbac = Rbac(RbacConfig())
+    issuers = {"test": (jwks, set(ROLES), set()), "partner": (partner, {"power_user", "readonly"}, {"readonly"})}
+    try:
+        with TestClient(app) as other:
+            for name, (issuer, trusted, default) in issuers.items():
+                for claimed in ([], *([r] for r in ROLES), list(ROLES)):
+                    granted = tuple(sorted((set(claimed) & trusted) | default))
+                    headers = {"Authorization": f"Bearer {issuer.token(roles=claimed)}"}
+                    me = other.get("/v1/auth/whoami", headers=headers)
+                    if granted:
+                        assert me.json()["roles"] == list(granted), (name, claimed, me.text)
+                    for method, url, body, permission, ok in ENDPOINTS:
+                        if name == "partner" and url.startswith("/v1/documents/"):
+                            ok = 404  # the partner's group:partner/matrix is not our group:matrix
+                        r = other.request(method, url, json=body, headers=headers)
+                        expected = ok if rbac.allows(granted, permission) else 403
+                        assert r.status_code == expected, (name, claimed, url, r.status_code, r.text)
+    finally:
+        partner.server.shutdown()
+
+
 def test_dead_letter_listing_shows_only_documents_the_caller_may_read(api, jwks):
     from ragstream.publisher import Publisher
 

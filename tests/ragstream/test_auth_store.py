@@ -170,6 +170,16 @@ def test_sessions_end_at_their_max_age(tmp_path):
     ('[session]\nttl_s = 86400\n', "session.ttl_s"),
     ('[oidc."a|b"]\nissuer = "i"\naudience = "a"\njwks_url = "https://i/jwks"\n', "issuer alias"),
     ('[identity_map]\n"alice" = "alice"\n', "identity_map"),
+    # Per-issuer trust is checked at start-up: an issuer grants by default nothing it is not
+    # trusted with, and every role named is an RBAC role (a typo is not silently "no role").
+    ('[oidc.p]\nissuer = "i"\naudience = "a"\njwks_url = "https://i/jwks"\ndefault_roles = ["admin"]\n',
+     r"oidc\.p: default_roles \['admin'\] are not in its allowed_roles"),
+    ('[oidc.p]\nissuer = "i"\naudience = "a"\njwks_url = "https://i/jwks"\nallowed_roles = ["admn"]\n',
+     r"oidc\.p\.allowed_roles: unknown role\(s\) \['admn'\]"),
+    ('[ldap]\nurl = "ldaps://dc"\nuser_dn_template = "uid={username}"\ngroup_base = "ou=g"\n'
+     'group_roles = { ops = "root" }\n', r"ldap\.group_roles: unknown role\(s\) \['root'\]"),
+    ('[rbac.roles]\nreader = ["documents:read"]\n[oidc.p]\nissuer = "i"\naudience = "a"\n'
+     'jwks_url = "https://i/jwks"\n', r"oidc\.p\.allowed_roles: unknown role\(s\) \['readonly', 'user'\]"),
 ])
 def test_unsafe_auth_settings_are_refused(tmp_path, text, expected):
     path = tmp_path / "auth.toml"
