@@ -72,12 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token-file", required=True, type=Path, help="a file holding the token (first line)")
     parser.add_argument("--max-workers", type=int, default=10)
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
     token = args.token_file.read_text(encoding="utf-8").strip()
     if len(token) < 32:
         parser.error(f"{args.token_file} holds no usable token")
     server, db = build_server(args.data_dir, token, args.max_workers)
-    server.add_insecure_port(f"{args.host}:{args.port}")
+    if args.tls_cert and args.tls_key:
+        creds = grpc.ssl_server_credentials([(args.tls_key.read_bytes(), args.tls_cert.read_bytes())])
+        server.add_secure_port(f"{args.host}:{args.port}", creds)
+    else:
+        server.add_insecure_port(f"{args.host}:{args.port}")
     server.start()
     print(f"milvus-lite gRPC server (token required) on {args.host}:{args.port}, data {args.data_dir}", flush=True)
     stop = threading.Event()

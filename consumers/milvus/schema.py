@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pymilvus import MilvusClient
 from ragstream.failures import Permanent, Transient
-from ragstream.settings import milvus_token
+from ragstream.settings import milvus_ca_file, milvus_token
 
 
 MAX_TEXT = 65535
@@ -31,9 +31,14 @@ def milvus_client(uri: str, timeout: float | None = None, token: str | None = No
 
     It sends ``token``, or the one the settings registered for ``uri``
     (:func:`ragstream.settings.milvus_token`: ``RAGSTREAM_MILVUS_TOKEN``, or the local
-    milvus-lite server's generated token), as gRPC ``authorization`` metadata."""
+    milvus-lite server's generated token), as gRPC ``authorization`` metadata; an ``https://``
+    URI is TLS, checked against ``RAGSTREAM_MILVUS_CA_FILE`` when set."""
     token = token if token is not None else milvus_token(uri)
-    return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS), **({"token": token} if token else {}))
+    extra: dict[str, object] = {"token": token} if token else {}
+    ca = milvus_ca_file(uri)
+    if ca is not None:
+        extra |= {"secure": True, "server_pem_path": str(ca)}
+    return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS), **extra)
 
 
 class TransientIndexError(Transient):

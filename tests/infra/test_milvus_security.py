@@ -13,6 +13,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -137,3 +138,79 @@ def test_a_second_local_user_cannot_use_the_local_milvus(lite):
             assert "authz" not in r.stdout
     finally:
         subprocess.run(["userdel", user], check=False)
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it signed for localhost/127.0.0.1: (ca, cert, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ragstream test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_a_milvus_over_tls_with_a_private_ca_and_a_token(tmp_path):
+    """RAGSTREAM_MILVUS_URI=https://…, RAGSTREAM_MILVUS_TOKEN and RAGSTREAM_MILVUS_CA_FILE reach
+    every client (the one factory); without the CA the certificate is refused."""
+    import secrets as pysecrets
+    import time
+
+    from consumers.milvus import milvus_client
+    from infra.service import free_port
+    from ragstream.settings import load_settings
+
+    ca, cert, key = _tls_files(tmp_path)
+    token = pysecrets.token_urlsafe(32)
+    (tmp_path / "token").write_text(token)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "infra.milvus_server", "--data-dir", str(tmp_path / "data"),
+                               "--port", str(port), "--token-file", str(tmp_path / "token"),
+                               "--tls-cert", str(cert), "--tls-key", str(key)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        uri = f"https://localhost:{port}"
+        s = load_settings(home=tmp_path / "home", milvus_uri=uri, milvus_token=token, milvus_ca_file=ca)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert milvus_client(s.resolved_milvus_uri, timeout=5).list_collections() == []
+                break
+            except MilvusException:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.5)
+        wrong = load_settings(home=tmp_path / "home", milvus_uri=uri, milvus_token="x" + token, milvus_ca_file=ca)
+        with pytest.raises(MilvusException):  # TLS alone is not enough: the token is checked
+            milvus_client(wrong.resolved_milvus_uri, timeout=5).list_collections()
+        # The right token without our CA: the system's CAs do not know it, the handshake fails
+        # (in a process of its own: pymilvus pools a connection per address and token).
+        probe = subprocess.run([sys.executable, "-c", "from ragstream.settings import get_settings\n"
+                                "from consumers.milvus import milvus_client\n"
+                                "milvus_client(get_settings().resolved_milvus_uri, timeout=5).list_collections()"],
+                               env={**os.environ, "RAGSTREAM_HOME": str(tmp_path / "home"), "RAGSTREAM_MILVUS_URI": uri,
+                                    "RAGSTREAM_MILVUS_TOKEN": token}, capture_output=True, text=True, timeout=120)
+        assert probe.returncode != 0 and "MilvusException" in probe.stderr, probe.stderr[-2000:]
+        assert token not in probe.stderr
+    finally:
+        server.terminate()
+        server.wait(30)
