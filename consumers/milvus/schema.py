@@ -32,7 +32,13 @@ def milvus_client(uri: str, timeout: float | None = None, token: str | None = No
     It sends ``token``, or the one the settings registered for ``uri``
     (:func:`ragstream.settings.milvus_token`: ``RAGSTREAM_MILVUS_TOKEN``, or the local
     milvus-lite server's generated token), as gRPC ``authorization`` metadata; an ``https://``
-    URI is TLS, checked against ``RAGSTREAM_MILVUS_CA_FILE`` when set."""
+    URI is TLS, checked against ``RAGSTREAM_MILVUS_CA_FILE`` when set. A ``.db`` URI (embedded
+    milvus-lite) is served by this process on a loopback port behind a random token only it
+    knows (:func:`consumers.milvus.lite_server.embedded`), not by pymilvus' open server."""
+    if uri.endswith(".db"):
+        from consumers.milvus.lite_server import embedded
+
+        uri, token = embedded(uri)
     token = token if token is not None else milvus_token(uri)
     extra: dict[str, object] = {"token": token} if token else {}
     ca = milvus_ca_file(uri)

@@ -214,3 +214,22 @@ def test_a_milvus_over_tls_with_a_private_ca_and_a_token(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_an_embedded_db_file_is_served_behind_a_token_only_its_process_knows(tmp_path):
+    """A ``.db`` URI: pymilvus would serve it on a loopback port open to every local user;
+    ragstream's client factory serves it behind a random token instead."""
+    from urllib.parse import urlparse
+
+    from consumers.milvus import MilvusIndex
+    from consumers.milvus.lite_server import embedded
+
+    index = MilvusIndex(str(tmp_path / "lite.db"), "embedded", 4)
+    index.ensure()
+    uri, token = embedded(str(tmp_path / "lite.db"))
+    assert embedded(str(tmp_path / "lite.db")) == (uri, token)  # one server per file in a process
+    port = urlparse(uri).port
+    assert port and _raw_call(port, None) == grpc.StatusCode.UNAUTHENTICATED
+    assert _raw_call(port, base64.b64encode(b"guess")) == grpc.StatusCode.UNAUTHENTICATED
+    assert _raw_call(port, base64.b64encode(token.encode())) == grpc.StatusCode.OK
+    assert any(c.startswith("embedded_") for c in index.client.list_collections())
