@@ -346,6 +346,54 @@ def _worker(stage: str) -> type[StageWorker]:
     return type(f"{stage.title()}Worker", (StageWorker,), {"name": f"worker-{stage}", "stage": stage})
 
 
+class ReplicaWorker(StageWorker):
+    """Worker ``i`` (2, 3, ...) of a stage on this host, in the stage's consumer group
+    (``ragstream scale``): its own metrics port (:func:`streams.registry.replica_port`) and
+    Faust data directory; otherwise the stage's worker."""
+
+    replica = 2
+
+    @property
+    def port(self) -> int:
+        from streams.registry import replica_port
+
+        return replica_port(self.settings, self.stage, self.replica)
+
+    def command(self, progress: Callable[[str], None]) -> list[str]:
+        return [*super().command(progress), "--metrics-port", str(self.port)]
+
+
+def replica_name(stage: str, i: int) -> str:
+    """The service name of worker ``i`` of ``stage`` (1: the stage's own, ``worker-<stage>``)."""
+    return f"worker-{stage}" if i == 1 else f"worker-{stage}-{i}"
+
+
+def _replica_service(name: str) -> type[Service] | None:
+    """``worker-<stage>-<i>`` (i >= 2) as a service class, registered on first use."""
+    import re
+
+    m = re.fullmatch(r"worker-([a-z]+)-(\d+)", name)
+    if not m or m.group(1) not in {s.name for s in STAGES} or int(m.group(2)) < 2:
+        return None
+    cls = type(f"{m.group(1).title()}Worker{m.group(2)}", (ReplicaWorker,),
+               {"name": name, "stage": m.group(1), "replica": int(m.group(2))})
+    SERVICES[name] = cls
+    return cls
+
+
+def running_replicas(settings: Settings, stages: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The extra workers (``worker-<stage>-<i>``) whose pid file in this home names a live
+    process of ours: ``down`` and ``status`` include them."""
+    run = settings.home / "run"
+    names = []
+    for pidfile in sorted(run.glob("worker-*-*.pid")) if run.is_dir() else ():
+        name = pidfile.name.removesuffix(".pid")
+        cls = _replica_service(name)
+        if cls is not None and (stages is None or cls.stage in stages) and cls(settings).pid() is not None:
+            names.append(name)
+    return tuple(sorted(names, key=lambda n: (n.rsplit("-", 1)[0], int(n.rsplit("-", 1)[1]))))
+
+
 PIPELINE_STAGES = PIPELINE  # the stage registry's (streams/registry.py) non-optional stages
 WORKERS = tuple(f"worker-{s}" for s in PIPELINE_STAGES)
 SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "milvus": MilvusLite,
@@ -356,7 +404,7 @@ APPS = ("api",)
 
 class Stack:
     def __init__(self, settings: Settings, names: tuple[str, ...] | None = None) -> None:
-        unknown = set(names or ()) - set(SERVICES)
+        unknown = {n for n in set(names or ()) - set(SERVICES) if _replica_service(n) is None}
         if unknown:
             raise StackError(f"unknown service(s): {', '.join(sorted(unknown))}",
                              f"Services are: {', '.join(SERVICES)}.")

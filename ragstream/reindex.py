@@ -523,7 +523,8 @@ def _handover(settings: Settings, new: Settings, stages: tuple[str, ...], runnin
         raise ReindexError(f"the {', '.join(stages[1:])} workers did not drain within 10 minutes; the alias "
                            "points at the new collection, the replayer stopped; restart them by hand")
     names = tuple(n for n in [*rest, *(f"worker-{s}" for s in INDEX_HOLDERS)] if n in running)
-    Stack(settings, names).down()
+    if names:  # (Stack(settings, ()) means the infrastructure)
+        Stack(settings, names).down()
     deadline = time.monotonic() + 600
     while replayer.lag() != 0:
         if replayer.error is not None or time.monotonic() > deadline:

@@ -195,6 +195,19 @@ def metrics_port(settings: Settings, name: str) -> int:
     return stage(name).metrics_port(settings)
 
 
+#: Extra workers of a stage on one host (``ragstream scale``): worker ``i`` (1 is the stage's
+#: own, at base + offset) serves metrics and /healthz at base + offset + STRIDE * (i - 1).
+REPLICA_PORT_STRIDE = 10
+assert max(s.port_offset for s in STAGES) < REPLICA_PORT_STRIDE, "a port offset would collide with a replica's"
+
+
+def replica_port(settings: Settings, name: str, i: int) -> int:
+    """Metrics port of worker ``i`` (1-based) of stage ``name`` on this host."""
+    if i < 1:
+        raise ValueError("workers are numbered from 1")
+    return metrics_port(settings, name) + REPLICA_PORT_STRIDE * (i - 1)
+
+
 def table() -> list[str]:
     """The registry as a Markdown table (docs/architecture.md embeds it)."""
     rows = ["| stage | reads | writes | port | batch | notes |", "|---|---|---|---|---|---|"]

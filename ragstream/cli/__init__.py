@@ -9,12 +9,13 @@
     compliance.py  pii, audit, dsr
     access.py      api, apikey
     reindex.py     reindex (--since, --rollback, --gc)
+    scale.py       scale (several workers of a stage on this host)
     ../cli_connect.py  connect (database CDC)
 
 A new command goes into the module of its group (or a new one imported here).
 """
 
-from ragstream.cli import access, compliance, dlq, pipeline, reindex, search, sources, stack  # noqa: F401 - they register commands
+from ragstream.cli import access, compliance, dlq, pipeline, reindex, scale, search, sources, stack  # noqa: F401 - they register commands
 from ragstream.cli.app import UserError, cli, friendly, say, settings
 from ragstream.cli_connect import connect
 

@@ -178,9 +178,10 @@ def _report_verify(s: Settings, source: Any) -> None:
 @friendly
 def down() -> None:
     """Stop the API, the stage workers and the local stack (data is kept)."""
-    from infra.stack import APPS, INFRA, WORKERS, Stack
+    from infra.stack import APPS, INFRA, WORKERS, Stack, running_replicas
 
-    for name, was_running in Stack(settings(), INFRA + WORKERS + APPS).down().items():
+    s = settings()
+    for name, was_running in Stack(s, INFRA + WORKERS + running_replicas(s) + APPS).down().items():
         say(f"{name}: {'stopped' if was_running else 'not running'}")
 
 

@@ -43,9 +43,10 @@ def stack_up(services: tuple[str, ...]) -> None:
 @friendly
 def stack_down(services: tuple[str, ...]) -> None:
     """Stop the services and stage workers (SIGTERM, then SIGKILL after 30 s). Data is kept."""
-    from infra.stack import APPS, INFRA, WORKERS, Stack
+    from infra.stack import APPS, INFRA, WORKERS, Stack, running_replicas
 
-    for name, was_running in Stack(settings(), services or (INFRA + WORKERS + APPS)).down().items():
+    s = settings()
+    for name, was_running in Stack(s, services or (INFRA + WORKERS + running_replicas(s) + APPS)).down().items():
         say(f"{name}: {'stopped' if was_running else 'not running'}")
 
 
@@ -62,9 +63,10 @@ def stack_status(services: tuple[str, ...]) -> None:
     (no answer yet); stopped.
     Exit status: 3 if Kafka or Milvus is not ready, 4 if a worker or the API is degraded or failed.
     """
-    from infra.stack import APPS, INFRA, WORKERS, Stack
+    from infra.stack import APPS, INFRA, WORKERS, Stack, running_replicas
 
-    rows = Stack(settings(), services or (INFRA + WORKERS + APPS)).status()
+    s = settings()
+    rows = Stack(s, services or (INFRA + WORKERS + running_replicas(s) + APPS)).status()
     for st in rows:
         rss = f"{st.rss / 2**20:.0f} MiB" if st.rss else "-"
         restarts = "-" if st.restarts is None else str(st.restarts)
