@@ -260,7 +260,7 @@ class AuthConfig(BaseModel):
     def _mapping(cls, v: dict[str, str]) -> dict[str, str]:
         for external, local in v.items():
             alias, _, name = external.partition("/")
-            if not alias or not name or not valid_name(local):
+            if not alias or not name or not valid_local_name(local):
                 raise ValueError(f"{external!r} = {local!r}: keys are '<alias>/<name>', values a local user name")
         return v
 
@@ -293,18 +293,27 @@ def valid_name(name: str) -> bool:
     return bool(name) and len(name) <= 256 and not (set(name) & NAME_FORBIDDEN)
 
 
+def valid_local_name(name: str) -> bool:
+    """A name of the local directory (the host's, LDAP's, a ``names = "local"`` provider's):
+    no ``/`` either, which would read as another provider's qualified name (``corp/alice``)."""
+    return valid_name(name) and "/" not in name
+
+
 def principals_of(username: str, groups: list[str] | tuple[str, ...], namespace: str = "",
                   kind: str = "user") -> tuple[str, ...]:
     """ACL principals of an authenticated caller: themselves, their groups, and ``public``.
 
     ``namespace`` qualifies names that come from a provider other than the local directory
     (``user:corp/alice``). A group name that could not be a principal is left out; a user
-    name that could not be one is refused."""
+    name that could not be one is refused. Unqualified user and group names are local ones:
+    a ``/`` in them would impersonate a provider's namespace (an LDAP uid ``corp/alice``
+    is not issuer corp's alice), so such a user is refused and such a group left out."""
     prefix = f"{namespace}/" if namespace else ""
-    if not valid_name(username):
+    valid = valid_local_name if not namespace and kind == "user" else valid_name
+    if not valid(username):
         raise AuthError("the identity provider sent a user name that cannot be a principal")
     return tuple(sorted({"public", f"{kind}:{prefix}{username}",
-                         *(f"group:{prefix}{g}" for g in groups if valid_name(g))}))
+                         *(f"group:{prefix}{g}" for g in groups if valid(g))}))
 
 
 class Rbac:
@@ -457,11 +466,10 @@ def provider_principals(alias: str, names: str, identity_map: dict[str, str], us
     (``names = "local"``) or ``[identity_map]`` says ``corp/alice`` is local ``alice``."""
     if not valid_name(username):
         raise AuthError("the identity provider sent a user name that cannot be a principal")
-    if names == "local":
+    if names == "local":  # its names are the host's: no provider's namespace (no '/')
         return f"user:{username}", principals_of(username, groups)
     user = identity_map.get(f"{alias}/{username}", f"{alias}/{username}")
-    ps = set(principals_of(user, [g for g in groups if valid_name(g)], ""))
-    ps = {p for p in ps if not p.startswith("group:")} | {f"group:{alias}/{g}" for g in groups if valid_name(g)}
+    ps = {"public", f"user:{user}"} | {f"group:{alias}/{g}" for g in groups if valid_name(g)}
     return f"user:{user}", tuple(sorted(ps))
 
 

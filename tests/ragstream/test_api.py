@@ -461,6 +461,13 @@ default_roles = ["readonly"]
                         r = other.request(method, url, json=body, headers=headers)
                         expected = ok if rbac.allows(granted, permission) else 403
                         assert r.status_code == expected, (name, claimed, url, r.status_code, r.text)
+            # Names cannot cross namespaces: our issuer's names are local ones, so it cannot
+            # spell the partner's alice; the partner's own names may hold '/'.
+            spoof = {"Authorization": f"Bearer {jwks.token(preferred_username='partner/alice', roles=['user'])}"}
+            assert other.get("/v1/auth/whoami", headers=spoof).status_code == 401
+            slash = {"Authorization": f"Bearer {partner.token(preferred_username='x/y', groups=['a/b'])}"}
+            me = other.get("/v1/auth/whoami", headers=slash).json()
+            assert me["subject"] == "user:partner/x/y" and "group:partner/a/b" in me["principals"]
     finally:
         partner.server.shutdown()
 

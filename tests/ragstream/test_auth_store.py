@@ -278,3 +278,21 @@ def test_private_home_lets_a_service_account_pass_through(tmp_path):
     home.chmod(0o755)  # too open even so
     private_home(home)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_a_local_name_cannot_take_a_provider_s_namespace():
+    """user:corp/alice is issuer corp's alice: no local directory name (LDAP, a names = "local"
+    issuer, an identity_map target) may spell it; a provider's own names may hold '/'."""
+    from ragstream.auth import AuthConfig, principals_of, provider_principals
+
+    with pytest.raises(AuthError):
+        principals_of("corp/alice", ["eng"])  # an LDAP uid "corp/alice"
+    assert principals_of("alice", ["corp/eng", "eng"]) == ("group:eng", "public", "user:alice")
+    with pytest.raises(AuthError):
+        provider_principals("partner", "local", {}, "corp/alice", [])
+    assert provider_principals("corp", "issuer", {}, "x/y", ["a/b", "e|f"]) == (
+        "user:corp/x/y", ("group:corp/a/b", "public", "user:corp/x/y"))
+    assert provider_principals("partner", "issuer", {"partner/al": "alice"}, "al", ["eng"]) == (
+        "user:alice", ("group:partner/eng", "public", "user:alice"))
+    with pytest.raises(ValueError, match="identity_map"):
+        AuthConfig(identity_map={"partner/alice": "corp/alice"})
