@@ -202,3 +202,47 @@ def test_each_principal_has_exactly_its_admin_operations(secured):
     p.flush(15)
     assert result[topics.DSR] is None
     assert result[topics.CHANGES] is not None and result[topics.CHANGES].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+#: A Kafka client in the standard library only (the second user cannot read the project's
+#: Python): sends one request without authenticating and says whether the broker answered.
+_RAW_PROBE = """
+import socket, struct, sys
+port, api_key = int(sys.argv[1]), int(sys.argv[2])
+body = struct.pack(">hhih", api_key, 0, 7, 5) + b"probe" + (struct.pack(">i", 0) if api_key == 3 else b"")
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(struct.pack(">i", len(body)) + body)
+try:
+    data = s.recv(4)
+except OSError:
+    data = b""
+print("ANSWERED" if data else "CLOSED")
+"""
+
+
+@pytest.mark.integration
+def test_a_second_local_user_gets_nothing_from_the_broker(secured):
+    import os
+    import pwd
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("useradd") is None or not Path("/usr/bin/python3").exists():
+        pytest.skip("creating a second Unix user needs root and useradd (and the system's python3)")
+    user = f"rsk{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", user], check=True)
+    try:
+        uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+
+        def as_other(*cmd: str) -> subprocess.CompletedProcess:
+            return subprocess.run(list(cmd), capture_output=True, text=True, user=uid, group=gid, extra_groups=[],
+                                  cwd="/tmp", env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}, timeout=60)
+
+        r = as_other("cat", str(credentials_path(secured)))
+        assert r.returncode != 0 and "Permission denied" in r.stderr
+        # ApiVersions is answered before authentication (the probe speaks Kafka)...
+        assert as_other("/usr/bin/python3", "-c", _RAW_PROBE, str(secured.kafka_port), "18").stdout.strip() == "ANSWERED"
+        # ...Metadata (topics, then anything else) is not: the broker closes the connection.
+        r = as_other("/usr/bin/python3", "-c", _RAW_PROBE, str(secured.kafka_port), "3")
+        assert r.stdout.strip() == "CLOSED", (r.stdout, r.stderr)
+    finally:
+        subprocess.run(["userdel", user], check=False)
