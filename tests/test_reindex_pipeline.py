@@ -162,3 +162,37 @@ def _other_sources(reader: MilvusIndex, source_id: str, collection: str) -> set[
     rows = reader.client.query(collection_name=collection, filter=f'source != "{escape_literal(source_id)}"',
                                output_fields=["chunk_id"], limit=16384, consistency_level="Strong")
     return {r["chunk_id"] for r in rows}
+
+
+def test_reindex_from_chunks_with_the_command(pipeline, tmp_path):
+    """`ragstream reindex --from chunks` (re-embed the chunks as they are), `--rollback`, `--gc`."""
+    from click.testing import CliRunner
+
+    from infra.stack import settings_env
+    from ragstream.cli import cli
+
+    def run(*args: str):
+        res = CliRunner().invoke(cli, ["--home", str(pipeline.home), *args], env=settings_env(pipeline))
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    folder = tmp_path / "from-chunks"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"c{i}.md").write_text(f"# Chunks {i}\n\n" + text(100 + i, 4))
+    src = FilesystemSource(pipeline, folder)
+    src.sync()
+    assert wait_drained(pipeline, timeout=300)
+    reader = MilvusIndex(pipeline.resolved_milvus_uri, pipeline.collection, 384)
+    before = reader.behind_alias()
+    old = {r["chunk_id"] for r in rows_of(reader, src.source_id, before)}
+    out = run("reindex", "--from", "chunks", "--source-id", src.source_id, "--progress-interval", "2")
+    assert "ETA" in out and "alias" in out, out
+    after = reader.behind_alias()
+    assert after != before
+    assert {r["chunk_id"] for r in rows_of(reader, src.source_id, after)} == old  # the same chunks, re-embedded
+    assert ri.verify_collection(pipeline, after, [src.source_id])[0] == 0
+    run("reindex", "--rollback", "--source-id", src.source_id)
+    assert reader.behind_alias() == before
+    assert after in run("reindex", "--gc")
+    assert ri.verify_collection(pipeline, before, [src.source_id])[0] == 0
