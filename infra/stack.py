@@ -261,6 +261,20 @@ class MilvusLite(Service):
         return [sys.executable, "-m", "infra.milvus_server", "--data-dir", str(data), "--host", "127.0.0.1",
                 "--port", str(self.settings.milvus_port), "--token-file", str(self.token_file)]
 
+    def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
+        # A server an older version started (milvus-lite's own, no token check) answers the
+        # token too, so `up` would leave it serving every local user: replace it.
+        pid = self.pid()
+        if pid is not None:
+            try:
+                checked = b"infra.milvus_server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                checked = True  # gone meanwhile: nothing to replace
+            if not checked:
+                progress("milvus: replacing a server without the token check (started by an older version)")
+                self.stop()
+        return super().start(progress)
+
     def ready(self) -> bool:
         if not port_open(self.settings.milvus_port):
             return False

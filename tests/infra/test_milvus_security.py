@@ -233,3 +233,33 @@ def test_an_embedded_db_file_is_served_behind_a_token_only_its_process_knows(tmp
     assert _raw_call(port, base64.b64encode(b"guess")) == grpc.StatusCode.UNAUTHENTICATED
     assert _raw_call(port, base64.b64encode(token.encode())) == grpc.StatusCode.OK
     assert any(c.startswith("embedded_") for c in index.client.list_collections())
+
+
+def test_an_open_server_left_by_an_older_version_is_replaced(tmp_path):
+    """Before the token check, the stack ran `python -m milvus_lite server`; `stack up` must
+    not leave such a server running (it would answer the token and everyone else too)."""
+    import time
+
+    s = isolated_settings(tmp_path / "home")
+    stack = Stack(s, ("milvus",))
+    data = s.home / "milvus"
+    data.mkdir(parents=True)
+    (s.home / "run").mkdir(exist_ok=True)
+    (s.home / "logs").mkdir(exist_ok=True)
+    old = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data), "--host",
+                            "127.0.0.1", "--port", str(s.milvus_port)], start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        (s.home / "run" / "milvus.pid").write_text(str(old.pid))
+        deadline = time.monotonic() + 60
+        while _raw_call(s.milvus_port, None) != grpc.StatusCode.OK:  # the old server: open to anyone
+            assert time.monotonic() < deadline and old.poll() is None
+            time.sleep(0.5)
+        assert stack.up() == {"milvus": True}
+        old.wait(30)  # stopped
+        assert _raw_call(s.milvus_port, None) == grpc.StatusCode.UNAUTHENTICATED
+        assert stack.up() == {"milvus": False}  # ours is left alone
+    finally:
+        stack.down()
+        if old.poll() is None:
+            old.kill()
