@@ -118,7 +118,10 @@ def log_files(root: Path, since: float | None = None) -> list[Path]:
         try:
             if not path.is_file() or path.name in SECRET_FILES:
                 continue
-            if "logs" in path.relative_to(root).parts[:-1] or path.suffix in LOG_SUFFIXES:
+            parts = path.relative_to(root).parts[:-1]
+            if any(a == "kafka" and b == "data" for a, b in zip(parts, parts[1:])):
+                continue  # the broker's segment files (*.log) are topics' data, not logs
+            if "logs" in parts or path.suffix in LOG_SUFFIXES:
                 if since is None or path.stat().st_mtime >= since:
                     out.append(path)
         except OSError:
