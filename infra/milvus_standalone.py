@@ -17,10 +17,10 @@ the package's server without waiting and, on SIGTERM, stops the binary and waits
 own launcher would leave the binary running for a moment, or kill it after one second).
 
 Known limits of this build (Milvus 2.3): no BM25 functions (collections are dense-only, see
-``consumers.milvus.engine``), no INVERTED scalar index (``Trie`` for VARCHAR); the internal
-gRPC ports (etcd 2379, coordinators 53100, 19529-19531, 13333, 21121-21124, metrics 9091; the
-next free one when taken) listen on all interfaces, and authentication is off (a token sent by
-clients is ignored). Start-up takes ~30-60 s on 2 cores (the first start also unpacks ~150 MB).
+``consumers.milvus.engine``), no INVERTED scalar index (``Trie`` for VARCHAR), no infix
+``like`` (data-subject queries by subject ref are refused); the internal gRPC ports (free ports
+chosen at each start; metrics/health 9091 or the next free one) listen on all interfaces, and
+authentication is off (a token sent by clients is ignored). Start-up takes ~30-60 s on 2 cores (the first start also unpacks ~150 MB).
 """
 
 from __future__ import annotations
@@ -116,22 +116,31 @@ def milvus_service(settings: Settings) -> Service:
 _stack.SERVICES["milvus"] = milvus_service  # type: ignore[assignment] - a factory, called like a class
 
 
-def _pin_proxy_port(config: object, port: int) -> None:
-    """The proxy on exactly ``port``. The package treats a port set on its config as where to
-    *start looking* for a free one, and tests freeness with a bind without SO_REUSEADDR, which
-    a port with connections in TIME_WAIT (a server stopped a moment ago) fails: the proxy then
-    moved to the next port, where no client looks. Pinned (``configs``) and tested the way the
-    server binds (SO_REUSEADDR), the same port is used again, or the start fails loudly."""
+def _pin_ports(config: object, port: int) -> None:
+    """The proxy on exactly ``port``, the other ports free ones below the ephemeral range. The package treats a port set on its config as where to
+    *start looking* for a free one, and tests freeness with a loopback bind without
+    SO_REUSEADDR, which a port with connections in TIME_WAIT (a server stopped a moment ago)
+    fails: the proxy then moved to the next port, where no client looks. Pinned (``configs``)
+    and every port tested the way the server binds (all interfaces, SO_REUSEADDR), the same
+    port is used again, or the start fails loudly; a port another server listens on (2379,
+    53100, ...: the defaults) is skipped for the next free one."""
     import socket
 
-    config.configs["proxy_port"] = port  # type: ignore[attr-defined]
-    config.set("proxy_port", port)  # type: ignore[attr-defined]
+    from infra.service import free_port
+
+    for key in [k for k in config.configurable_items if k.endswith("_port")]:  # type: ignore[attr-defined]
+        # Every gRPC port pinned: the template's defaults (53100 for the root coordinator, ...)
+        # lie in the kernel's ephemeral range, where any client's outgoing connection may hold
+        # them for a moment and the server then fails at start ("address already in use").
+        chosen = port if key == "proxy_port" else free_port()
+        config.configs[key] = chosen  # type: ignore[attr-defined]
+        config.set(key, chosen)  # type: ignore[attr-defined]
 
     def try_bind_port(p: int) -> socket.socket | None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", p))
+            sock.bind(("", p))  # as the server binds its gRPC ports (all interfaces): a listener there is a conflict
             sock.listen()
             return sock
         except OSError:
@@ -148,8 +157,7 @@ def _embedded_etcd_on_free_ports(config: object, data: Path) -> None:
     An etcd config file (``etcd.config.path``, read by Milvus' embedded etcd) names both."""
     from infra.service import free_port
 
-    client, peer = free_port(), free_port()
-    config.set("etcd_port", client)  # type: ignore[attr-defined] - the endpoint Milvus' own clients use
+    client, peer = config.get("etcd_port"), free_port()  # type: ignore[attr-defined] - pinned by _pin_ports
     etcd_yaml = data / "configs" / "embed-etcd.yaml"
     etcd_yaml.parent.mkdir(parents=True, exist_ok=True)
     etcd_yaml.write_text("\n".join([
@@ -178,15 +186,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="data folder (binary, config, logs, storage)")
     parser.add_argument("--port", type=int, required=True, help="the proxy's (clients') port")
     parser.add_argument("--stop-timeout", type=float, default=60.0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a milvus.yaml value, dotted (proxy.timeTickInterval=50); repeatable")
     args = parser.parse_args(argv)
     from milvus import MilvusServer, MilvusServerConfig
 
     server = MilvusServer(MilvusServerConfig(), wait_for_started=False)
     server.set_base_dir(str(args.data))
-    _pin_proxy_port(server.config, args.port)
+    _pin_ports(server.config, args.port)
     # Stop within seconds (the template's 1,800 s graceful stop outlives any `stack down`).
     server.config.set("common.gracefulStopTimeout", int(args.stop_timeout // 2))
     _embedded_etcd_on_free_ports(server.config, args.data)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        server.config.set(key, int(value) if value.isdigit() else value)
     stopping = False
 
     def stop(_sig: int, _frame: object) -> None:

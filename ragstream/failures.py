@@ -60,6 +60,9 @@ _KAFKA_PERMANENT = {
 #: Milvus status codes for a request the server rejected as invalid (milvus-lite answers 6;
 #: a Milvus 2.x server uses merr's 1100-range parameter errors and flags is_input_error).
 _MILVUS_INVALID = {6, 1100, 1101, 1102}
+#: Milvus 2.3 (the stack's server engine) rejects some invalid rows with the catch-all code
+#: 65535 ("unexpected error"); these messages say the input is at fault, not the server.
+_MILVUS_INVALID_MESSAGES = ("should divide the dim", "exceeds max length", "cannot parse expression")
 
 
 def classify(exc: BaseException) -> Kind:
@@ -103,7 +106,8 @@ def _milvus(exc: BaseException) -> Kind | None:
         return None
     invalid = (mx.ParamError, mx.DataTypeNotMatchException, mx.DataNotMatchException, mx.PrimaryKeyException,
                mx.FieldTypeException, mx.FieldsTypeException, mx.DataTypeNotSupportException)
-    if isinstance(exc, invalid) or exc.is_input_error or exc.code in _MILVUS_INVALID:
+    if isinstance(exc, invalid) or exc.is_input_error or exc.code in _MILVUS_INVALID \
+            or any(m in str(exc.message) for m in _MILVUS_INVALID_MESSAGES):
         return Kind.permanent
     # Unavailable (code 2), rate limited (8), collection released or being loaded after a
     # restart, unexpected server errors: the server's state, not the input.

@@ -16,7 +16,8 @@ Milvus 2.3 refuses ``INVERTED`` ("index type not match: expected=Trie") and has 
 functions: it creates a collection with an analyzed ``text`` and a ``sparse`` field but then
 refuses the sparse index ("create index on 104 field is not supported"), leaving a half-made
 collection behind. The choice is therefore made *before* creating anything, from the version,
-not by trying and reading error messages. An engine without BM25 gets the dense-only schema
+not by trying and reading error messages. Milvus 2.3 also refuses infix ``like`` patterns
+(:attr:`Engine.infix_like`): there, data-subject queries by subject ref fail as invalid input. An engine without BM25 gets the dense-only schema
 (:meth:`MilvusIndex._create_dense_only`) and searches fall back to dense with a logged warning
 (:meth:`MilvusIndex.effective_mode`), the documented fallback.
 """
@@ -46,6 +47,14 @@ class Engine:
         if self.name == "milvus-lite" or self.version >= (2, 4, 0):
             return "INVERTED"
         return "Trie"
+
+    @property
+    def infix_like(self) -> bool:
+        """``like "%x%"`` filters. Milvus 2.3 parses only prefix patterns (``x%``) and refuses the
+        rest ("unsupported pattern ... only prefix pattern match"): the subject index of
+        data-subject requests (``subjects like "%|person:…|%"``), the ``acl like`` filter of a
+        caller with very many ACL sets and the verbatim leg of lexical search need >= 2.4."""
+        return self.name == "milvus-lite" or self.version >= (2, 4, 0)
 
     def __str__(self) -> str:
         return f"{self.name} {'.'.join(map(str, self.version))}"

@@ -1,6 +1,7 @@
 """The index stage applies a Kafka batch with a handful of Milvus calls, and the result is
 the one that applying the same versions one at a time gives (version guard, replacement of
-a document's rows, deletes, permission changes that win over older content)."""
+a document's rows, deletes, permission changes that win over older content), on both engines
+(milvus-lite and the real Milvus server: tests/consumers/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from consumers.milvus import MilvusIndex
 from schemas.events import AclChange, EmbeddedChunk, Op, VectorSet
 from streams.stages import IndexStage
+from tests.consumers.conftest import open_index
 
 DIM = 8
 
@@ -37,9 +39,9 @@ def stored(idx: MilvusIndex) -> dict[str, tuple[int, frozenset[str], str]]:
 
 
 @pytest.fixture
-def two(tmp_path):
-    a = MilvusIndex(str(tmp_path / "a.db"), "batch_a", DIM, timeout=120)
-    b = MilvusIndex(str(tmp_path / "b.db"), "batch_b", DIM, timeout=120)
+def two(request, milvus_engine, tmp_path):
+    a = open_index(request, milvus_engine, tmp_path, "batch_a", DIM, timeout=120)
+    b = open_index(request, milvus_engine, tmp_path, "batch_b", DIM, timeout=120)
     a.ensure()
     b.ensure()
     yield IndexStage(a), IndexStage(b)
