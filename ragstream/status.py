@@ -2,8 +2,9 @@
 
 For each stage of the registry: its consumer-group lag (committed offsets against the
 partitions' ends), throughput and busy share over a short window (two scrapes of the
-worker's own ``/metrics``: events read per second, and seconds spent processing per second —
-near 1.0 means the worker never waits for input), errors and retries in that window, the
+workers' own ``/metrics`` — the stage's port and those of the extra workers ``ragstream
+scale`` runs on this host: events read per second, and seconds spent processing per second
+per worker — near 1.0 means the workers never wait for input), errors and retries in that window, the
 dead letters waiting in ``rag.dlq.<stage>``, its ``/healthz`` verdict, and the time it would
 take to drain its lag at the current rate. Plus the index's size.
 
@@ -42,7 +43,7 @@ class StageStatus:
     workers: int = 0
     partitions: int | None = None
     events_per_s: float | None = None
-    busy: float | None = None  # seconds processing per second of the window
+    busy: float | None = None  # seconds processing per second of the window, per worker
     errors: float = 0
     retries: float = 0
     dead_letters: int | None = None
@@ -85,14 +86,17 @@ def _scrape(url: str) -> str | None:
 def collect(settings: Settings, window_s: float = 5.0, stages: tuple[str, ...] | None = None) -> Status:
     from infra.service import fetch_health
     from ragstream.admin import STAGE_INPUTS, admin_client, stage_lag
-    from streams.registry import PIPELINE, metrics_port
+    from streams.registry import PIPELINE, replica_port
 
     names = stages or PIPELINE
-    urls = {s: f"http://127.0.0.1:{metrics_port(settings, s)}" for s in names}
-    first = {s: _scrape(f"{u}/metrics") for s, u in urls.items()}
+    # Every worker of a stage on this host: its own port and those of `ragstream scale`'s
+    # extra workers (streams.registry.replica_port), as many as a group can use.
+    urls = {s: [f"http://127.0.0.1:{replica_port(settings, s, i)}" for i in range(1, settings.partitions + 1)]
+            for s in names}
+    first = {s: {u: _scrape(f"{u}/metrics") for u in us} for s, us in urls.items()}
     t0 = time.monotonic()
     time.sleep(window_s)
-    second = {s: _scrape(f"{u}/metrics") for s, u in urls.items()}
+    second = {s: {u: _scrape(f"{u}/metrics") for u in us} for s, us in urls.items()}
     elapsed = time.monotonic() - t0
     try:
         lags: dict[str, int] = stage_lag(settings, tuple(s for s in names if s in STAGE_INPUTS))
@@ -100,20 +104,28 @@ def collect(settings: Settings, window_s: float = 5.0, stages: tuple[str, ...] |
         lags = {}
     admin = admin_client(settings)
     out = []
+    rank = {"ok": 0, "degraded": 1, "failed": 2}
     for s in names:
         st = StageStatus(stage=s, health="down")
-        body = fetch_health(f"{urls[s]}/healthz")
-        if body is not None and second[s] is not None:
-            st.health = body.get("status", "ok")
-            st.reason = body.get("reason")
-            st.workers = 1
-        if first[s] is not None and second[s] is not None:
-            a, b = parse_metrics(first[s] or "", s), parse_metrics(second[s] or "", s)
-
+        a: dict[str, float] = {}
+        b: dict[str, float] = {}
+        for u in urls[s]:
+            body = fetch_health(f"{u}/healthz") if second[s][u] is not None else None
+            if body is not None:
+                status = body.get("status", "ok")
+                if st.workers == 0 or rank.get(status, 1) > rank.get(st.health, 0):
+                    st.health, st.reason = status, body.get("reason")
+                st.workers += 1
+            if first[s][u] is not None and second[s][u] is not None:
+                for mine, text in ((a, first[s][u]), (b, second[s][u])):
+                    for name, value in parse_metrics(text or "", s).items():
+                        mine[name] = mine.get(name, 0.0) + value
+        if any(first[s][u] is not None and second[s][u] is not None for u in urls[s]):
             def delta(name: str) -> float:
                 return max(b.get(name, 0.0) - a.get(name, 0.0), 0.0)
             st.events_per_s = round(delta("ragstream_stage_events_in_total") / elapsed, 2)
-            st.busy = round(min(delta("ragstream_stage_processing_seconds_sum") / elapsed, 1.0), 2)
+            st.busy = round(min(delta("ragstream_stage_processing_seconds_sum") / elapsed / max(st.workers, 1), 1.0),
+                            2)
             st.errors, st.retries = delta("ragstream_stage_errors_total"), delta("ragstream_stage_retries_total")
         st.lag = lags.get(s)
         st.partitions = _partitions(admin, STAGE_INPUTS.get(s, ()))
@@ -191,7 +203,7 @@ def recommend(status: Status) -> list[str]:
                           f"{cap} partition(s): run {cap} workers and raise RAGSTREAM_PARTITIONS for more")
         else:
             advice.append(f"{st.stage}: {st.lag:,} behind, {st.drain_s:.0f}s to drain at {st.events_per_s}/s; "
-                          f"run {want} workers (`ragstream worker {st.stage} --metrics-port PORT`, "
+                          f"run {want} workers (`ragstream scale {st.stage} {want}`, "
                           f"{want - st.workers} more) to drain within {DRAIN_TARGET_S:.0f}s")
     for st in status.stages:
         if st.lag and not st.events_per_s and st.health == "ok":

@@ -51,6 +51,10 @@ def test_embed_1_to_3_workers_during_a_load(pipeline, tmp_path):
         assert running_replicas(pipeline, ("embed",)) == ("worker-embed-2", "worker-embed-3")
         for i in (2, 3):
             assert Stack(pipeline, (f"worker-embed-{i}",)).services[0].port == replica_port(pipeline, "embed", i)
+        from ragstream.status import collect
+
+        [embed] = collect(pipeline, window_s=0.5, stages=("embed",)).stages
+        assert embed.workers == 3 and embed.health in ("ok", "degraded"), embed
         assert wait_drained(pipeline, timeout=600)
         elapsed = time.monotonic() - t0
         index = MilvusIndex(pipeline.resolved_milvus_uri, pipeline.collection, 384)
