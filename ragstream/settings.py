@@ -302,6 +302,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _urls_carry_no_credentials(self) -> "Settings":
+        # A rule across fields on purpose: its message is printed, never the input (which
+        # holds the credential).
+        for field, instead in (("milvus_uri", "RAGSTREAM_MILVUS_TOKEN"),
+                               ("maven_repo_url", "the mirror's <server> entry in ~/.m2/settings.xml")):
+            value = getattr(self, field)
+            if value and _has_userinfo(value):
+                raise ValueError(f"RAGSTREAM_{field.upper()} holds credentials (user:password@): URLs are printed in "
+                                 f"logs and status; give them through {instead} instead")
+        return self
+
+    @model_validator(mode="after")
     def _restart_delays_are_ordered(self) -> "Settings":
         if self.restart_backoff_max_s < self.restart_backoff_s:
             raise ValueError("restart_backoff_max_s must be at least restart_backoff_s")
@@ -368,6 +380,16 @@ _MILVUS_CA_FILES: dict[str, Path] = {}
 def milvus_ca_file(uri: str) -> Path | None:
     """The CA bundle for the Milvus at ``uri`` (``milvus_ca_file``), or None: the system's."""
     return _MILVUS_CA_FILES.get(uri)
+
+
+def _has_userinfo(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(url)
+        return bool(parsed.netloc) and (parsed.username is not None or parsed.password is not None)
+    except ValueError:
+        return "@" in url.split("/", 3)[2] if url.count("/") >= 2 else False
 
 
 def _on_loopback(uri: str) -> bool:

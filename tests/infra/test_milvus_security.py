@@ -263,3 +263,17 @@ def test_an_open_server_left_by_an_older_version_is_replaced(tmp_path):
         stack.down()
         if old.poll() is None:
             old.kill()
+
+
+def test_credentials_in_a_milvus_or_maven_url_are_refused_without_being_printed():
+    from ragstream.settings import SettingsError, load_settings
+
+    for field, url in (("milvus_uri", "https://root:s3cr3t-pw@milvus.example.com:19530"),
+                       ("maven_repo_url", "https://deploy:s3cr3t-pw@repo.example.com/maven2"),
+                       ("milvus_uri", "http://tok3n-only@milvus.example.com:19530")):
+        with pytest.raises(SettingsError) as err:
+            load_settings(**{field: url})
+        assert f"RAGSTREAM_{field.upper()} holds credentials" in str(err.value)
+        assert "s3cr3t" not in str(err.value) and "tok3n" not in str(err.value)
+    assert load_settings(milvus_uri="https://milvus.example.com:19530").milvus_uri
+    assert load_settings(milvus_uri="/tmp/x/lite.db").milvus_uri
