@@ -40,6 +40,7 @@ def filled(request, milvus_engine, tmp_path_factory):
     idx = open_index(request, milvus_engine, tmp_path_factory.mktemp("search"), "search", DIM, timeout=120)
     idx.ensure()
     vectors: dict[str, tuple[np.ndarray, set[str]]] = {}
+    sets = []
     for d in range(DOCS):
         chunks = []
         for c in range(CHUNKS):
@@ -47,9 +48,11 @@ def filled(request, milvus_engine, tmp_path_factory):
             cid = f"d{d}-c{c}"
             chunks.append(EmbeddedChunk(chunk_id=cid, ordinal=c, text=cid, tokens=1, vector=v))
             vectors[cid] = (np.array(v, dtype=np.float32), set(acl_of(d)))
-        idx.apply(VectorSet(source="s", source_kind=SourceKind.filesystem, doc_id=f"s:d{d}", op=Op.upsert, version=1,
+        sets.append(VectorSet(source="s", source_kind=SourceKind.filesystem, doc_id=f"s:d{d}", op=Op.upsert, version=1,
                             changed_at=datetime.now(timezone.utc), acl=Acl(principals=tuple(acl_of(d)), known=True),
                             chunker="test", model="m", dim=DIM, chunks=tuple(chunks)))
+    for i in range(0, len(sets), 100):  # a batch at a time, as the index stage writes
+        idx.apply_many([(vs, None) for vs in sets[i:i + 100]])
     idx.flush()
     deadline = time.monotonic() + 120
     while idx.client.describe_index(idx.collection, "vector").get("state", "Finished") != "Finished":
