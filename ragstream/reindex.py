@@ -433,11 +433,14 @@ def settled_drift(check: Callable[[], tuple[int, dict[str, int], list[str]]], ti
 
 
 def _local_workers(settings: Settings, stages: Iterable[str]) -> list[str]:
-    """The services of these stages that run in this home now (the local stack)."""
-    from infra.stack import SERVICES, Stack
+    """The services of these stages that run in this home now (the local stack), the extra
+    workers of `ragstream scale` included."""
+    from infra.stack import SERVICES, Stack, running_replicas
 
+    stages = tuple(stages)
     names = tuple(f"worker-{s}" for s in stages if f"worker-{s}" in SERVICES)
-    return [st.name for st in Stack(settings, names).status() if st.state not in ("stopped",)]
+    own = [st.name for st in Stack(settings, names).status() if st.state not in ("stopped",)]
+    return own + list(running_replicas(settings, stages))
 
 
 def switch(settings: Settings, new: Settings, target: str, topic: str, *, say: Callable[[str], None],
@@ -517,12 +520,15 @@ def _handover(settings: Settings, new: Settings, stages: tuple[str, ...], runnin
     from infra.stack import Stack
     from ragstream.admin import wait_drained
 
-    first, rest = f"worker-{stages[0]}", [f"worker-{s}" for s in stages[1:]]
-    Stack(settings, (first,)).down()
+    def of(stage: str) -> list[str]:  # the stage's workers: its own and `ragstream scale`'s extra ones
+        return [n for n in running if n == f"worker-{stage}" or n.startswith(f"worker-{stage}-")]
+
+    first = tuple(dict.fromkeys([f"worker-{stages[0]}", *of(stages[0])]))
+    Stack(settings, first).down()
     if not wait_drained(settings, timeout=600, stages=stages[1:]):
         raise ReindexError(f"the {', '.join(stages[1:])} workers did not drain within 10 minutes; the alias "
                            "points at the new collection, the replayer stopped; restart them by hand")
-    names = tuple(n for n in [*rest, *(f"worker-{s}" for s in INDEX_HOLDERS)] if n in running)
+    names = tuple(n for s in (*stages[1:], *INDEX_HOLDERS) for n in of(s))
     if names:  # (Stack(settings, ()) means the infrastructure)
         Stack(settings, names).down()
     deadline = time.monotonic() + 600
@@ -531,7 +537,7 @@ def _handover(settings: Settings, new: Settings, stages: tuple[str, ...], runnin
             raise ReindexError("the replayer stopped following during the handover; run `ragstream reindex "
                                "--since <the swap time>` once the workers run")
         time.sleep(0.3)
-    start = (first, *names) + (("api",) if model_changed and "api" in _running_api(settings) else ())
+    start = (*first, *names) + (("api",) if model_changed and "api" in _running_api(settings) else ())
     if "api" in start:
         Stack(settings, ("api",)).down()
     Stack(new, start).up()
