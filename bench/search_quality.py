@@ -39,7 +39,8 @@ The LangChain peer (``--no-peer`` skips it) answers the same queries over the sa
 the same extracted texts as LangChain documents, split by ``RecursiveCharacterTextSplitter``
 bounded by the model's token count (as bench/peer_langchain.py), embedded by the same model,
 into ``langchain_milvus.Milvus`` collections on the same milvus-lite server (HNSW, COSINE,
-Strong consistency, ``ef`` = ragstream's floor :data:`EF_SEARCH`): ``langchain_dense``
+Strong consistency, ``ef`` = ragstream's floor :data:`EF_SEARCH`, flushed after loading as
+ragstream's collection is): ``langchain_dense``
 (``similarity_search_by_vector``, what peer_langchain.py builds) and ``langchain_hybrid``
 (``BM25BuiltInFunction`` with its default analyzer + the dense field, ``similarity_search``
 with ``ranker_type="rrf"``, k=60, and as many candidates per leg as ragstream's fusion
@@ -246,6 +247,8 @@ def langchain_peer(docs: list[tuple[Path, str]], settings, embedder) -> tuple[di
                     index_params=[hnsw, {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "BM25"}],
                     search_params=[dense_params, {"metric_type": "BM25"}], **common)
     hybrid.add_documents(chunks)
+    for store in (dense, hybrid):  # sealed and indexed, as ragstream's collection (index_corpus flushes)
+        store.client.flush(store.collection_name)
     loaded = {"chunks": len(chunks), "index_seconds": round(time.monotonic() - t0, 1)}
 
     def run_dense(query: str, vector: list[float], limit: int) -> list[str]:
