@@ -186,8 +186,16 @@ def test_reindex_from_chunks_with_the_command(pipeline, tmp_path):
     reader = MilvusIndex(pipeline.resolved_milvus_uri, pipeline.collection, 384)
     before = reader.behind_alias()
     old = {r["chunk_id"] for r in rows_of(reader, src.source_id, before)}
-    out = run("reindex", "--from", "chunks", "--source-id", src.source_id, "--progress-interval", "2")
-    assert "ETA" in out and "alias" in out, out
+    from infra.stack import running_replicas
+
+    run("scale", "embed", "2")  # the handover restarts the extra worker with the stage's
+    try:
+        out = run("reindex", "--from", "chunks", "--source-id", src.source_id, "--progress-interval", "2")
+        assert "ETA" in out and "alias" in out, out
+        assert "worker-embed-2" in out.split("handed over:")[1].splitlines()[0], out
+        assert running_replicas(pipeline, ("embed",)) == ("worker-embed-2",)
+    finally:
+        run("scale", "embed", "1")
     after = reader.behind_alias()
     assert after != before
     assert {r["chunk_id"] for r in rows_of(reader, src.source_id, after)} == old  # the same chunks, re-embedded
