@@ -59,6 +59,11 @@ class MilvusIndex(SearchMixin, WriterMixin):
                 name = self._explicit
                 if not self.client.has_collection(name):
                     self.create(name)
+            elif self._pinned and self.collection != self.alias and self.client.has_collection(self.collection):
+                # A writer stays on the collection it pinned, also when this runs again before a
+                # retry after the alias moved (a reindex): only a restart moves it. (Dropped by
+                # `reindex --gc`: then it follows the alias, as a restart would.)
+                name = self.collection
             elif self.alias in self.client.list_aliases().get("aliases", []):
                 name = self.client.describe_alias(self.alias)["collection_name"]
             else:

@@ -96,3 +96,25 @@ def test_a_bad_member_fails_the_batch_as_invalid_input(two):
         batched.process_batch([good, bad])
     assert batched.process_batch([good]) == [True]
     assert set(stored(batched.index)) == {"db:1"}
+
+
+def test_a_writer_stays_on_its_collection_when_a_retry_runs_after_the_alias_moved(tmp_path):
+    """A reindex moves the alias; a running writer keeps writing its own collection, also
+    after a transient failure makes it prepare the collections again before the retry."""
+    uri = str(tmp_path / "pin.db")
+    writer = MilvusIndex(uri, "pinned", DIM, timeout=120)
+    first = writer.ensure()
+    new = MilvusIndex(uri, "pinned", DIM, timeout=120, collection="pinned_reindexed")
+    new.client = writer.client  # one process may open a .db file once
+    new.ensure()
+    assert new.point_alias("pinned_reindexed") == first
+    writer._transient("a timeout")  # what every retry does first
+    assert writer.collection == first and writer.target == first
+    IndexStage(writer).process(vset("db:1", 1, ["after the swap"]))
+    assert writer.client.query(collection_name=first, filter='doc_id == "db:1"', output_fields=["chunk_id"])
+    assert not writer.client.query(collection_name="pinned_reindexed", filter='doc_id == "db:1"',
+                                   output_fields=["chunk_id"])
+    writer.drop(first)  # `reindex --gc`: the writer follows the alias, as after a restart
+    writer._transient("collection gone")
+    assert writer.collection == "pinned_reindexed"
+    writer.client.close()
