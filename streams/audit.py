@@ -247,24 +247,32 @@ class ChainVerifier:
     """The audit worker's own watch on the chain, as it grows (the metrics
     ``ragstream_audit_chain_*`` and the alert ``RagstreamAuditChainBroken``).
 
-    Each :meth:`step` reads only what was appended since the previous one (from the Kafka
-    offset it stopped at; at most ``max_records``, so a long chain is walked over several
-    steps and the writer is never held up for long) and checks what ``ragstream audit
+    Each :meth:`step` reads what was appended since the previous one (from the Kafka offset it
+    stopped at; ``max_records`` at a time, for at most ``step_s`` seconds, so the writer, which
+    shares the stage's thread, is never held up for long) and checks what ``ragstream audit
     verify`` checks: consecutive ``seq``, ``prev_hash`` links, each record's own hash, and
-    every signed checkpoint against the hash it vouches for. The hashes of the last
-    ``keep_hashes`` records are kept for checkpoints written after the verifier passed
-    their record. A break is reported once, logged with its position, and sticks until
-    the worker restarts (the first step after a start walks the whole chain again)."""
+    every signed checkpoint against the hash it vouches for. A record that cannot be read or
+    canonicalized is a break, never skipped. Once the end is reached, a signed checkpoint
+    beyond it means records were removed. The hashes of the last ``keep_hashes`` records are
+    kept for checkpoints written after the verifier passed their record. A break is reported
+    once, logged with its position, and sticks until the worker restarts (the first steps
+    after a start walk the whole chain again). A chain whose oldest records were removed by
+    retention is verified from its first kept record."""
 
     def __init__(self, settings: Any, checkpoints: Checkpoints, *, max_records: int = 20_000,
-                 keep_hashes: int = 10_000) -> None:
+                 keep_hashes: int = 50_000, step_s: float = 10.0) -> None:
+        from ragstream.metrics import AUDIT_CHAIN_VERIFIED_AT
+
         self.settings, self.checkpoints = settings, checkpoints
-        self.max_records, self.keep_hashes = max_records, keep_hashes
+        self.max_records, self.keep_hashes, self.step_s = max_records, max(keep_hashes, max_records), step_s
         self.offset: int | None = None  # next Kafka offset to read
         self.seq, self.prev = 0, None  # the next record's expected seq and prev_hash
         self.recent: dict[int, str] = {}  # seq → hash of the last ``keep_hashes`` records
         self.checked: set[int] = set()  # checkpoint seqs already matched
         self.problem: str | None = None
+        # Until the first walk reaches the end, "last verified" is the start of the watch: the
+        # alert for a chain not verified within an hour counts from here.
+        AUDIT_CHAIN_VERIFIED_AT.set(time.time())
 
     def step(self) -> Verdict:
         """Verify what was appended since the last step; return the verdict so far."""
@@ -272,9 +280,13 @@ class ChainVerifier:
         from ragstream.metrics import AUDIT_CHAIN_BROKEN, AUDIT_CHAIN_VERIFIED, AUDIT_CHAIN_VERIFIED_AT
 
         if self.problem is None:
+            deadline = time.monotonic() + self.step_s
             at_end = self._read()
-            if self.problem is None:
+            while self.problem is None and not at_end and time.monotonic() < deadline:
                 self._checkpoints()
+                at_end = self.problem is None and self._read()
+            if self.problem is None:
+                self._checkpoints(at_end=at_end)
             if self.problem is not None:
                 AUDIT_CHAIN_BROKEN.set(1)
                 get_logger(__name__).critical("the audit chain is broken", seq=self.seq, problem=self.problem)
@@ -284,12 +296,24 @@ class ChainVerifier:
         return Verdict(records=self.seq, seq=self.seq if self.problem else None, problem=self.problem,
                        last_hash=self.prev, checkpoints_checked=len(self.checked))
 
+    def _high(self) -> tuple[int, int]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        from ragstream.kafka import client_config
+
+        consumer = Consumer(client_config(self.settings, **{"group.id": "ragstream-audit-reader",
+                                                            "enable.auto.commit": False}))
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topics.AUDIT, 0), timeout=30)
+        finally:
+            consumer.close()
+
     def _read(self) -> bool:
         """Read and check up to ``max_records`` new records; True when the end was reached."""
         from confluent_kafka import Consumer, TopicPartition
 
         from ragstream.kafka import client_config
-        from schemas.serde import SerdeError, decode
+        from schemas.serde import decode
 
         consumer = Consumer(client_config(self.settings, **{
             "group.id": "ragstream-audit-reader", "enable.auto.commit": False,
@@ -297,7 +321,12 @@ class ChainVerifier:
         tp = TopicPartition(topics.AUDIT, 0)
         try:
             low, high = consumer.get_watermark_offsets(tp, timeout=30)
-            start = low if self.offset is None else max(self.offset, low)
+            if self.offset is not None and self.offset > high:
+                self.problem = (f"rag.audit ends at offset {high} but {self.offset} offsets were verified: "
+                                "records were removed or the topic was recreated")
+                return False
+            first = self.offset is None
+            start = low if first else max(self.offset, low)
             if start >= high:
                 self.offset = start
                 return True
@@ -314,47 +343,63 @@ class ChainVerifier:
                 if msg.error():
                     raise Transient(f"reading {topics.AUDIT}: {msg.error()}")
                 deadline = time.monotonic() + 30
-                self.offset = msg.offset() + 1
                 read += 1
                 try:
                     f = _fields(decode(AuditRecord, msg.value()))
-                except SerdeError as exc:
-                    self.problem = f"offset {msg.offset()} is not an audit record: {exc}"
+                    digest = record_hash(f)
+                except Exception as exc:  # noqa: BLE001 - unreadable or not canonicalizable: a break, never skipped
+                    self.problem = f"offset {msg.offset()} is not a verifiable audit record: {exc}"
                     return False
+                if first and low > 0 and self.seq == 0 and self.prev is None:
+                    # Retention removed the oldest records: verify from the first one kept.
+                    self.seq, self.prev = f.get("seq"), f.get("prev_hash")
+                first = False
                 if f.get("seq") != self.seq:
                     self.problem = (f"expected seq {self.seq}, found {f.get('seq')}: a record was removed, inserted "
                                     "or reordered")
                 elif f.get("prev_hash") != self.prev:
                     self.problem = "prev_hash does not match the previous record's hash: the chain was cut or spliced here"
-                elif record_hash(f) != f.get("hash"):
+                elif digest != f.get("hash"):
                     self.problem = "the hash does not match the record's content: this record was altered"
                 if self.problem is not None:
                     return False
+                self.offset = msg.offset() + 1  # only past a record that passed
                 self.seq, self.prev = self.seq + 1, f["hash"]
                 self.recent[f["seq"]] = f["hash"]
                 if len(self.recent) > self.keep_hashes:
                     self.recent.pop(next(iter(self.recent)))
                 if msg.offset() >= high - 1:
                     break
-            self.offset = max(self.offset or start, consumer.position([tp])[0].offset)
-            return self.offset >= high
+            position = consumer.position([tp])[0].offset
+            if read == 0 or msg is None:  # the rest up to ``high`` were markers
+                self.offset = max(self.offset or start, position)
+            return (self.offset or start) >= high
         finally:
             consumer.close()
 
-    def _checkpoints(self) -> None:
+    def _checkpoints(self, at_end: bool = False) -> None:
+        """Match the signed checkpoints against the hashes read. At the end of the chain, a
+        valid checkpoint beyond it means records were removed: checked only when the topic
+        still ends where the verifier stopped after the checkpoints were read (a checkpoint
+        vouches for a record committed before it was written)."""
+        pending: list[int] = []
         for cp in self.checkpoints.read():
             seq = int(cp["seq"])
-            if seq in self.checked or seq >= self.seq:
-                continue  # matched before, or its record is not read yet
+            if seq in self.checked:
+                continue
             if not self.checkpoints.valid(cp):
                 self.problem = f"checkpoint for seq {seq} has a bad signature: the checkpoint file was edited"
-            elif seq in self.recent and self.recent[seq] != cp["hash"]:
+            elif seq < self.seq and seq in self.recent and self.recent[seq] != cp["hash"]:
                 self.problem = f"record seq {seq} differs from its signed checkpoint: the chain was rewritten"
             if self.problem is not None:
-                self.seq = seq
                 return
-            if seq in self.recent:
+            if seq in self.recent and seq < self.seq:
                 self.checked.add(seq)
+            elif seq >= self.seq:
+                pending.append(seq)
+        if at_end and pending and self.offset is not None and self._high()[1] <= self.offset:
+            self.problem = (f"a signed checkpoint vouches for seq {max(pending)} but the chain ends at seq "
+                            f"{self.seq - 1}: records were removed")
 
 
 class AuditStage:

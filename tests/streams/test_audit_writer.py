@@ -44,18 +44,32 @@ def test_a_second_writer_fences_the_first_and_the_chain_stays_valid(private_stac
     from ragstream.metrics import AUDIT_CHAIN_BROKEN, AUDIT_CHAIN_VERIFIED
 
     second.checkpoint()
-    watch = ChainVerifier(s, Checkpoints(s.home), max_records=2)
-    assert watch.step().ok and watch.seq == 2, "at most max_records per step"
+    watch = ChainVerifier(s, Checkpoints(s.home), max_records=2, step_s=0)
+    assert watch.step().ok and watch.seq == 2, "at most max_records per read"
     while watch.seq < 5:
         assert watch.step().ok
     assert watch.checked == {4} and AUDIT_CHAIN_VERIFIED._value.get() == 5
     second.process(AuditEvent(actor="test", action="test.second", target="s2"))
     assert watch.step().ok and watch.seq == 6, "only the new record was read"
-    forged = chain(AuditEvent(actor="intruder", action="test.forged", target="x"), 6, "0" * 64)
+    assert ChainVerifier(s, Checkpoints(s.home), max_records=2).step().records == 6, "a step reads on to the end"
+
+    # Records removed at the end: a signed checkpoint vouches for more than the chain holds.
+    signed = Checkpoints(tmp_path / "other-home")
+    signed.write(9, "f" * 64)  # validly signed, but the chain ends at seq 5
+    short = ChainVerifier(s, signed, max_records=4, step_s=0)
+    assert short.step().ok and short.seq == 4, "not at the end yet: a checkpoint ahead is pending"
+    verdict = short.step()
+    assert not verdict.ok and "records were removed" in verdict.problem
+
+    # A record that cannot even be canonicalized (an integer past 2**53) is a break, not skipped.
+    bad = chain(AuditEvent(actor="intruder", action="test.forged", target="x"), 6, watch.prev)
+    bad_json = encode(bad).replace(b'"details":{}', b'"details":{"n":1152921504606846976}')
+    assert bad_json != encode(bad)
     with Publisher(s) as pub:
-        pub.publish_raw(topics.AUDIT, b"6", encode(forged))
+        pub.publish_raw(topics.AUDIT, b"6", bad_json)
     verdict = watch.step()
-    assert not verdict.ok and "prev_hash" in verdict.problem and verdict.seq == 6
+    assert not verdict.ok and "not a verifiable audit record" in verdict.problem and verdict.seq == 6
+    assert watch.step().problem == verdict.problem, "the break sticks"
     assert AUDIT_CHAIN_BROKEN._value.get() == 1
     AUDIT_CHAIN_BROKEN.set(0)  # the gauge is process-wide; other tests start clean
 
