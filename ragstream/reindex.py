@@ -46,7 +46,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -487,6 +487,7 @@ def switch(settings: Settings, new: Settings, target: str, topic: str, *, say: C
         if before_swap is not None:
             before_swap()
         # 3. swap
+        swapped_at = datetime.now(timezone.utc)
         before = alias_index.point_alias(target)
         cat = Catalog(settings)
         cat.swapped(settings.collection, before, target)
@@ -499,9 +500,13 @@ def switch(settings: Settings, new: Settings, target: str, topic: str, *, say: C
         if running:
             handed = _handover(settings, new, stages, running, replayer, say, model_changed)
         else:
+            # The replayer stops with this command; what changes until the workers run with the
+            # new settings reaches only the previous collection, and they resume past it.
+            since = (swapped_at - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
             say("no live workers of this home to hand over: restart the "
                 f"{', '.join(stages + INDEX_HOLDERS)} workers with these settings ({_env_line(new)}); "
-                "until then they write the previous collection")
+                "until then they write the previous collection. Then replay what changed meanwhile into "
+                f"the new one: ragstream reindex --since {since}")
         return Outcome(settings.collection, before, target, replayer.stats.documents, time.monotonic() - t0,
                        handed, listed)
     finally:
@@ -537,6 +542,11 @@ def _handover(settings: Settings, new: Settings, stages: tuple[str, ...], runnin
             raise ReindexError("the replayer stopped following during the handover; run `ragstream reindex "
                                "--since <the swap time>` once the workers run")
         time.sleep(0.3)
+    # The replayer stops before the workers start again: two writers of one collection could
+    # interleave the version guard's read and write (an older ACL over a newer one). The
+    # restarted workers resume from their groups' committed offsets, so nothing after the
+    # replayer's position is missed.
+    replayer.end()
     start = (*first, *names) + (("api",) if model_changed and "api" in _running_api(settings) else ())
     if "api" in start:
         Stack(settings, ("api",)).down()
