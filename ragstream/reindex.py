@@ -243,6 +243,7 @@ class Replayer:
 
     # -- applying --------------------------------------------------------------------------
     def _apply(self, msgs: list[Any]) -> None:
+        from ragstream.failures import Kind, classify
         from schemas.events import AclChange, ChunkSet, DocumentRecord, VectorSet
         from schemas.serde import decode
         from streams.stages import Permanent
@@ -268,15 +269,41 @@ class Replayer:
                 log.warning("replay skipped a message", topic=m.topic(), offset=m.offset(),
                             error=f"{type(exc).__name__}: {exc}")
         if sets:
-            vectors = self._retry(lambda: self.embed.process_batch(sets))
+            try:
+                vectors = self._retry(lambda: self.embed.process_batch(sets))
+            except Exception as exc:  # noqa: BLE001 - one document that breaks the batch: one by one below
+                if classify(exc) is not Kind.permanent:
+                    raise
+                vectors = []
+                for one in sets:
+                    try:
+                        vectors += self._retry(lambda one=one: self.embed.process_batch([one]))
+                    except Exception as exc1:  # noqa: BLE001
+                        self._skip(exc1, one.doc_id)
             for out in vectors:
                 vs = decode(VectorSet, out.value)
-                self._retry(lambda vs=vs: self.apply.process(vs))
-            self.stats.documents += len(sets)
+                try:
+                    self._retry(lambda vs=vs: self.apply.process(vs))
+                    self.stats.documents += 1
+                except Exception as exc:  # noqa: BLE001
+                    self._skip(exc, vs.doc_id)
         for change in acls:
-            self._retry(lambda change=change: self.apply.apply_acl(change))
-            self.stats.acl_changes += 1
+            try:
+                self._retry(lambda change=change: self.apply.apply_acl(change))
+                self.stats.acl_changes += 1
+            except Exception as exc:  # noqa: BLE001
+                self._skip(exc, change.doc_id)
         self._retry(self.apply.flush)
+
+    def _skip(self, exc: Exception, doc_id: str) -> None:
+        """A document the live stage would dead-letter (invalid input) is skipped and counted,
+        not the end of the replay; anything else (the budget spent) still ends it."""
+        from ragstream.failures import Kind, classify
+
+        if classify(exc) is not Kind.permanent:
+            raise exc
+        self.stats.failed += 1
+        log.warning("replay skipped a document", doc_id=doc_id, error=f"{type(exc).__name__}: {exc}")
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
         """Transient failures (Milvus, the model server) retried within the budget; then raised."""
@@ -385,6 +412,10 @@ def _none_publisher() -> Any:
     return _NoPublisher()
 
 
+#: How :func:`verify_collection` reports a source it could not open (never "in flight").
+UNVERIFIABLE = "unverifiable source"
+
+
 def verify_collection(settings: Settings, target: str, source_ids: Iterable[str] | None = None
                       ) -> tuple[int, dict[str, int], list[str]]:
     """Drift of every verifiable source (or those named) in collection ``target``, with the
@@ -398,7 +429,10 @@ def verify_collection(settings: Settings, target: str, source_ids: Iterable[str]
         try:
             src = open_source(settings, sid, publisher=_none_publisher())
         except Exception as exc:  # noqa: BLE001 - a source that cannot be opened cannot be verified
+            # A finding, never a silent pass: the swap waits until it can be verified again.
             log.warning("not verified", source=sid, error=str(exc))
+            drift += 1
+            findings.append(f"{UNVERIFIABLE} {sid}: cannot be opened: {exc}")
             continue
         if not can_verify(src):
             continue
@@ -418,16 +452,19 @@ def settled_drift(check: Callable[[], tuple[int, dict[str, int], list[str]]], ti
     it is applied, or a newer edit makes the finding a different one. A finding that comes
     back word for word (same document, same versions, same chunk ids) is not in flight: it
     is drift. The swap waits for a round with no finding, or for two rounds in a row that
-    share none; it gives up after ``timeout`` seconds, returning what stayed."""
+    share none — unless a source could not be opened in either (its documents were not
+    looked at, so nothing about them is "in flight"); it gives up after ``timeout`` seconds,
+    returning what stayed."""
     deadline = time.monotonic() + timeout
     previous: set[str] | None = None
     while True:
         drift, listed, findings = check()
         now = set(findings)
-        if not now or (previous is not None and not now & previous):
+        blind = any(f.startswith(UNVERIFIABLE) for f in now | (previous or set()))
+        if not now or (previous is not None and not now & previous and not blind):
             return listed, []
         if previous is not None and time.monotonic() > deadline:  # at least two rounds
-            return listed, sorted(now & previous)
+            return listed, sorted(now & previous) or sorted(now | previous)  # (the latter: blind)
         previous = now
         time.sleep(pause)
 

@@ -37,6 +37,19 @@ def test_the_gate_stops_on_drift_that_stays():
     assert stayed == ["stale a: other chunk ids"]
 
 
+def test_a_source_that_cannot_be_opened_never_passes_the_gate():
+    """Round one finds 100 documents missing; in round two the source cannot be opened (a
+    network blip): nothing was looked at, so that is no sign the drift moved on."""
+    missing = [f"missing d{i}: listed, not indexed" for i in range(100)]
+    blip = [f"{ri.UNVERIFIABLE} src: cannot be opened: timed out"]
+    check = rounds(missing, blip, missing)
+    listed, stayed = ri.settled_drift(check, timeout=0.05, pause=0.01)
+    assert stayed and set(stayed) <= set(missing) | set(blip)
+    listed, stayed = ri.settled_drift(rounds(blip, [f"{ri.UNVERIFIABLE} src: cannot be opened: refused"]),
+                                      timeout=0.05, pause=0.01)
+    assert stayed, "an unverifiable source whose error text changes is still no pass"
+
+
 def test_a_profile_is_checked_like_the_settings(tmp_path):
     s = load_settings(home=tmp_path)
     assert ri.with_profile(s, {"chunk_max_tokens": 96, "chunk_overlap_tokens": 12}).chunk_max_tokens == 96
