@@ -62,8 +62,9 @@ class Secrets:
         self.add(base64.b64encode(raw).rstrip(b"="), f"{label} (base64)")
         self.add(base64.urlsafe_b64encode(raw).rstrip(b"="), f"{label} (base64url)")
 
-    def from_home(self, home: Path) -> None:
-        kafka = home / "secrets" / "kafka.json"
+    def from_kafka_credentials(self, kafka: Path) -> None:
+        """The passwords of a local broker's credentials file (``<home>/secrets/kafka.json``,
+        or the file ``RAGSTREAM_KAFKA_CREDENTIALS_FILE`` names)."""
         try:
             creds = json.loads(kafka.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -71,6 +72,9 @@ class Secrets:
         self.add(creds.get("controller"), f"Kafka controller password ({kafka})")
         for user, password in (creds.get("users") or {}).items():
             self.add(password, f"Kafka password of {user} ({kafka})")
+
+    def from_home(self, home: Path) -> None:
+        self.from_kafka_credentials(home / "secrets" / "kafka.json")
         for name, label in (("secrets/milvus.token", "Milvus token"), ("neo4j/password", "Neo4j password")):
             path = home / name
             try:
@@ -88,6 +92,8 @@ class Secrets:
 
         for field in SECRET_FIELDS:
             self.add(environ.get(f"RAGSTREAM_{field.upper()}"), f"RAGSTREAM_{field.upper()}")
+        if environ.get("RAGSTREAM_KAFKA_CREDENTIALS_FILE"):
+            self.from_kafka_credentials(Path(environ["RAGSTREAM_KAFKA_CREDENTIALS_FILE"]))
         pw_file = environ.get("RAGSTREAM_KAFKA_PASSWORD_FILE")
         if pw_file:
             try:

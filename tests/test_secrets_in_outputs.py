@@ -25,8 +25,13 @@ ROOT = Path(__file__).resolve().parent
 def test_metrics_health_and_status_show_no_secret(pipeline):
     from infra.stack import WORKERS, Stack
 
+    from ragstream.kafka import credentials_path
+
     secrets = leaks.Secrets()
     secrets.from_home(pipeline.home)
+    # The broker's credentials may live outside the home: the session's `settings` fixture sets
+    # RAGSTREAM_KAFKA_CREDENTIALS_FILE, which every later Settings (this pipeline's too) reads.
+    secrets.from_kafka_credentials(credentials_path(pipeline))
     labels = set(secrets.labels.values())
     assert any("Kafka password of stage-index" in label for label in labels)
     assert any("Milvus token" in label for label in labels)
