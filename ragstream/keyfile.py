@@ -19,11 +19,16 @@ def create_key_file(path: Path, size: int = 32) -> None:
     so a concurrent reader sees no file or the whole key (never an empty one), and of two
     processes creating it at once one wins and both use its key."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _link_new(path, secrets.token_bytes(size))
+
+
+def _link_new(path: Path, data: bytes) -> None:
+    """Write ``data`` under a temporary name (0600) and link it to ``path`` unless that exists."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(size))
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         try:
@@ -41,19 +46,7 @@ def ensure_token_file(path: Path) -> str:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path.parent, 0o700)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(secrets.token_urlsafe(32) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        _link_new(path, (secrets.token_urlsafe(32) + "\n").encode("utf-8"))
     os.chmod(path, 0o600)
     token = path.read_text(encoding="utf-8").strip()
     if len(token) < 32:
