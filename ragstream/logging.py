@@ -13,6 +13,27 @@ import sys
 import structlog
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a line is emitted.
+
+    ``logging.StreamHandler(sys.stderr)`` keeps the stream it was given; once that stream is
+    replaced and closed (pytest's capture between tests, a CLI that redirects stderr), every
+    later line becomes a "--- Logging error ---" traceback instead of a log line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pinned = None  # a stream set later with setStream() is kept
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - whatever sys.stderr is, unless pinned
+        return self._pinned if self._pinned is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - StreamHandler.__init__/setStream assign it
+        self._pinned = value
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> logging.Handler:
     """Install the structlog renderer on the root logger; return its handler (Faust workers reuse it)."""
     renderer: structlog.typing.Processor
@@ -33,7 +54,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> logging.Hand
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     # Route stdlib logging (aiokafka, faust, pymilvus) through the same renderer.
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
