@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
 from ragstream.failures import Permanent, Transient
-from ragstream.settings import milvus_ca_file, milvus_token
+from ragstream.settings import MilvusTLS, system_ca_file, milvus_tls, milvus_token
 
 
 MAX_TEXT = 65535
@@ -31,8 +32,10 @@ def milvus_client(uri: str, timeout: float | None = None, token: str | None = No
 
     It sends ``token``, or the one the settings registered for ``uri``
     (:func:`ragstream.settings.milvus_token`: ``RAGSTREAM_MILVUS_TOKEN``, or the local
-    milvus-lite server's generated token), as gRPC ``authorization`` metadata; an ``https://``
-    URI is TLS, checked against ``RAGSTREAM_MILVUS_CA_FILE`` when set. A ``.db`` URI (embedded
+    milvus-lite server's generated token, or ``root:<it>`` for the local Milvus standalone), as
+    gRPC ``authorization`` metadata; an ``https://`` URI is TLS, checked against
+    ``RAGSTREAM_MILVUS_CA_FILE`` when set, presenting ``RAGSTREAM_MILVUS_CLIENT_CERT_FILE``/
+    ``_KEY_FILE`` when set (mutual TLS). A ``.db`` URI (embedded
     milvus-lite) is served by this process on a loopback port behind a random token only it
     knows (:func:`consumers.milvus.lite_server.embedded`), not by pymilvus' open server."""
     if uri.endswith(".db"):
@@ -41,10 +44,56 @@ def milvus_client(uri: str, timeout: float | None = None, token: str | None = No
         uri, token = embedded(uri)
     token = token if token is not None else milvus_token(uri)
     extra: dict[str, object] = {"token": token} if token else {}
-    ca = milvus_ca_file(uri)
-    if ca is not None:
-        extra |= {"secure": True, "server_pem_path": str(ca)}
-    return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS), **extra)
+    tls = milvus_tls(uri)
+    if tls is not None and tls.client_cert_file is not None:
+        # pymilvus' two-way TLS: all three files (the CA as a file: the system's bundle if unset).
+        extra |= {"secure": True, "client_pem_path": str(tls.client_cert_file),
+                  "client_key_path": str(tls.client_key_file), "ca_pem_path": str(tls.ca_file or system_ca_file())}
+    elif tls is not None and tls.ca_file is not None:
+        extra |= {"secure": True, "server_pem_path": str(tls.ca_file)}
+    try:
+        return MilvusClient(uri=uri, timeout=timeout, grpc_options=dict(GRPC_OPTIONS), **extra)
+    except MilvusException as exc:
+        reason = _tls_refusal(uri, tls) if uri.startswith("https://") else None
+        if reason is None:
+            raise
+        raise MilvusException(code=exc.code, message=f"{exc.message}: the TLS handshake failed ({reason})") from None
+
+
+def _tls_refusal(uri: str, tls: MilvusTLS | None) -> str | None:
+    """Why a TLS connection to ``uri`` with these files fails (the SSL library's reason, e.g.
+    "CERTIFICATE_VERIFY_FAILED", or a server hanging up right after the handshake: it refused
+    the client certificate, or its absence), or None if nothing is wrong at the TLS level.
+    gRPC reports only "unavailable"; this names the cause."""
+    import socket
+    import ssl
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls and tls.ca_file else None)
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        if tls is not None and tls.client_cert_file is not None:
+            ctx.load_cert_chain(str(tls.client_cert_file), str(tls.client_key_file))
+        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=parsed.hostname) as conn:
+                conn.settimeout(2)
+                try:
+                    # TLS 1.3: the server checks the client certificate after the client's side
+                    # of the handshake is done; a gRPC server that refuses it hangs up (or
+                    # sends an alert), one that accepts it speaks HTTP/2 first.
+                    if conn.recv(1) == b"":
+                        given = "the one of RAGSTREAM_MILVUS_CLIENT_CERT_FILE" if tls and tls.client_cert_file \
+                            else "none was given: RAGSTREAM_MILVUS_CLIENT_CERT_FILE/_KEY_FILE"
+                        return ("the server hung up after the handshake: it refused the client certificate, "
+                                f"{given}")
+                except (TimeoutError, socket.timeout):
+                    return None
+    except ssl.SSLError as exc:
+        return exc.reason or type(exc).__name__
+    except OSError:
+        return None
+    return None
 
 
 class TransientIndexError(Transient):

@@ -140,8 +140,9 @@ def test_a_second_local_user_cannot_use_the_local_milvus(lite):
         subprocess.run(["userdel", user], check=False)
 
 
-def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a certificate it signed for localhost/127.0.0.1: (ca, cert, key)."""
+def _tls_files(folder: Path, name: str = "server", ca: tuple | None = None) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it signed for localhost/127.0.0.1: (ca, cert, key). With
+    ``ca`` (a previous call's result) the certificate is signed by that CA instead (a client's)."""
     import datetime
     import ipaddress
 
@@ -151,30 +152,54 @@ def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
     from cryptography.x509.oid import NameOID
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ragstream test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    if ca is None:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ragstream test CA {name}")])
+        ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now)
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(ca_key, hashes.SHA256()))
+        (folder / f"{name}-ca.key").write_bytes(ca_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        ca_path = folder / f"{name}-ca.pem"
+        ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    else:
+        ca_path = ca[0]
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        ca_key = serialization.load_pem_private_key(ca_path.with_suffix(".key").read_bytes(), None)
+        ca_name = ca_cert.subject
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths = ca_path, folder / f"{name}.pem", folder / f"{name}.key"
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return paths
 
 
+def _wait_for(server: subprocess.Popen, connect) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connect()
+            return
+        except MilvusException:
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.5)
+
+
 def test_a_milvus_over_tls_with_a_private_ca_and_a_token(tmp_path):
     """RAGSTREAM_MILVUS_URI=https://…, RAGSTREAM_MILVUS_TOKEN and RAGSTREAM_MILVUS_CA_FILE reach
     every client (the one factory); without the CA the certificate is refused."""
     import secrets as pysecrets
-    import time
 
     from consumers.milvus import milvus_client
     from infra.service import free_port
@@ -191,14 +216,7 @@ def test_a_milvus_over_tls_with_a_private_ca_and_a_token(tmp_path):
     try:
         uri = f"https://localhost:{port}"
         s = load_settings(home=tmp_path / "home", milvus_uri=uri, milvus_token=token, milvus_ca_file=ca)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert milvus_client(s.resolved_milvus_uri, timeout=5).list_collections() == []
-                break
-            except MilvusException:
-                assert time.monotonic() < deadline and server.poll() is None
-                time.sleep(0.5)
+        _wait_for(server, lambda: milvus_client(s.resolved_milvus_uri, timeout=5).list_collections())
         wrong = load_settings(home=tmp_path / "home", milvus_uri=uri, milvus_token="x" + token, milvus_ca_file=ca)
         with pytest.raises(MilvusException):  # TLS alone is not enough: the token is checked
             milvus_client(wrong.resolved_milvus_uri, timeout=5).list_collections()
@@ -214,6 +232,73 @@ def test_a_milvus_over_tls_with_a_private_ca_and_a_token(tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_a_milvus_demanding_client_certificates_mutual_tls(tmp_path):
+    """RAGSTREAM_MILVUS_CLIENT_CERT_FILE/_KEY_FILE reach every client (the one factory) for a
+    Milvus that demands a client certificate (infra/milvus_server.py --tls-client-ca): with
+    the certificate it works; without one, or with one of another CA, the handshake is refused
+    and the error says why."""
+    import secrets as pysecrets
+    import time
+
+    from consumers.milvus import milvus_client
+    from infra.service import free_port, port_open
+    from ragstream.settings import SettingsError, load_settings
+
+    ca, cert, key = _tls_files(tmp_path, "server")
+    client_ca, client_cert, client_key = _tls_files(tmp_path, "client-ca")  # the CA clients are issued by
+    client_cert, client_key = _tls_files(tmp_path, "client", ca=(client_ca,))[1:]
+    stranger_cert, stranger_key = _tls_files(tmp_path, "stranger")[1:]  # a client of another CA
+    for path in (key, client_key, stranger_key):
+        path.chmod(0o600)
+    token = pysecrets.token_urlsafe(32)
+    (tmp_path / "token").write_text(token)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "infra.milvus_server", "--data-dir", str(tmp_path / "data"),
+                               "--port", str(port), "--token-file", str(tmp_path / "token"),
+                               "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(client_ca)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    home = tmp_path / "home"
+    uri = f"https://localhost:{port}"
+
+    def settings(**kw: object):
+        return load_settings(home=home, milvus_uri=uri, milvus_token=token, milvus_ca_file=ca, **kw)
+
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port, "127.0.0.1"):
+            assert time.monotonic() < deadline and server.poll() is None, server.stderr.read() if server.stderr else ""
+            time.sleep(0.3)
+        # Refused first: pymilvus pools a connection per address and token only once it works.
+        with pytest.raises(MilvusException) as err:  # no client certificate
+            milvus_client(settings().resolved_milvus_uri, timeout=5).list_collections()
+        assert "TLS handshake failed" in str(err.value) and "refused the client certificate" in str(err.value), err.value
+        assert "none was given" in str(err.value)
+        with pytest.raises(MilvusException) as err:  # a certificate of another CA
+            milvus_client(settings(milvus_client_cert_file=stranger_cert, milvus_client_key_file=stranger_key)
+                          .resolved_milvus_uri, timeout=5).list_collections()
+        assert "TLS handshake failed" in str(err.value) and "refused the client certificate" in str(err.value), err.value
+        assert "RAGSTREAM_MILVUS_CLIENT_CERT_FILE" in str(err.value)
+        assert token not in str(err.value)
+
+        good = settings(milvus_client_cert_file=client_cert, milvus_client_key_file=client_key)
+        _wait_for(server, lambda: milvus_client(good.resolved_milvus_uri, timeout=5).list_collections())
+        assert milvus_client(good.resolved_milvus_uri, timeout=5).list_collections() == []
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    # Checked at start-up: both or neither, and files that can be read (named, never printed).
+    with pytest.raises(SettingsError, match="go together"):
+        settings(milvus_client_cert_file=client_cert)
+    with pytest.raises(SettingsError, match="go together"):
+        settings(milvus_client_key_file=client_key)
+    with pytest.raises(SettingsError, match="CLIENT_KEY_FILE .* is not a readable file"):
+        settings(milvus_client_cert_file=client_cert, milvus_client_key_file=tmp_path / "missing.key")
+    with pytest.raises(SettingsError) as err:
+        settings(milvus_client_cert_file=client_cert, milvus_client_key_file=tmp_path)  # a folder
+    assert "BEGIN" not in str(err.value)
 
 
 def test_an_embedded_db_file_is_served_behind_a_token_only_its_process_knows(tmp_path):
