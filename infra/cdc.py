@@ -6,10 +6,18 @@
   ``postgres`` user (``setpriv``; the data directory is handed to that user). At each start
   the role ``ragstream`` (LOGIN REPLICATION) and its database ``ragstream`` are ensured:
   the connector connects as that role, and tables it captures must be owned by it.
+  Every connection needs a password (``scram-sha-256`` in ``pg_hba.conf``, which each start
+  writes): the superuser's and the role ``ragstream``'s are generated at the first start into
+  ``<home>/secrets/postgres-superuser.properties`` and ``postgres.properties`` (0600,
+  ``ragstream.keyfile``); clients get the role's through ``Settings.resolved_cdc_dsn``.
 * :class:`KafkaConnect` runs ``ConnectDistributed`` from Maven Central jars
   (``infra/connect/pom.xml``: Kafka 4.3.1 like the broker) with the Debezium PostgreSQL
   plugin (3.7.0.Final, resolved once and unpacked into ``plugin.path``); its configuration
-  is ``connect/worker.properties`` rendered with the settings.
+  is ``connect/worker.properties`` rendered with the settings. Its REST API (127.0.0.1)
+  requires HTTP basic auth (``BasicAuthSecurityRestExtension``; the password is generated
+  into ``<home>/secrets/connect-rest.properties``), and the connector gets the database
+  password as a ``${file:…:password}`` placeholder (``FileConfigProvider``), so the config
+  Connect stores and serves holds no password. :func:`connect_request` is the one REST client.
 
 Both are :class:`infra.stack.Service` subclasses: pid file, log file, readiness, ``stack
 status``, ``stack down`` as for Kafka and Milvus. ``ragstream connect ...``
@@ -18,9 +26,13 @@ status``, ``stack down`` as for Kafka and Milvus. ``ragstream connect ...``
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import signal
 import string
@@ -48,6 +60,17 @@ WORKER_TEMPLATE = CONNECT_DIR / "worker.properties"
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 PG_ROLE = "ragstream"
 PG_DATABASE = "ragstream"
+BASIC_AUTH_EXTENSION = "org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension"
+#: pg_hba.conf as every start writes it: a password (SCRAM) for every connection, TCP on
+#: 127.0.0.1 and the Unix socket alike (the server opens no socket, see the command line;
+#: the lines are there should one be configured). Anything else matches no line: refused.
+PG_HBA = """# Written by ragstream (infra/cdc.py) at each start; edits are overwritten.
+# Every connection needs a password (scram-sha-256); docs/security.md.
+local   all           all                   scram-sha-256
+local   replication   all                   scram-sha-256
+host    all           all   127.0.0.1/32    scram-sha-256
+host    replication   all   127.0.0.1/32    scram-sha-256
+"""
 
 
 def render(template: Path, values: dict[str, Any]) -> str:
@@ -87,8 +110,21 @@ def postgres_bin() -> Path:
     return found[-1].parent
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's stored form of ``password`` for ``scram-sha-256`` (RFC 5802/7677, as
+    libpq's ``PQencryptPasswordConn`` makes it): what ``ALTER ROLE … PASSWORD`` is given, so
+    the password itself never reaches the server (nor a statement log). The generated
+    passwords are ASCII, which SASLprep leaves unchanged."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 class Postgres(Service):
-    """PostgreSQL with ``wal_level=logical`` on loopback, trusted local connections only."""
+    """PostgreSQL with ``wal_level=logical`` on loopback; every connection needs a password."""
 
     name = "postgres"
 
@@ -105,6 +141,17 @@ class Postgres(Service):
         # A direct child of the home, owned by postgres when we run as root: the home then
         # stays 0711 (others pass through, list nothing; see ragstream.store.private_home).
         return self.home / "postgres"
+
+    @property
+    def superuser_password_file(self) -> Path:
+        """The ``postgres`` superuser's password (only this class uses it: role and database
+        bootstrap, readiness). Next to the role ``ragstream``'s, ``postgres_password_file``."""
+        return self.home / "secrets" / "postgres-superuser.properties"
+
+    @property
+    def password_file(self) -> Path:
+        assert self.settings.postgres_password_file is not None  # the settings default it into the home
+        return self.settings.postgres_password_file
 
     def _as_server_user(self) -> list[str]:
         # initdb and postgres refuse to run as root; setpriv execs (no extra parent
@@ -139,10 +186,17 @@ class Postgres(Service):
         if os.geteuid() == 0 and shutil.which("setpriv") is None:
             raise StackError("setpriv (util-linux) is missing; it runs PostgreSQL as the postgres user.",
                              "apt-get install -y util-linux")
+        from ragstream.keyfile import ensure_token_file
+
         bindir = postgres_bin()
         self._prepare_dirs()
+        new_superuser_password = not self.superuser_password_file.exists()
+        superuser_password = ensure_token_file(self.superuser_password_file, "password")
+        ensure_token_file(self.password_file, "password")  # the role's, set by bootstrap()
         if not (self.data_dir / "PG_VERSION").exists():
             progress(f"initialising a PostgreSQL cluster in {self.data_dir} (first start)")
+            # The hba initdb writes is replaced below before the server ever starts; the
+            # superuser's password is set in single-user mode (no listener) first.
             init = subprocess.run(
                 [*self._as_server_user(), str(bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
@@ -150,17 +204,72 @@ class Postgres(Service):
             if init.returncode != 0:
                 raise StackError(f"initdb failed:\n{init.stdout}{init.stderr}",
                                  f"Remove {self.data_dir} if it is left over from another setup, then retry.")
+        if new_superuser_password or not self._hba_is_ours():
+            # A new cluster, a home an older version initialised with trust, or a lost
+            # password file: give the superuser its password with no server listening.
+            self._set_superuser_password_offline(bindir, superuser_password)
+        self._write_hba()
         # Settings on the command line, not in postgresql.conf: a port change in the settings
         # needs no file edit. No Unix socket: loopback TCP only, like the other services.
         return [*self._as_server_user(), str(bindir / "postgres"), "-D", str(self.data_dir),
                 "-c", f"port={self.settings.postgres_port}", "-c", "listen_addresses=127.0.0.1",
-                "-c", "unix_socket_directories=", "-c", "wal_level=logical",
+                "-c", "unix_socket_directories=", "-c", "password_encryption=scram-sha-256",
+                "-c", "wal_level=logical",
                 "-c", "max_replication_slots=8", "-c", "max_wal_senders=8",
                 "-c", "shared_buffers=64MB", "-c", "logging_collector=off",
                 "-c", "log_min_messages=warning"]
 
-    def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.settings.postgres_port}/{dbname}"
+    # -- authentication ------------------------------------------------------------------
+    @property
+    def hba_file(self) -> Path:
+        return self.data_dir / "pg_hba.conf"
+
+    def _hba_is_ours(self) -> bool:
+        try:
+            return self.hba_file.read_text(encoding="utf-8") == PG_HBA
+        except OSError:
+            return False
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf = :data:`PG_HBA`, owned by the server's user, 0600, replaced atomically."""
+        tmp = self.data_dir / f".pg_hba.conf.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(PG_HBA)
+        if os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        os.replace(tmp, self.hba_file)
+
+    def _set_superuser_password_offline(self, bindir: Path, password: str) -> None:
+        """``ALTER ROLE postgres PASSWORD`` in single-user mode: no listener, nothing to race;
+        the statement (a SCRAM verifier, not the password) goes through stdin, not argv."""
+        run = subprocess.run(
+            [*self._as_server_user(), str(bindir / "postgres"), "--single", "-D", str(self.data_dir),
+             "-c", "password_encryption=scram-sha-256", "-c", "log_min_messages=warning", "postgres"],
+            input=f"ALTER ROLE postgres PASSWORD '{scram_verifier(password)}';\n", capture_output=True, text=True,
+            timeout=120)
+        if run.returncode != 0 or "ERROR" in run.stdout + run.stderr:
+            raise StackError(f"setting the PostgreSQL superuser's password failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}",
+                             f"Is another server running on {self.data_dir}? Stop it (`ragstream stack down -s postgres`).")
+
+    def superuser_password(self) -> str:
+        from ragstream.keyfile import read_token_file
+
+        password = read_token_file(self.superuser_password_file, "password")
+        if password is None:
+            raise StackError(f"no PostgreSQL superuser password in {self.superuser_password_file}",
+                             "Start PostgreSQL with `ragstream stack up -s postgres` (it generates it).")
+        return password
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """The superuser's libpq URI, password included (a secret: connect with it, never print it)."""
+        from urllib.parse import quote
+
+        return (f"postgresql://postgres:{quote(self.superuser_password(), safe='')}@127.0.0.1:"
+                f"{self.settings.postgres_port}/{dbname}")
 
     def ready(self) -> bool:
         if not port_open(self.settings.postgres_port):
@@ -175,17 +284,39 @@ class Postgres(Service):
         return True
 
     def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
+        from ragstream.keyfile import ensure_token_file
+
+        if self.pid() is not None:  # already running: make sure both passwords exist for bootstrap()
+            ensure_token_file(self.superuser_password_file, "password")
+            ensure_token_file(self.password_file, "password")
         started = super().start(progress)
         self.bootstrap()
+        if not self._hba_is_ours():
+            # A server an older version started with trust authentication, still running:
+            # bootstrap() got in without a password and set both; now require them.
+            progress("postgres: requiring passwords on a server started with trust authentication (older version)")
+            self._write_hba()
+            pid = self.pid()
+            if pid is not None:
+                os.kill(pid, signal.SIGHUP)  # the postmaster rereads pg_hba.conf
         return started
 
     def bootstrap(self) -> None:
-        """The connector's role and database, idempotently."""
+        """The connector's role (with its password) and database, idempotently. Passwords
+        are sent as SCRAM verifiers: the server never sees them."""
         import psycopg
+        from psycopg import sql
 
+        from ragstream.keyfile import read_token_file
+
+        password = read_token_file(self.password_file, "password")
+        assert password is not None  # command() or start() created it
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PG_ROLE,)).fetchone() is None:
                 conn.execute(f"CREATE ROLE {PG_ROLE} LOGIN REPLICATION")
+            for role, secret in ((PG_ROLE, password), ("postgres", self.superuser_password())):
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(scram_verifier(secret))))
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone() is None:
                 conn.execute(f"CREATE DATABASE {PG_DATABASE} OWNER {PG_ROLE}")
 
@@ -251,12 +382,22 @@ def debezium_plugin(settings: Settings, progress: Callable[[str], None] = lambda
 
 
 def connect_request(settings: Settings, method: str, path: str, body: Any = None,
-                    timeout: float = 30) -> tuple[int, Any]:
-    """One call to the Connect REST API: (status, decoded JSON or None)."""
-    url = settings.resolved_connect_url + path
+                    timeout: float = 30, *, base: str | None = None, credentials: bool = True) -> tuple[int, Any]:
+    """One call to the Connect REST API: (status, decoded JSON or None).
+
+    The project's one Connect REST client: it sends the credentials of
+    ``Settings.connect_credentials`` (HTTP basic auth; the local worker's generated ones)
+    unless ``credentials`` is False (a probe for a worker that needs none). ``base``: another
+    URL than ``resolved_connect_url`` (the local worker's own, for its readiness)."""
+    url = (base or settings.resolved_connect_url) + path
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", "Accept": "application/json"})
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    auth = settings.connect_credentials if credentials else None
+    if auth is not None:
+        user, password = auth
+        token = base64.b64encode(f"{user}:{password.get_secret_value()}".encode("utf-8")).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
@@ -269,7 +410,7 @@ def connect_request(settings: Settings, method: str, path: str, body: Any = None
             return exc.code, {"message": raw.decode(errors="replace")}
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise StackError(f"Kafka Connect does not answer at {settings.resolved_connect_url}: {reason}",
+        raise StackError(f"Kafka Connect does not answer at {base or settings.resolved_connect_url}: {reason}",
                          "Start it with `ragstream stack up -s kafka -s connect` (or set RAGSTREAM_CONNECT_URL); "
                          "see `ragstream stack status -s connect` and its log.") from None
 
@@ -287,14 +428,42 @@ class KafkaConnect(Service):
     def address(self) -> str:
         return f"http://127.0.0.1:{self.settings.connect_port}"
 
+    @property
+    def jaas_file(self) -> Path:
+        return self.home / "connect" / "jaas.conf"
+
+    @property
+    def credentials_file(self) -> Path:
+        assert self.settings.connect_credentials_file is not None  # the settings default it into the home
+        return self.settings.connect_credentials_file
+
     def properties(self, plugin_path: Path) -> str:
         s = self.settings
         from ragstream.kafka import CONNECT, java_client_properties, properties_text
 
         security = properties_text(java_client_properties(s.model_copy(update={"kafka_principal": CONNECT})),
                                    prefixes=("", "producer.", "consumer.", "admin."))
+        assert s.postgres_password_file is not None
+        local = (
+            "\n# The local worker's REST API asks for HTTP basic auth (infra/cdc.py, docs/security.md): the\n"
+            f"# JAAS login context KafkaConnect (-Djava.security.auth.login.config={self.jaas_file}) checks\n"
+            f"# the user and password in {self.credentials_file}.\n"
+            f"rest.extension.classes={BASIC_AUTH_EXTENSION}\n"
+            "# Secrets reach connectors as ${file:<path>:<key>} placeholders, resolved by the worker when\n"
+            "# it starts a task: the config Connect stores (connect.configs) and serves holds no password.\n"
+            "# Only files in the secrets folder may be read this way.\n"
+            "config.providers=file\n"
+            "config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider\n"
+            f"config.providers.file.param.allowed.paths={s.postgres_password_file.parent}\n")
         return render(WORKER_TEMPLATE, {"kafka_bootstrap": s.kafka_bootstrap, "replication_factor": s.replication_factor,
-                                        "connect_port": s.connect_port, "plugin_path": plugin_path}) + security
+                                        "connect_port": s.connect_port, "plugin_path": plugin_path}) + local + security
+
+    def _write_private(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(path, 0o600)
 
     def command(self, progress: Callable[[str], None]) -> list[str]:
         first = self.settings.kafka_bootstrap.split(",")[0].strip()
@@ -305,14 +474,19 @@ class KafkaConnect(Service):
         java = find_java(self.settings)
         classpath = f"{jars(self.settings, 'worker', progress, pom=CONNECT_POM)}/*"
         plugins = debezium_plugin(self.settings, progress)
+        from ragstream.keyfile import ensure_token_file
+
+        # The REST API's user and password (generated at the first start), and the JAAS
+        # configuration naming that file (the extension reads the login context KafkaConnect).
+        ensure_token_file(self.credentials_file, self.settings.connect_username)
+        self._write_private(self.jaas_file, "KafkaConnect {\n"
+                            "  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n"
+                            f"  file=\"{self.credentials_file}\";\n}};\n")
         conf = self.home / "connect" / "worker.properties"
-        conf.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold Connect's Kafka password
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self.properties(plugins))
-        os.chmod(conf, 0o600)
+        self._write_private(conf, self.properties(plugins))  # it may hold Connect's Kafka password
         jvm = [java, "-Xms128m", f"-Xmx{self.settings.connect_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=50",
                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
+               f"-Djava.security.auth.login.config={self.jaas_file}",
                f"-Dragstream.home={self.home}",  # lets `pid()` recognise our process by its cmdline
                "-cp", classpath, "org.apache.kafka.connect.cli.ConnectDistributed", str(conf)]
         # The JVM runs under a small Python parent that also restarts failed connector tasks
@@ -347,13 +521,26 @@ class KafkaConnect(Service):
     def ready(self) -> bool:
         if not port_open(self.settings.connect_port):
             return False
-        req = urllib.request.Request(f"{self.address}/connector-plugins", headers={"Accept": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=3) as resp:
-                plugins = json.loads(resp.read())
-        except (OSError, ValueError):
+            code, plugins = connect_request(self.settings, "GET", "/connector-plugins", timeout=3, base=self.address)
+        except StackError:
             return False
-        return any(p.get("class") == POSTGRES_CONNECTOR for p in plugins)
+        return code == 200 and isinstance(plugins, list) and any(p.get("class") == POSTGRES_CONNECTOR for p in plugins)
+
+    def open_to_anyone(self) -> bool:
+        """The REST API answers a request without credentials (a worker an older version started)."""
+        try:
+            code, _ = connect_request(self.settings, "GET", "/connectors", timeout=3, base=self.address,
+                                      credentials=False)
+        except StackError:
+            return False
+        return code < 300
+
+    def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
+        if self.pid() is not None and port_open(self.settings.connect_port) and self.open_to_anyone():
+            progress("connect: replacing a worker whose REST API needs no credentials (started by an older version)")
+            self.stop()
+        return super().start(progress)
 
 
 NormalizeWorker = _worker("normalize")
@@ -387,9 +574,16 @@ def connector_config(settings: Settings, mapping: Any) -> dict[str, str]:
         raise StackError(f"RAGSTREAM_CDC_DSN is not a PostgreSQL URI: {exc}",
                          "Write it as postgresql://user[:password]@host:port/dbname.") from None
     tables = mapping.captured()
+    if settings.cdc_dsn is None:
+        # The local database: Debezium reads the password from the file when its task
+        # starts (FileConfigProvider); Connect stores and serves only this placeholder.
+        assert settings.postgres_password_file is not None
+        password = f"${{file:{settings.postgres_password_file}:password}}"
+    else:  # a database you run: as its DSN says (a password there is in the config as given)
+        password = db.get("password", "")
     values = {
         "db_host": db.get("host", "127.0.0.1"), "db_port": db.get("port", 5432), "db_user": db.get("user", PG_ROLE),
-        "db_password": db.get("password", ""), "db_name": db.get("dbname", PG_DATABASE),
+        "db_password": password, "db_name": db.get("dbname", PG_DATABASE),
         "tables": ",".join(_regex(t) for t in tables),
         "replica_identity": ",".join(f"{_regex(t)}:FULL" for t in tables),
         "partitions": settings.partitions, "replication_factor": settings.replication_factor,

@@ -59,7 +59,7 @@ def connect_up(sample: bool) -> None:
             raise UserError(f"ragstream: {CONNECTOR_NAME} is not running:\n{_describe(st)}")
         for name, new in Stack(s, ("worker-normalize",)).up(progress=say).items():
             say(f"{name}: {'started' if new else 'already running'}")
-        say(f"database CDC running: {s.resolved_cdc_dsn} → {mapping.topic_prefix}.* → normalize → rag.changes "
+        say(f"database CDC running: {s.cdc_dsn_shown} → {mapping.topic_prefix}.* → normalize → rag.changes "
             f"(source {mapping.source}); stop: ragstream stack down -s worker-normalize -s connect -s postgres")
 
     run()

@@ -127,9 +127,27 @@ class Settings(BaseSettings):
     connect_port: Port = Field(8083, description="REST port of the local Kafka Connect worker.")
     connect_heap: str = Field("768m", pattern=r"^\d+[mMgG]$", description="JVM heap for the local Connect worker.")
     connect_url: str | None = Field(None, description="Kafka Connect REST URL. Default: the local worker.")
+    connect_username: str = Field(
+        "ragstream", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="User name sent to the Kafka Connect REST API (HTTP basic auth; the local worker's user).")
+    connect_password: SecretStr | None = Field(
+        None, description="Password for a Kafka Connect REST API you run with basic auth (a secret). Unset: the local "
+                          "worker's, which `stack up -s connect` generates into connect_credentials_file.")
+    connect_credentials_file: Path | None = Field(
+        None, validate_default=True,
+        description="The local Connect worker's REST credentials (JAAS PropertyFileLoginModule file, one line "
+                    "<connect_username>=<password>, random, mode 0600). Default: <home>/secrets/connect-rest.properties, "
+                    "fixed when the settings are loaded. Sent only to a Connect on loopback.")
     cdc_dsn: SecretStr | None = Field(
         None, description="PostgreSQL the connector captures (libpq URI; a secret, it may hold a password: use "
-                          "resolved_cdc_dsn). Default: the local one, database ragstream.")
+                          "resolved_cdc_dsn, print cdc_dsn_shown). Default: the local one, database ragstream, "
+                          "with the password from postgres_password_file.")
+    postgres_password_file: Path | None = Field(
+        None, validate_default=True,
+        description="The local PostgreSQL's password of the role ragstream (one line password=<value>, random, mode "
+                    "0600; Debezium reads it through Connect's FileConfigProvider). Default: "
+                    "<home>/secrets/postgres.properties, fixed when the settings are loaded; `stack up -s postgres` "
+                    "generates it. Used only when cdc_dsn is unset.")
     cdc_mapping_file: Path | None = Field(
         None, description="Table-to-document mapping of the normalize stage (TOML); see docs/cdc.md.")
 
@@ -275,6 +293,20 @@ class Settings(BaseSettings):
             return info.data["home"] / "secrets" / "milvus.token"
         return v.expanduser().resolve() if v is not None else None
 
+    @field_validator("connect_credentials_file")
+    @classmethod
+    def _connect_credentials_in_home(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None and "home" in info.data:
+            return info.data["home"] / "secrets" / "connect-rest.properties"
+        return v.expanduser().resolve() if v is not None else None
+
+    @field_validator("postgres_password_file")
+    @classmethod
+    def _postgres_password_in_home(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is None and "home" in info.data:
+            return info.data["home"] / "secrets" / "postgres.properties"
+        return v.expanduser().resolve() if v is not None else None
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
@@ -365,10 +397,59 @@ class Settings(BaseSettings):
         return (self.connect_url or f"http://127.0.0.1:{self.connect_port}").rstrip("/")
 
     @property
+    def connect_credentials(self) -> tuple[str, SecretStr] | None:
+        """(user, password) for the Kafka Connect REST API (HTTP basic auth), or None: the
+        configured ``connect_password``, else the local worker's generated one (only to a
+        Connect on loopback, and once ``stack up -s connect`` has generated it). The one
+        REST client, ``infra.cdc.connect_request``, sends it."""
+        if self.connect_password is not None:
+            return self.connect_username, self.connect_password
+        if self.connect_credentials_file is None or not _on_loopback(self.resolved_connect_url):
+            return None
+        from ragstream.keyfile import read_token_file
+
+        password = read_token_file(self.connect_credentials_file, self.connect_username)
+        return None if password is None else (self.connect_username, SecretStr(password))
+
+    @property
+    def local_postgres_password(self) -> SecretStr | None:
+        """The local PostgreSQL's password of the role ragstream (``postgres_password_file``),
+        or None before ``stack up -s postgres`` generated it."""
+        if self.postgres_password_file is None:
+            return None
+        from ragstream.keyfile import read_token_file
+
+        password = read_token_file(self.postgres_password_file, "password")
+        return None if password is None else SecretStr(password)
+
+    @property
     def resolved_cdc_dsn(self) -> str:
+        """The libpq URI of the captured database, password included: a secret (connect with
+        it, never print it; :attr:`cdc_dsn_shown` is the printable form). Every PostgreSQL
+        client of the project gets it here: the sources' listing, normalize's look-ups,
+        ``ragstream connect``, the tests and the benchmark."""
         if self.cdc_dsn is not None:
             return self.cdc_dsn.get_secret_value()
-        return f"postgresql://ragstream@127.0.0.1:{self.postgres_port}/ragstream"
+        from urllib.parse import quote
+
+        password = self.local_postgres_password
+        auth = "ragstream" + (f":{quote(password.get_secret_value(), safe='')}" if password is not None else "")
+        return f"postgresql://{auth}@127.0.0.1:{self.postgres_port}/ragstream"
+
+    @property
+    def cdc_dsn_shown(self) -> str:
+        """:attr:`resolved_cdc_dsn` with any password replaced by ``***`` (for output)."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        dsn = self.resolved_cdc_dsn
+        try:
+            parts = urlsplit(dsn)
+            if parts.password is None:
+                return dsn if "password" not in dsn.lower() else "<hidden: a key=value DSN with a password>"
+            netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+            return urlunsplit(parts._replace(netloc=netloc))
+        except ValueError:
+            return "<hidden>"
 
     @property
     def resolved_milvus_uri(self) -> str:
