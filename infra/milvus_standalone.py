@@ -28,13 +28,15 @@ accepted (a fresh data folder), changes root's password to the secret. The secre
 from the file, never on a command line or in a log.
 
 Addresses: the embedded etcd listens on 127.0.0.1 only, and every component's advertised
-address (``<component>.ip``) is 127.0.0.1; Milvus 2.3 itself binds its gRPC servers (the proxy
-on ``RAGSTREAM_MILVUS_PORT`` and the internal coordinator/node ports, free ports chosen at
-each start) and its metrics/health HTTP port (9091 or the next free one) on all interfaces:
-no setting of this version names a listen address. The proxy and the components answer only
-calls carrying root's password (internal calls are authenticated by Milvus itself); the
-metrics port serves ``/healthz`` and Prometheus metrics without credentials. Put a
-firewall in front if the machine is reachable from networks you do not trust.
+address (``<component>.ip``) is 127.0.0.1; but Milvus 2.3 binds its gRPC servers (the proxy on
+``RAGSTREAM_MILVUS_PORT`` and the internal coordinator/node ports, free ports chosen at each
+start) and its metrics/health HTTP port (9091 or the next free one) on all interfaces (seen
+with ``ss -ltn``: ``*:<port>``): no setting of this version names a listen address, ``ip``
+only sets the address a component registers. The proxy checks root's password; the internal
+ports check no credentials (the root coordinator answered ``GetComponentStates`` over plain
+gRPC without any), and the metrics port serves ``/healthz`` and Prometheus metrics. So on a
+machine reachable from networks you do not trust, firewall those ports, or use milvus-lite
+(the default engine: one loopback port, token-checked) or a Milvus you run (TLS, token).
 
 Known limits of this build (Milvus 2.3): no BM25 functions (collections are dense-only, see
 ``consumers.milvus.engine``), no INVERTED scalar index (``Trie`` for VARCHAR), no infix
