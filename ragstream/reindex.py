@@ -494,11 +494,15 @@ def _local_workers(settings: Settings, stages: Iterable[str]) -> list[str]:
 
 def switch(settings: Settings, new: Settings, target: str, topic: str, *, say: Callable[[str], None],
            start: dict[int, int] | None = None, acl_start: dict[int, int] | None = None,
-           source_ids: Iterable[str] | None = None, verify_timeout: float = 300, catch_up_timeout: float = 3600,
+           source_ids: Iterable[str] | None = None, verify_timeout: float = 300, stall_timeout: float = 1800,
            progress: ReplayProgress | None = None, group: str | None = None, model_changed: bool = False,
            before_swap: Callable[[], None] | None = None) -> Outcome:
     """Fill ``target`` from ``topic`` with ``new``'s settings, verify it, move the alias, hand
-    the live workers over. Raises :class:`ReindexError` (alias untouched) when it cannot."""
+    the live workers over. Raises :class:`ReindexError` (alias untouched) when it cannot.
+
+    The catch-up has no total deadline (a large topic takes as long as it takes); it fails when
+    the replay has not moved for ``stall_timeout`` seconds (the replayer's poll interval is 30
+    minutes: a batch slower than that loses its consumer-group membership anyway)."""
     t0 = time.monotonic()
     alias_index = _index(settings)
     group = group or f"ragstream-reindex-{target}"
@@ -506,14 +510,19 @@ def switch(settings: Settings, new: Settings, target: str, topic: str, *, say: C
     progress = progress or ReplayProgress(f"replay {topic} → {target}")
     try:
         # 1. catch up
-        deadline, zero = time.monotonic() + catch_up_timeout, 0
+        zero, last_done, moved = 0, -1, time.monotonic()
         while zero < 2:
             if replayer.error is not None:
                 raise ReindexError(f"the replay failed: {type(replayer.error).__name__}: {replayer.error}")
-            if time.monotonic() > deadline:
-                raise ReindexError(f"the replay did not catch up within {catch_up_timeout:.0f}s")
             lag = replayer.lag()
             done, total = replayer.progress() if lag is not None else (0, 0)
+            if done != last_done:
+                last_done, moved = done, time.monotonic()
+            elif time.monotonic() - moved > stall_timeout:
+                where = "no partitions were assigned" if lag is None else f"{done}/{total} messages, lag {lag}"
+                raise ReindexError(f"the replay made no progress for {stall_timeout:.0f}s ({where}); the alias "
+                                   "was not moved. Check the broker and the model and run the command again; "
+                                   "`ragstream reindex --gc` drops the unfinished collection.")
             progress.update(done, total, "waiting for partitions" if lag is None else f"lag {lag}")
             zero = zero + 1 if lag == 0 else 0
             time.sleep(0.5)

@@ -117,14 +117,11 @@ legal_hold = true
 """
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory) -> Iterator[Settings]:
-    """A private full pipeline (broker, milvus-lite, the stage workers) shared by the
-    end-to-end modules; own home and ports."""
+def _start_pipeline(tmp_path_factory, name: str):
     from infra.stack import running_pipeline
     from streams.pii import ENTITIES
 
-    home = tmp_path_factory.mktemp("pipeline") / "home"
+    home = tmp_path_factory.mktemp(name) / "home"
     home.mkdir(parents=True)
     policy = home / "policy.toml"
     policy.write_text(PIPELINE_POLICY % ", ".join(f'{e} = "redact"' for e in ENTITIES), encoding="utf-8")
@@ -133,7 +130,25 @@ def pipeline(tmp_path_factory) -> Iterator[Settings]:
     s = isolated_settings(home, partitions=3, start_timeout_s=180, policy_file=policy,
                           compaction_lag_hours=0.002, retention_sweep_s=2, dsr_verify_timeout_s=180,
                           stall_after_s=10)  # /healthz reports a stuck partition within a test
-    with running_pipeline(s):
+    return s, running_pipeline(s)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> Iterator[Settings]:
+    """A private full pipeline (broker, milvus-lite, the stage workers) shared by the
+    end-to-end modules; own home and ports."""
+    s, running = _start_pipeline(tmp_path_factory, "pipeline")
+    with running:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def own_pipeline(tmp_path_factory) -> Iterator[Settings]:
+    """A full pipeline of the module's own, for modules whose work grows with what the shared
+    one holds: a reindex replays whole topics, which in the shared pipeline carry every earlier
+    module's documents (minutes of re-embedding, more with every module added)."""
+    s, running = _start_pipeline(tmp_path_factory, "own-pipeline")
+    with running:
         yield s
 
 

@@ -1,4 +1,5 @@
-"""``ragstream reindex`` end to end, on the session's private pipeline: a new chunk size while a
+"""``ragstream reindex`` end to end, on a pipeline of this module's own (a reindex replays whole
+topics; the session's shared pipeline holds every earlier module's documents): a new chunk size while a
 writer edits one file per second and a reader searches without pause; then ``--rollback``,
 ``--since`` and ``--gc``.
 
@@ -21,6 +22,11 @@ from ragstream.admin import wait_drained
 from streams.embedding import LocalEmbedder
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline(own_pipeline):
+    return own_pipeline
 
 
 def text(seed: int, n: int = 6) -> str:
@@ -96,7 +102,7 @@ def test_reindex_with_another_chunk_size_while_editing(pipeline, tmp_path):
         time.sleep(3)  # edits before the reindex starts, too
         out = ri.reindex(pipeline, {"chunk_max_tokens": 96, "chunk_overlap_tokens": 12},
                          say=lines.append, source_ids=[src.source_id], verify_timeout=240,
-                         before_swap=None)
+                         stall_timeout=600, before_swap=None)
         swapped_at.append(time.monotonic())
         time.sleep(4)  # edits after the swap go on reaching the new collection
     finally:
@@ -190,7 +196,8 @@ def test_reindex_from_chunks_with_the_command(pipeline, tmp_path):
 
     run("scale", "embed", "2")  # the handover restarts the extra worker with the stage's
     try:
-        out = run("reindex", "--from", "chunks", "--source-id", src.source_id, "--progress-interval", "2")
+        out = run("reindex", "--from", "chunks", "--source-id", src.source_id, "--progress-interval", "2",
+                  "--stall-timeout", "600")
         assert "ETA" in out and "alias" in out, out
         assert "worker-embed-2" in out.split("handed over:")[1].splitlines()[0], out
         assert running_replicas(pipeline, ("embed",)) == ("worker-embed-2",)

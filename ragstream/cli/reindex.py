@@ -43,12 +43,15 @@ def _when(value: str) -> datetime:
 @click.option("--verify-timeout", default=300.0, show_default=True, metavar="SECONDS",
               help="How long the new collection may keep differing from the sources before the reindex gives up "
                    "(edits in flight show as drift until applied).")
+@click.option("--stall-timeout", default=1800.0, show_default=True, metavar="SECONDS",
+              help="Give up (alias untouched) when the replay has not moved for this long; a large topic may "
+                   "take hours, which is fine while it moves.")
 @click.option("--progress-interval", default=10.0, show_default=True, metavar="SECONDS",
               help="When the output is not a terminal: seconds between two progress lines.")
 @friendly
 def reindex(source: str, model: str | None, chunk_tokens: int | None, chunk_overlap: int | None, since: str | None,
             rollback: bool, collect: bool, source_ids: tuple[str, ...], verify_timeout: float,
-            progress_interval: float) -> None:
+            stall_timeout: float, progress_interval: float) -> None:
     """Rebuild the index from Kafka into a new collection, then swap the alias (blue-green).
 
     \b
@@ -91,7 +94,7 @@ def reindex(source: str, model: str | None, chunk_tokens: int | None, chunk_over
             ri.repair_since(s, when, say=say, progress=progress)
             record_admin_action(s, "index.repair", s.collection, {"since": when.isoformat()})
             return
-        kw: dict[str, Any] = {"verify_timeout": verify_timeout, "progress": progress,
+        kw: dict[str, Any] = {"verify_timeout": verify_timeout, "stall_timeout": stall_timeout, "progress": progress,
                               "source_ids": list(source_ids) or None}
         out = ri.rollback(s, say=say, **kw) if rollback else ri.reindex(s, changes, source=source, say=say, **kw)
     except ri.ReindexError as exc:
