@@ -10,7 +10,8 @@ Secrets collected:
 
 * from every home under the session's base temporary folder (and the shared home when it
   was used): the local broker's SCRAM passwords (``secrets/kafka.json``), the milvus-lite
-  token (``secrets/milvus.token``), Neo4j's password (``neo4j/password``), the session
+  token (``secrets/milvus.token``), the local PostgreSQL's passwords and the Connect REST
+  password (``secrets/*.properties``), Neo4j's password (``neo4j/password``), the session
   signing key and tenant pseudonym keys (``keys/*.key``: raw bytes, hex and base64);
 * every API key, session and refresh token the ``AuthStore`` handed out in this process
   (their secret part);
@@ -37,7 +38,8 @@ MIN_LEN = 8
 #: Log files: anything under a ``logs`` folder, and these suffixes anywhere under a home.
 LOG_SUFFIXES = (".log", ".out", ".err")
 #: Files that hold secrets by design (never "leaks").
-SECRET_FILES = ("kafka.json", "milvus.token", "server.properties", "worker.properties", "password")
+SECRET_FILES = ("kafka.json", "milvus.token", "server.properties", "worker.properties", "password",
+                "postgres.properties", "postgres-superuser.properties", "connect-rest.properties")
 CONSTANT = re.compile(r"^(SECRET|PASSWORD|.*_(SECRET|PASSWORD|TOKEN|API_KEY))$")
 
 
@@ -79,6 +81,12 @@ class Secrets:
             path = home / name
             try:
                 self.add(path.read_text(encoding="utf-8").strip(), f"{label} ({path})")
+            except (OSError, UnicodeDecodeError):
+                pass
+        for path in sorted((home / "secrets").glob("*.properties")) if (home / "secrets").is_dir() else ():
+            try:  # <key>=<password> lines (ragstream.keyfile.ensure_token_file with a key)
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    self.add(line.partition("=")[2].strip(), f"password in {path}")
             except (OSError, UnicodeDecodeError):
                 pass
         for path in sorted((home / "keys").glob("*.key")) if (home / "keys").is_dir() else ():

@@ -4,6 +4,7 @@ infra/cdc.py): every mapped row, mapped exactly as normalize maps it."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -135,3 +136,56 @@ def test_connection_counts_the_mapped_rows(db) -> None:
     said = PostgresSource(s, mapping, publisher=NoPublisher()).test_connection()
     assert said.startswith("public.articles 3 row(s); public.tickets 2 row(s); public.notes 2 row(s); "
                            "public.not_yet_created missing"), said
+
+
+def test_the_local_postgres_refuses_a_connection_without_the_password(db, monkeypatch) -> None:
+    """scram-sha-256 for every connection (docs/security.md): the roles exist, but neither the
+    superuser nor the connector's role gets in without its password, or with a wrong one; the
+    project's clients get it from the one place (Settings.resolved_cdc_dsn)."""
+    import stat
+
+    import psycopg
+
+    from infra.cdc import Postgres, postgres_bin
+
+    s, _ = db
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")  # no ~/.pgpass either
+    port = s.postgres_port
+    for user, dbname in (("postgres", "postgres"), ("ragstream", "ragstream")):
+        for auth in (user, f"{user}:wrong-{user}"):
+            with pytest.raises(psycopg.OperationalError) as refused:
+                psycopg.connect(f"postgresql://{auth}@127.0.0.1:{port}/{dbname}", connect_timeout=5).close()
+            assert "no password supplied" in str(refused.value) or "password authentication failed" in str(
+                refused.value), str(refused.value)
+    # The server's own client, as any local user would try it (-w: never prompt).
+    psql = subprocess.run([str(postgres_bin() / "psql"), "-w", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                           "-c", "SELECT 1"], capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", "PGPASSFILE": "/nonexistent"})
+    assert psql.returncode != 0 and "password" in psql.stderr, psql.stderr
+
+    from infra.cdc import PG_HBA
+
+    password = s.local_postgres_password
+    assert password is not None and password.get_secret_value() in s.resolved_cdc_dsn
+    assert password.get_secret_value() not in s.cdc_dsn_shown + repr(s) + repr(password)
+    with psycopg.connect(s.resolved_cdc_dsn, connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("ragstream",)
+    with psycopg.connect(Postgres(s).dsn(), connect_timeout=5) as conn:
+        stored = dict(conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname IN "
+                                   "('postgres', 'ragstream')").fetchall())
+    assert set(stored) == {"postgres", "ragstream"}
+    assert all(v.startswith("SCRAM-SHA-256$4096:") for v in stored.values())  # verifiers, not passwords
+    assert (s.home / "postgres" / "pg_hba.conf").read_text() == PG_HBA and "trust" not in PG_HBA
+    for path in (s.postgres_password_file, Postgres(s).superuser_password_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(s.postgres_password_file.parent.stat().st_mode) == 0o700
+
+
+def test_a_configured_dsn_is_used_as_given_and_never_shown() -> None:
+    given = load_settings(cdc_dsn="postgresql://capture:pw-given-123@db.internal:5432/erp")
+    assert given.resolved_cdc_dsn == "postgresql://capture:pw-given-123@db.internal:5432/erp"
+    assert given.cdc_dsn_shown == "postgresql://capture:***@db.internal:5432/erp"
+    assert "pw-given-123" not in repr(given)
+    keyword = load_settings(cdc_dsn="host=db.internal user=capture password=pw-given-123")
+    assert "pw-given-123" not in keyword.cdc_dsn_shown
