@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from consumers.milvus import MilvusIndex
 from infra.stack import Stack, free_port, settings_env
@@ -97,8 +98,11 @@ def cdc(pipeline: Settings) -> Iterator[Settings]:
     home = Path(tempfile.mkdtemp(prefix="ragstream-cdc-test-", dir="/tmp"))
     mapping_file = home / "cdc-mapping.toml"
     mapping_file.write_text(MAPPING)
+    # Their credentials in this home too (model_copy keeps the pipeline home's defaults).
     s = pipeline.model_copy(update={"home": home, "postgres_port": free_port(), "connect_port": free_port(),
-                                    "cdc_mapping_file": mapping_file})
+                                    "cdc_mapping_file": mapping_file,
+                                    "postgres_password_file": home / "secrets" / "postgres.properties",
+                                    "connect_credentials_file": home / "secrets" / "connect-rest.properties"})
     services = Stack(s, ("postgres", "connect", "worker-normalize"))
     try:
         services["postgres"].start()
@@ -437,6 +441,141 @@ def test_toasted_unchanged_value_is_looked_up_not_indexed_as_placeholder(cdc, in
     chunks = indexed(index, "notes")[f"{SOURCE}:public.notes/1"]
     text = " ".join(c["text"] for c in chunks)
     assert "endtoken" in text and "__debezium" not in text
+
+
+# ------------------------------------------------- credentials of the local CDC stack (issue 14)
+
+def _raw(s: Settings, method: str, path: str, auth: str | None = None) -> int:
+    """A Connect REST call from a client that is not ragstream's: the HTTP status."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{s.connect_port}{path}", method=method,
+                                 data=b"{}" if method in ("POST", "PUT") else None,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": auth} if auth else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_connect_rest_needs_the_credentials_and_listens_on_loopback(cdc):
+    import base64
+
+    from infra.cdc import CONNECTOR_NAME, connect_request
+
+    guessed = "Basic " + base64.b64encode(b"ragstream:guess").decode()
+    for method, path in (("GET", "/connectors"), ("GET", "/"), ("GET", "/connector-plugins"),
+                         ("GET", f"/connectors/{CONNECTOR_NAME}/config"), ("PUT", f"/connectors/{CONNECTOR_NAME}/config"),
+                         ("POST", "/connectors"), ("DELETE", f"/connectors/{CONNECTOR_NAME}"),
+                         ("PUT", "/admin/loggers/root")):
+        assert _raw(cdc, method, path) == 401, (method, path)
+        assert _raw(cdc, method, path, guessed) == 401, (method, path)
+    # ragstream's one client sends the generated credentials; the connector survived the attempts.
+    assert connect_request(cdc, "GET", "/connectors") == (200, [CONNECTOR_NAME])
+    user, password = cdc.connect_credentials
+    assert user == "ragstream" and len(password.get_secret_value()) >= 32
+    assert password.get_secret_value() not in repr(cdc.connect_credentials)
+    right = "Basic " + base64.b64encode(f"{user}:{password.get_secret_value()}".encode()).decode()
+    assert _raw(cdc, "GET", f"/connectors/{CONNECTOR_NAME}/status", right) == 200
+    # The REST listener is bound to 127.0.0.1 only.
+    ss = subprocess.run(["ss", "-Hltn", f"sport = :{cdc.connect_port}"], capture_output=True, text=True)
+    if ss.returncode == 0:
+        bound = [ln.split()[3] for ln in ss.stdout.splitlines()]
+        assert bound and all(a.removeprefix("[::ffff:").replace("]:", ":") == f"127.0.0.1:{cdc.connect_port}"
+                             for a in bound), ss.stdout  # Java shows IPv4 loopback as [::ffff:127.0.0.1]
+    # The credentials are never sent to a Connect elsewhere; one configured for it is.
+    remote = cdc.model_copy(update={"connect_url": "https://connect.example:8083"})
+    assert remote.connect_credentials is None
+    given = remote.model_copy(update={"connect_password": SecretStr("pw-of-remote-connect")})
+    assert given.connect_credentials == ("ragstream", given.connect_password)
+
+
+def test_the_connector_config_connect_serves_holds_a_placeholder_not_the_password(cdc):
+    from infra.cdc import CONNECTOR_NAME, connect_request
+
+    code, config = connect_request(cdc, "GET", f"/connectors/{CONNECTOR_NAME}/config")
+    assert code == 200 and config.get("database.password") == f"${{file:{cdc.postgres_password_file}:password}}"
+    password = cdc.local_postgres_password.get_secret_value()
+    served = [config]
+    for path in (f"/connectors/{CONNECTOR_NAME}", f"/connectors/{CONNECTOR_NAME}/tasks", "/connectors?expand=info"):
+        code, body = connect_request(cdc, "GET", path)
+        assert code == 200
+        served.append(body)
+    assert password not in json.dumps(served)
+    # ...and the worker resolved it: the task streams (the fixture waited for RUNNING).
+    assert running_state(cdc) == "RUNNING"
+    # Nor is it in what Connect stored (connect.configs), nor in its log.
+    stored = read_topic(cdc, "connect.configs")
+    assert stored and not any(password.encode() in v for v in stored)
+    assert password not in (cdc.home / "logs" / "connect.log").read_text(errors="replace")
+
+
+def test_a_second_local_user_reaches_neither_postgres_nor_connect(cdc):
+    import os
+    import pwd
+    import uuid
+
+    from infra.cdc import postgres_bin
+
+    if os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("curl") is None:
+        pytest.skip("creating a second Unix user needs root and useradd (and the probe curl)")
+    user = f"rsc{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", user], check=True)
+    try:
+        uid, gid = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+
+        def as_other(*cmd: str) -> subprocess.CompletedProcess:
+            return subprocess.run(list(cmd), capture_output=True, text=True, user=uid, group=gid, extra_groups=[],
+                                  cwd="/tmp", env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}, timeout=60)
+
+        for secret in (cdc.postgres_password_file, cdc.connect_credentials_file):
+            r = as_other("cat", str(secret))
+            assert r.returncode != 0 and "Permission denied" in r.stderr, r.stdout + r.stderr
+        for role, dbname in (("postgres", "postgres"), ("ragstream", "ragstream")):
+            r = as_other(str(postgres_bin() / "psql"), "-w", "-h", "127.0.0.1", "-p", str(cdc.postgres_port),
+                         "-U", role, "-d", dbname, "-c", "SELECT 1")
+            assert r.returncode != 0 and "no password supplied" in r.stderr, r.stdout + r.stderr
+        r = as_other("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                     f"http://127.0.0.1:{cdc.connect_port}/connectors")
+        assert r.stdout == "401", r.stdout + r.stderr
+    finally:
+        subprocess.run(["userdel", user], check=False)
+
+
+def running_state(s: Settings) -> str:
+    from infra.cdc import connector_status
+
+    st = connector_status(s)
+    return st["tasks"][0]["state"] if st and st["tasks"] else "none"
+
+
+def read_topic(s: Settings, topic: str, timeout: float = 30) -> list[bytes]:
+    """Every record value of ``topic`` from the start (as the admin principal)."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from ragstream.consumer import make_consumer
+
+    reader = make_consumer(s, f"ragstream-test-read-{time.monotonic_ns()}")
+    try:
+        parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        done: dict[int, int] = {p: -1 for p in parts}
+        while any(done[p] < ends[p] - 1 for p in parts) and time.monotonic() < deadline:
+            msg = reader.poll(1)
+            if msg is None or msg.error():
+                continue
+            done[msg.partition()] = msg.offset()
+            if msg.value():
+                values.append(msg.value())
+        return values
+    finally:
+        reader.close()
 
 
 def test_connect_apply_is_idempotent_and_delete_leaves_no_replication_slot(cdc):
