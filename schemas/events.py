@@ -38,12 +38,16 @@ from pydantic import (
     model_validator,
 )
 
+from schemas import principals as _principals
+from schemas.principals import is_principal
+
 SOURCE_ID = r"[a-z0-9][a-z0-9_.-]{0,63}"
 SourceId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}$")]
 SourceKindName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 DocId = Annotated[str, StringConstraints(pattern=rf"^{SOURCE_ID}:.+$", max_length=2048)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-PRINCIPAL_RE = re.compile(r"^(public|(user|group|service):[^\s|]+)$")
+#: The principal grammar, defined in :mod:`schemas.principals`; kept here for older importers.
+PRINCIPAL_RE = _principals.PRINCIPAL_RE
 
 
 def utcnow() -> datetime:
@@ -108,7 +112,8 @@ class Acl(BaseModel):
     @field_validator("principals")
     @classmethod
     def _normalise(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [p for p in v if not PRINCIPAL_RE.match(p)]
+        # Each a schemas.principals.Principal text (Principal.parse), kept as written.
+        bad = [p for p in v if not is_principal(p)]
         if bad:
             raise ValueError(
                 f"invalid principal(s) {bad}: use 'user:<id>', 'group:<id>', 'service:<id>' or 'public' "

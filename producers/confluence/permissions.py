@@ -19,7 +19,8 @@ intersection is computed, not guessed, and nothing is widened (fail closed):
   members of the restrictions' groups) is checked level by level against their own groups
   (``/rest/api/user/memberof``) and becomes a ``user:`` principal if they pass them all.
 
-Names are written with :func:`encode`: whitespace, control characters, ``|`` and ``%`` as
+Names are made :class:`schemas.principals.Principal` values, which encode them
+(:func:`~schemas.principals.encode_name`): whitespace, control characters, ``|`` and ``%`` as
 ``%XX``, since principals refuse blanks and ``|``.
 """
 
@@ -29,18 +30,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ragstream.logging import get_logger
+from schemas.principals import PUBLIC, Principal
 
 log = get_logger(__name__)
-
-
-def encode(name: str) -> str:
-    out = []
-    for ch in name:
-        if ch.isspace() or ch in "|%" or ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 @dataclass
@@ -66,10 +58,10 @@ class PrincipalMapper:
         self.directory, self.anonymous_is_public = directory, anonymous_is_public
 
     def user(self, uid: str) -> str:
-        return f"user:{self.directory}/{encode(uid)}"
+        return Principal.user(uid, self.directory).text
 
     def group(self, name: str) -> str:
-        return f"group:{self.directory}/{encode(name)}"
+        return Principal.group(name, self.directory).text
 
     def effective(self, space: Level, restrictions: Iterable[Level], *,
                   groups_of: Callable[[str], Iterable[str]],
@@ -82,7 +74,7 @@ class PrincipalMapper:
         if not levels:
             out = {self.user(u) for u in space.users} | {self.group(g) for g in space.groups}
             if space.anyone:
-                out.add("public")
+                out.add(PUBLIC.text)
             return tuple(sorted(out))
         out: set[str] = set()
         whole = {g for g in set.intersection(*(lv.groups for lv in levels)) if space.anyone or g in space.groups}

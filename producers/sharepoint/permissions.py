@@ -7,9 +7,10 @@ an item when one of its roles carries ``ViewListItems`` (bit 0x1 of
 
 Principals refuse blanks and ``|``, and SharePoint's claim login names are full of them
 (``i:0#.f|membership|alice@x.com``, group titles such as ``Eng Members``), so every name
-taken from SharePoint is written with :func:`encode`: whitespace, control characters,
-``|`` and ``%`` become ``%XX`` (UTF-8 bytes, upper-case hex). ``%`` is encoded too, so the
-encoding is reversible (:func:`decode`) and two names never map to one principal.
+taken from SharePoint is made a :class:`schemas.principals.Principal`, which encodes it
+(:func:`~schemas.principals.encode_name`, here also as :func:`encode`): whitespace, control
+characters, ``|`` and ``%`` become ``%XX`` (UTF-8 bytes, upper-case hex). ``%`` is encoded
+too, so the encoding is reversible (:func:`decode`) and two names never map to one principal.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 from urllib.parse import urlsplit
+
+from schemas.principals import PUBLIC, Principal, decode_name, encode_name
 
 #: BasePermissions.Low bit that lets a member see list items.
 VIEW_LIST_ITEMS = 0x1
@@ -35,20 +38,8 @@ _ENTRA_GROUP = re.compile(r"^c:0t\.c\|tenant\|(?P<oid>[0-9a-f-]+)$", re.IGNORECA
 _M365_GROUP = re.compile(r"^c:0o\.c\|federateddirectoryclaimprovider\|(?P<oid>[0-9a-f-]+(?:_o)?)$", re.IGNORECASE)
 
 
-def encode(name: str) -> str:
-    """``name`` with whitespace, control characters, ``|`` and ``%`` as ``%XX``."""
-    out = []
-    for ch in name:
-        if ch.isspace() or ch in "|%" or ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def decode(encoded: str) -> str:
-    """The inverse of :func:`encode`."""
-    return re.sub(r"(?:%[0-9A-F]{2})+", lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8"), encoded)
+#: The name encoding of every principal (:mod:`schemas.principals`), under this module's older names.
+encode, decode = encode_name, decode_name
 
 
 def _int(value: Any) -> int | None:
@@ -91,18 +82,17 @@ class PrincipalMapper:
         (the "Everyone" claims when they are not mapped to ``public``)."""
         login = str(member.get("LoginName") or "")
         kind = _int(member.get("PrincipalType"))
-        if kind == SHAREPOINT_GROUP:
-            return f"group:{SHAREPOINT_NS}/{encode(self.site)}/{encode(login or str(member.get('Title') or ''))}"
+        if kind == SHAREPOINT_GROUP:  # the site, then the group: "/" is not encoded after a namespace
+            return Principal.group(f"{self.site}/{login or str(member.get('Title') or '')}", SHAREPOINT_NS).text
         if _EVERYONE.match(login):
-            return "public" if self.everyone_is_public else f"group:{CLAIM_NS}/{encode(login)}"
+            return PUBLIC.text if self.everyone_is_public else Principal.group(login, CLAIM_NS).text
         if m := _ENTRA_USER.match(login):
-            return f"user:{self.directory}/{encode(m['upn'].lower())}"
+            return Principal.user(m["upn"].lower(), self.directory).text
         if m := (_ENTRA_GROUP.match(login) or _M365_GROUP.match(login)):
-            return f"group:{self.directory}/{m['oid'].lower()}"
+            return Principal.group(m["oid"].lower(), self.directory).text
         if not login:
             return None
-        prefix = "user" if kind == USER else "group"
-        return f"{prefix}:{CLAIM_NS}/{encode(login)}"
+        return Principal("user" if kind == USER else "group", login, CLAIM_NS).text
 
     def principals(self, assignments: Iterable[tuple[dict[str, Any], list[dict[str, Any]]]]) -> tuple[str, ...]:
         """The principals that may read, from (member, role definitions) pairs."""
