@@ -39,7 +39,8 @@ Several providers at once, configured in one TOML file (``RAGSTREAM_AUTH_FILE``)
 
 Every request resolves to an :class:`Identity`: who (``subject``), how (``provider``),
 its roles and its *principals* (``user:<name>``, ``group:<name>``), the same strings the
-producers write into document ACLs. Names from the local directory (LDAP) are the host's
+producers write into document ACLs, made by :class:`schemas.principals.Principal` (names
+validated here, :func:`valid_name`, are written as they are: ``Principal.as_is``). Names from the local directory (LDAP) are the host's
 names, as the file-system producer writes them; an OIDC issuer's or SAML IdP's names are
 qualified by its alias (``user:corp/alice``) unless it is declared ``names = "local"`` or
 ``[identity_map]`` maps a name to a local one, so two providers' users never collide. An
@@ -71,6 +72,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ragstream.keyfile import create_key_file
 from ragstream.store import API_KEY_PREFIX, AuthStore, Session, StoreError
+from schemas.principals import PUBLIC, Principal
 
 SESSION_ISSUER = "ragstream"
 SESSION_AUDIENCE = "ragstream-session"
@@ -308,12 +310,13 @@ def principals_of(username: str, groups: list[str] | tuple[str, ...], namespace:
     name that could not be one is refused. Unqualified user and group names are local ones:
     a ``/`` in them would impersonate a provider's namespace (an LDAP uid ``corp/alice``
     is not issuer corp's alice), so such a user is refused and such a group left out."""
-    prefix = f"{namespace}/" if namespace else ""
+    ns = namespace or None
     valid = valid_local_name if not namespace and kind == "user" else valid_name
     if not valid(username):
         raise AuthError("the identity provider sent a user name that cannot be a principal")
-    return tuple(sorted({"public", f"{kind}:{prefix}{username}",
-                         *(f"group:{prefix}{g}" for g in groups if valid(g))}))
+    # Validated names are written as they are (Principal.as_is), as they always were.
+    return tuple(sorted({PUBLIC.text, Principal.as_is(kind, username, ns).text,  # type: ignore[arg-type]
+                         *(Principal.as_is("group", g, ns).text for g in groups if valid(g))}))
 
 
 class Rbac:
@@ -354,8 +357,9 @@ class ApiKeys:
             k = self.store.check_key(key)
         except StoreError as exc:
             raise AuthError(str(exc)) from None
-        return Identity(subject=f"service:{k.name}", provider="api_key", roles=k.roles,
-                        principals=principals_of(k.name, k.groups, kind="service"))
+        principals = principals_of(k.name, k.groups, kind="service")
+        return Identity(subject=Principal.as_is("service", k.name).text, provider="api_key", roles=k.roles,
+                        principals=principals)
 
 
 # -- sessions ------------------------------------------------------------------------------------
@@ -467,10 +471,12 @@ def provider_principals(alias: str, names: str, identity_map: dict[str, str], us
     if not valid_name(username):
         raise AuthError("the identity provider sent a user name that cannot be a principal")
     if names == "local":  # its names are the host's: no provider's namespace (no '/')
-        return f"user:{username}", principals_of(username, groups)
-    user = identity_map.get(f"{alias}/{username}", f"{alias}/{username}")
-    ps = {"public", f"user:{user}"} | {f"group:{alias}/{g}" for g in groups if valid_name(g)}
-    return f"user:{user}", tuple(sorted(ps))
+        principals = principals_of(username, groups)
+        return Principal.as_is("user", username).text, principals
+    local = identity_map.get(f"{alias}/{username}")  # a key of the map, not a principal
+    user = Principal.as_is("user", local) if local is not None else Principal.as_is("user", username, alias)
+    ps = {PUBLIC.text, user.text} | {Principal.as_is("group", g, alias).text for g in groups if valid_name(g)}
+    return user.text, tuple(sorted(ps))
 
 
 # -- LDAP / Active Directory ---------------------------------------------------------------------
@@ -540,8 +546,9 @@ class LdapProvider:
         finally:
             conn.unbind()
         roles = tuple(sorted({c.group_roles[g] for g in groups if g in c.group_roles} | set(c.default_roles)))
-        return Identity(subject=f"user:{canonical}", provider="ldap", roles=roles,
-                        principals=principals_of(canonical, groups))
+        principals = principals_of(canonical, groups)  # refuses a uid that cannot be a principal
+        return Identity(subject=Principal.as_is("user", canonical).text, provider="ldap", roles=roles,
+                        principals=principals)
 
 
 # -- SAML 2.0 ------------------------------------------------------------------------------------

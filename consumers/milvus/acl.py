@@ -24,6 +24,14 @@ def escape_like(value: str) -> str:
 
 
 def encode_acl(principals: Iterable[str]) -> str:
+    """The stored form of a set of principal texts: sorted, each between ``|``
+    (``|group:eng|user:alice|``), so ``like "%|<principal>|%"`` finds exactly one principal.
+
+    Unambiguous because a principal's text never holds ``|`` or a blank: the texts come from
+    :class:`schemas.principals.Principal` (which encodes or refuses them) and pass
+    ``Acl``'s validation (:meth:`Principal.parse <schemas.principals.Principal.parse>`,
+    grammar :data:`schemas.principals.PRINCIPAL_RE`), so ``group:x|public`` cannot be stored
+    as two principals."""
     ps = sorted(set(principals))
     return "|" + "|".join(ps) + "|" if ps else ""
 
@@ -39,7 +47,8 @@ def acl_key(encoded: str) -> str:
 
 
 def decode_acl(stored: str) -> Acl:
-    """The inverse of :func:`encode_acl`; empty means nobody (unknown)."""
+    """The inverse of :func:`encode_acl` (split at ``|``, which no principal holds); empty
+    means nobody (unknown)."""
     ps = tuple(p for p in stored.split("|") if p)
     return Acl(principals=ps, known=True) if ps else Acl.unknown()
 
@@ -53,7 +62,9 @@ def subjects_filter(refs: Iterable[str]) -> str:
 
 
 def acl_filter(principals: Iterable[str]) -> str:
-    """Rows (or ACL sets) whose ``acl`` names any of these principals."""
+    """Rows (or ACL sets) whose ``acl`` names any of these principals. A caller's principal
+    never holds ``|`` either (:class:`schemas.principals.Principal` refuses it), so one
+    pattern cannot span two stored principals."""
     ps = sorted(set(principals))
     if not ps:
         raise PermissionError("no principals: nothing is visible (fail closed)")

@@ -24,6 +24,7 @@ from ragstream.logging import get_logger
 from ragstream.publisher import Publisher
 from ragstream.settings import Settings
 from schemas.events import Acl
+from schemas.principals import PUBLIC, Principal
 
 log = get_logger(__name__)
 
@@ -245,13 +246,15 @@ class FilesystemSource(Connector):
         return False
 
     def acl_for(self, st: os.stat_result) -> Acl:
+        """The owner's and the group's principals (local names, written as they are: the
+        host's logins, as LDAP and ``names = "local"`` issuers name the same people)."""
         principals = []
         if st.st_mode & stat.S_IRUSR:
-            principals.append(f"user:{user_name(st.st_uid)}")
+            principals.append(Principal.as_is("user", user_name(st.st_uid)).text)
         if st.st_mode & stat.S_IRGRP:
-            principals.append(f"group:{group_name(st.st_gid)}")
+            principals.append(Principal.as_is("group", group_name(st.st_gid)).text)
         if self.world_readable_is_public and st.st_mode & stat.S_IROTH:
-            principals.append("public")
+            principals.append(PUBLIC.text)
         return Acl(principals=tuple(principals))
 
     # -- full listing (ragstream verify) ---------------------------------------------------

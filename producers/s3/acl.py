@@ -8,7 +8,8 @@ All matching rules add up (a union).
 from __future__ import annotations
 
 from ragstream.logging import get_logger
-from schemas.events import PRINCIPAL_RE, Acl
+from schemas.events import Acl
+from schemas.principals import is_principal
 
 from producers.s3.config import S3Config
 
@@ -38,7 +39,7 @@ class AclMapping:
             principals.update(rule.principals)
         if self.principals_tag and self.principals_tag in tags:
             for p in tags[self.principals_tag].split():
-                if PRINCIPAL_RE.match(p):
+                if is_principal(p):
                     principals.add(p)
                 else:
                     log.warning("invalid principal in an object tag dropped", key=key, tag=self.principals_tag,

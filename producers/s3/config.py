@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ragstream.connector import ConnectorError
-from schemas.events import PRINCIPAL_RE
+from schemas.principals import is_principal
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -36,7 +36,7 @@ class AclRule(BaseModel):
     @field_validator("principals")
     @classmethod
     def _principals(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [p for p in v if not PRINCIPAL_RE.match(p)]
+        bad = [p for p in v if not is_principal(p)]
         if bad:
             raise ValueError(f"invalid principal(s) {bad}: use 'user:<id>', 'group:<id>', 'service:<id>' or 'public'")
         return v

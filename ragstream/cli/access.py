@@ -7,6 +7,7 @@ import re
 import click
 
 from ragstream.cli.app import cli, friendly, record_admin_action, say, settings, UserError
+from schemas.principals import PUBLIC, Principal
 
 
 # --------------------------------------------------------------------------------- api
@@ -58,10 +59,11 @@ def apikey_create(name: str, roles: tuple[str, ...], groups: tuple[str, ...]) ->
         key = auth.api_keys.create(name, roles, groups)
     except ValueError as exc:
         raise UserError(f"ragstream: {exc}") from None
-    record_admin_action(s, "admin.apikey.create", f"service:{name}", {"roles": list(roles), "groups": list(groups),
-                                                           "key_id": key.split("_")[1]})
-    say(f"service:{name}: roles {', '.join(roles)}; reads documents of "
-        + ", ".join(["public", *(f"group:{g}" for g in groups)]))
+    account = Principal.as_is("service", name).text
+    record_admin_action(s, "admin.apikey.create", account, {"roles": list(roles), "groups": list(groups),
+                                                         "key_id": key.split("_")[1]})
+    say(f"{account}: roles {', '.join(roles)}; reads documents of "
+        + ", ".join([PUBLIC.text, *(Principal.as_is("group", g).text for g in groups)]))
     click.echo(key)
 
 
@@ -73,7 +75,8 @@ def apikey_list() -> None:
 
     keys = AuthStore(settings().home / "keys").keys()
     for k in keys:
-        click.echo(f"{k.key_id}  service:{k.name:<24} roles={','.join(k.roles)}  groups={','.join(k.groups)}")
+        click.echo(f"{k.key_id}  {Principal.as_is('service', k.name).text:<32} roles={','.join(k.roles)}  "
+                   f"groups={','.join(k.groups)}")
     say(f"{len(keys)} key(s)")
 
 

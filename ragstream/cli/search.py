@@ -8,6 +8,7 @@ import click
 
 from ragstream.cli.app import cli, friendly, record_admin_action, say, settings, UserError
 from ragstream.settings import Settings
+from schemas.principals import Principal, is_principal
 
 
 # ------------------------------------------------------------------------------ search
@@ -50,6 +51,10 @@ def search(query: str, limit: int, principals: tuple[str, ...], key: str | None,
     from ragstream.snippets import snippet
     from streams.embedding import make_embedder, model_dim
 
+    bad = [p for p in principals if not is_principal(p)]
+    if bad:  # one holding "|" would match across the stored ACL's separators
+        raise UserError(f"--as {', '.join(map(repr, bad))}: not a principal; use user:<id>, group:<id>, "
+                        "service:<id> or public (no blanks or '|')")
     s = settings()
     own = _local_principals()
     who = list(principals) or own
@@ -105,4 +110,5 @@ def _local_principals() -> list[str]:
     from producers.filesystem import group_name, user_name
 
     groups = {group_name(g) for g in os.getgroups()} | {group_name(os.getgid())}
-    return [f"user:{user_name(os.getuid())}", *sorted(f"group:{g}" for g in groups)]
+    return [Principal.as_is("user", user_name(os.getuid())).text,
+            *sorted(Principal.as_is("group", g).text for g in groups)]

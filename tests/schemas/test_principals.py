@@ -275,3 +275,12 @@ def test_confluence_principals_are_written_as_before():
     assert m.effective(space, [], groups_of=lambda u: [], members_of=lambda g: []) == (
         "group:confluence/Eng%20Team", "public", "user:confluence/u1")
 
+
+def test_search_as_refuses_what_is_not_a_principal():
+    from click.testing import CliRunner
+
+    from ragstream.cli import cli
+
+    r = CliRunner().invoke(cli, ["search", "q", "--as", "group:x|public", "--as", "user:a b"])
+    assert r.exit_code != 0
+    assert "--as 'group:x|public', 'user:a b': not a principal" in r.output
