@@ -105,6 +105,20 @@ class MilvusStandalone(Service):
         return [sys.executable, "-m", "infra.milvus_standalone", "--data", str(self.data_dir),
                 "--port", str(self.settings.milvus_port), "--token-file", str(self.token_file)]
 
+    def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
+        # A server an older version started runs with authentication off and answers any
+        # token, so `up` would leave it serving every local user: replace it.
+        pid = self.pid()
+        if pid is not None:
+            try:
+                checked = b"--token-file" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                checked = True  # gone meanwhile: nothing to replace
+            if not checked:
+                progress("milvus: replacing a server without authentication (started by an older version)")
+                self.stop()
+        return super().start(progress)
+
     def ready(self) -> bool:
         if not port_open(self.settings.milvus_port):
             return False
@@ -228,12 +242,23 @@ def _require_root_password(port: int, password: str, proc: subprocess.Popen, tim
 
     address = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
+    replaced = False
     while proc.poll() is None and not stopping() and time.monotonic() < deadline:
         if not port_open(port):
             time.sleep(0.5)
             continue
         try:
-            milvus_client(address, timeout=5, token=f"{MILVUS_SERVER_USER}:{password}").list_collections()
+            client = milvus_client(address, timeout=5, token=f"{MILVUS_SERVER_USER}:{password}")
+            client.list_collections()
+            if replaced:
+                # A fresh data folder has only root; any other user was made by whoever used the
+                # default password in the seconds before it was replaced (the proxy listens on
+                # all interfaces): such a user would keep its access for good. Drop it.
+                for user in [u for u in client.list_users() if u != MILVUS_SERVER_USER]:
+                    client.drop_user(user)
+                    print(f"milvus standalone: dropped user {user!r}, made with the default password before it "
+                          "was replaced", file=sys.stderr, flush=True)
+            client.close()
             return True
         except (MilvusException, grpc.RpcError):
             pass
@@ -241,6 +266,7 @@ def _require_root_password(port: int, password: str, proc: subprocess.Popen, tim
             default = milvus_client(address, timeout=5, token=f"{MILVUS_SERVER_USER}:{DEFAULT_ROOT_PASSWORD}")
             default.update_password(MILVUS_SERVER_USER, DEFAULT_ROOT_PASSWORD, password)
             default.close()
+            replaced = True
             print("milvus standalone: root's default password replaced by the home's secret", flush=True)
             continue  # the next round checks the new one
         except (MilvusException, grpc.RpcError):

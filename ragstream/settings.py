@@ -358,6 +358,7 @@ class Settings(BaseSettings):
         # A rule across fields on purpose: its message is printed, never the input (which
         # holds the credential).
         for field, instead in (("milvus_uri", "RAGSTREAM_MILVUS_TOKEN"),
+                               ("connect_url", "RAGSTREAM_CONNECT_USERNAME and RAGSTREAM_CONNECT_PASSWORD"),
                                ("maven_repo_url", "the mirror's <server> entry in ~/.m2/settings.xml")):
             value = getattr(self, field)
             if value and _has_userinfo(value):
@@ -446,8 +447,11 @@ class Settings(BaseSettings):
             parts = urlsplit(dsn)
             if parts.password is None:
                 return dsn if "password" not in dsn.lower() else "<hidden: a key=value DSN with a password>"
-            netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-            return urlunsplit(parts._replace(netloc=netloc))
+            host = parts.hostname or ""
+            host = f"[{host}]" if ":" in host else host  # IPv6 keeps its brackets
+            netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+            query = "***" if "password" in parts.query.lower() else parts.query  # sslpassword=…
+            return urlunsplit(parts._replace(netloc=netloc, query=query))
         except ValueError:
             return "<hidden>"
 
@@ -461,10 +465,10 @@ class Settings(BaseSettings):
         if self.milvus_token is not None:
             _MILVUS_TOKENS[uri] = self.milvus_token
         elif self.milvus_token_file is not None and (self.milvus_uri is None or _on_loopback(uri)):
-            # The same secret for both local engines; Milvus standalone takes it as root's
-            # password, so its clients send ``root:<secret>`` (infra/milvus_standalone.py).
-            _MILVUS_TOKENS[uri] = ((MILVUS_SERVER_USER if self.milvus_engine == "server" else None),
-                                   self.milvus_token_file)
+            # The same secret for both local engines. Milvus standalone takes it as root's
+            # password, and logs a bare token it cannot verify, so clients send ``root:<secret>``
+            # whichever engine this process was told of; the milvus-lite front accepts that form too.
+            _MILVUS_TOKENS[uri] = (MILVUS_SERVER_USER, self.milvus_token_file)
         else:
             _MILVUS_TOKENS.pop(uri, None)
         if self.milvus_ca_file is not None or self.milvus_client_cert_file is not None:
@@ -503,12 +507,6 @@ def system_ca_file() -> str | None:
 _MILVUS_TOKENS: dict[str, SecretStr | tuple[str | None, Path]] = {}
 #: Milvus URI -> its TLS files (CA, client certificate and key).
 _MILVUS_TLS: dict[str, MilvusTLS] = {}
-
-
-def milvus_ca_file(uri: str) -> Path | None:
-    """The CA bundle for the Milvus at ``uri`` (``milvus_ca_file``), or None: the system's."""
-    tls = _MILVUS_TLS.get(uri)
-    return tls.ca_file if tls is not None else None
 
 
 def milvus_tls(uri: str) -> MilvusTLS | None:

@@ -28,10 +28,15 @@ import grpc
 
 
 class TokenCheck(grpc.ServerInterceptor):
-    """Refuse every call whose ``authorization`` metadata is not ``base64(token)``."""
+    """Refuse every call whose ``authorization`` metadata is not ``base64(token)`` or
+    ``base64("root:" + token)``: the home's secret is root's password on the Milvus
+    standalone engine, and ragstream's clients send it in that form to both engines (a bare
+    secret sent to the standalone would be written to its log as an unverifiable API key)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = base64.b64encode(token.encode())
+        from ragstream.settings import MILVUS_SERVER_USER
+
+        self._accepted = (base64.b64encode(token.encode()), base64.b64encode(f"{MILVUS_SERVER_USER}:{token}".encode()))
 
         def deny(_request: bytes, context: grpc.ServicerContext) -> None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid token is required (authorization metadata)")
@@ -46,7 +51,8 @@ class TokenCheck(grpc.ServerInterceptor):
                 break
         if isinstance(got, str):
             got = got.encode()
-        if hmac.compare_digest(got, self._expected):
+        matches = [hmac.compare_digest(got, accepted) for accepted in self._accepted]  # both, always
+        if any(matches):
             return continuation(handler_call_details)
         return self._deny
 

@@ -81,6 +81,10 @@ def test_a_client_without_the_token_is_refused_and_ragstream_s_clients_send_it(l
     assert _raw_call(s.milvus_port, None) == grpc.StatusCode.UNAUTHENTICATED
     assert _raw_call(s.milvus_port, base64.b64encode(b"guess")) == grpc.StatusCode.UNAUTHENTICATED
     assert _raw_call(s.milvus_port, base64.b64encode(token.encode())) == grpc.StatusCode.OK
+    # The form the standalone engine needs (root's password), which ragstream's clients send to both.
+    assert _raw_call(s.milvus_port, base64.b64encode(f"root:{token}".encode())) == grpc.StatusCode.OK
+    assert _raw_call(s.milvus_port, base64.b64encode(f"admin:{token}".encode())) == grpc.StatusCode.UNAUTHENTICATED
+    assert _raw_call(s.milvus_port, base64.b64encode(f"root:{token[:-1]}".encode())) == grpc.StatusCode.UNAUTHENTICATED
     _refused(uri, token="not-" + token)
     _refused(uri, token=token[:-1])
     _refused(uri, user="root", password="Milvus")  # real Milvus' default credentials
@@ -106,7 +110,8 @@ def test_a_remote_milvus_gets_only_its_own_token(lite, tmp_path):
     assert milvus_token(given.resolved_milvus_uri) == "user:pw-remote"
     assert "pw-remote" not in repr(given) and "pw-remote" not in given.model_dump_json()
     local = load_settings(home=s.home, milvus_port=s.milvus_port)
-    assert milvus_token(local.resolved_milvus_uri) == s.milvus_token_file.read_text().strip()
+    # Sent as root's password, the form either local engine accepts (Milvus standalone logs a bare one).
+    assert milvus_token(local.resolved_milvus_uri) == "root:" + s.milvus_token_file.read_text().strip()
     # A home without a stack yet: no token file, no token (the server will refuse, saying why).
     assert milvus_token(load_settings(home=tmp_path / "fresh", milvus_port=1).resolved_milvus_uri) is None
 
@@ -355,7 +360,8 @@ def test_credentials_in_a_milvus_or_maven_url_are_refused_without_being_printed(
 
     for field, url in (("milvus_uri", "https://root:s3cr3t-pw@milvus.example.com:19530"),
                        ("maven_repo_url", "https://deploy:s3cr3t-pw@repo.example.com/maven2"),
-                       ("milvus_uri", "http://tok3n-only@milvus.example.com:19530")):
+                       ("milvus_uri", "http://tok3n-only@milvus.example.com:19530"),
+                       ("connect_url", "https://admin:s3cr3t-pw@connect.example.com:8083")):
         with pytest.raises(SettingsError) as err:
             load_settings(**{field: url})
         assert f"RAGSTREAM_{field.upper()} holds credentials" in str(err.value)
