@@ -190,7 +190,6 @@ class Postgres(Service):
 
         bindir = postgres_bin()
         self._prepare_dirs()
-        new_superuser_password = not self.superuser_password_file.exists()
         superuser_password = ensure_token_file(self.superuser_password_file, "password")
         ensure_token_file(self.password_file, "password")  # the role's, set by bootstrap()
         if not (self.data_dir / "PG_VERSION").exists():
@@ -204,10 +203,10 @@ class Postgres(Service):
             if init.returncode != 0:
                 raise StackError(f"initdb failed:\n{init.stdout}{init.stderr}",
                                  f"Remove {self.data_dir} if it is left over from another setup, then retry.")
-        if new_superuser_password or not self._hba_is_ours():
-            # A new cluster, a home an older version initialised with trust, or a lost
-            # password file: give the superuser its password with no server listening.
-            self._set_superuser_password_offline(bindir, superuser_password)
+        # At every start, with no server listening (a second or so): a new cluster, a home an
+        # older version initialised with trust, a lost password file or an earlier start that
+        # failed half-way all end with the superuser's password being the file's.
+        self._set_superuser_password_offline(bindir, superuser_password)
         self._write_hba()
         # Settings on the command line, not in postgresql.conf: a port change in the settings
         # needs no file edit. No Unix socket: loopback TCP only, like the other services.
@@ -279,7 +278,7 @@ class Postgres(Service):
         try:
             with psycopg.connect(self.dsn(), connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
-        except psycopg.Error:
+        except (psycopg.Error, StackError, RuntimeError):  # not up, or no password to try yet
             return False
         return True
 
@@ -287,6 +286,11 @@ class Postgres(Service):
         from ragstream.keyfile import ensure_token_file
 
         if self.pid() is not None:  # already running: make sure both passwords exist for bootstrap()
+            if not self.superuser_password_file.exists() and self._hba_is_ours():
+                raise StackError(f"PostgreSQL runs and requires a superuser password, but "
+                                 f"{self.superuser_password_file} is gone, so it cannot be bootstrapped.",
+                                 "Stop it (`ragstream stack down -s postgres`) and start it again: the start "
+                                 "sets a new password while no server listens.")
             ensure_token_file(self.superuser_password_file, "password")
             ensure_token_file(self.password_file, "password")
         started = super().start(progress)
@@ -381,6 +385,16 @@ def debezium_plugin(settings: Settings, progress: Callable[[str], None] = lambda
     return plugins
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Connect never redirects; urllib would follow one with the Authorization header, to any host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None  # the 3xx comes back as an HTTPError: its status is returned, nothing is followed
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
 def connect_request(settings: Settings, method: str, path: str, body: Any = None,
                     timeout: float = 30, *, base: str | None = None, credentials: bool = True) -> tuple[int, Any]:
     """One call to the Connect REST API: (status, decoded JSON or None).
@@ -399,7 +413,7 @@ def connect_request(settings: Settings, method: str, path: str, body: Any = None
         headers["Authorization"] = f"Basic {token}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _NO_REDIRECTS.open(req, timeout=timeout) as resp:
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
@@ -451,10 +465,10 @@ class KafkaConnect(Service):
             f"rest.extension.classes={BASIC_AUTH_EXTENSION}\n"
             "# Secrets reach connectors as ${file:<path>:<key>} placeholders, resolved by the worker when\n"
             "# it starts a task: the config Connect stores (connect.configs) and serves holds no password.\n"
-            "# Only files in the secrets folder may be read this way.\n"
+            "# Only the database password's file may be read this way.\n"
             "config.providers=file\n"
             "config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider\n"
-            f"config.providers.file.param.allowed.paths={s.postgres_password_file.parent}\n")
+            f"config.providers.file.param.allowed.paths={s.postgres_password_file}\n")
         return render(WORKER_TEMPLATE, {"kafka_bootstrap": s.kafka_bootstrap, "replication_factor": s.replication_factor,
                                         "connect_port": s.connect_port, "plugin_path": plugin_path}) + local + security
 
@@ -786,7 +800,7 @@ class TaskRecovery:
         self.exhausted = False
         self.last: dict[str, Any] | None = None
         self._running_since: float | None = None
-        self._unreachable = self._answered = False
+        self._unreachable = self._answered = self._refused = False
         self.restarts_metric = TASK_RESTARTS.labels(connector)
         self.spent_metric = RESTART_BUDGET_SPENT.labels(connector)
         self.spent_metric.set(0)
@@ -812,6 +826,14 @@ class TaskRecovery:
             self._unreachable = True
             return self.interval_s
         self._unreachable, self._answered = False, True
+        if code in (401, 403):
+            if not self._refused:  # once: wrong credentials do not fix themselves, nor fill the log
+                self.log.error("Kafka Connect refuses the watcher's credentials; no task is restarted until "
+                               "they are right (RAGSTREAM_CONNECT_USERNAME/_PASSWORD, or the local worker's "
+                               "<home>/secrets/connect-rest.properties)", connector=self.connector, status=code)
+            self._refused = True
+            return self.interval_s
+        self._refused = False
         if code == 404 or not isinstance(st, dict) or code >= 300:
             return self.interval_s  # not created (yet), or deleted
         failed = [t for t in st.get("tasks", []) if t.get("state") == "FAILED"]

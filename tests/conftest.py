@@ -13,6 +13,7 @@ ports in a temporary home, never the shared one.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -188,9 +189,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     modules = {item.module for item in session.items if getattr(item, "module", None) is not None}
     secrets = leaks.collect(base, shared, modules, dict(os.environ))
     files = leaks.log_files(base)
+    for home in leaks.OUTSIDE:
+        files += leaks.log_files(home)
     if shared is not None and shared.is_dir():
         files += leaks.log_files(shared, since=_SESSION_START)
     found = leaks.find(secrets, files, _CAPTURED)
+    for home in leaks.OUTSIDE:
+        shutil.rmtree(home, ignore_errors=True)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if found:
         if reporter is not None:

@@ -8,8 +8,8 @@ secret itself.
 
 Secrets collected:
 
-* from every home under the session's base temporary folder (and the shared home when it
-  was used): the local broker's SCRAM passwords (``secrets/kafka.json``), the milvus-lite
+* from every home under the session's base temporary folder, the homes tests made
+  elsewhere (:data:`OUTSIDE`) and the shared home when it was used: the local broker's SCRAM passwords (``secrets/kafka.json``), the milvus-lite
   token (``secrets/milvus.token``), the local PostgreSQL's passwords and the Connect REST
   password (``secrets/*.properties``), Neo4j's password (``neo4j/password``), the session
   signing key and tenant pseudonym keys (``keys/*.key``: raw bytes, hex and base64);
@@ -194,9 +194,22 @@ def record_credentials() -> None:
     AuthStore._leak_recording = True  # type: ignore[attr-defined]
 
 
+#: Homes a test made outside the session's base temporary folder (PostgreSQL runs as the
+#: ``postgres`` user, which cannot enter pytest's 0700 folders): their secrets and logs are
+#: checked at the session's end like the others, and only then removed (tests/conftest.py).
+OUTSIDE: list[Path] = []
+
+
+def check_then_remove(home: Path) -> None:
+    """Hand a test's home outside the base folder to the session-end check (instead of
+    removing it at the test's teardown, when its logs would go unread)."""
+    OUTSIDE.append(home)
+
+
 def collect(base: Path, shared_home: Path | None, modules: Iterable[ModuleType], environ: dict[str, str]) -> Secrets:
     secrets = Secrets()
-    for home in homes(base) + ([shared_home] if shared_home and shared_home.is_dir() else []):
+    for home in homes(base) + [h for h in OUTSIDE if h.is_dir()] + (
+            [shared_home] if shared_home and shared_home.is_dir() else []):
         secrets.from_home(home)
     secrets.from_environment(environ)
     secrets.from_modules(modules)

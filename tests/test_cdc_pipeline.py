@@ -29,6 +29,7 @@ from ragstream.admin import wait_drained
 from ragstream.settings import Settings
 from schemas import topics
 from streams.embedding import make_embedder, model_dim
+from tests import leaks
 from tests.test_pipeline import metric
 from tests.test_verify_pipeline import verify
 
@@ -129,7 +130,7 @@ def cdc(pipeline: Settings) -> Iterator[Settings]:
         except Exception:  # noqa: BLE001 - teardown: Connect may be gone already
             pass
         services.down()
-        shutil.rmtree(home, ignore_errors=True)
+        leaks.check_then_remove(home)  # its logs and secrets go to the session-end leak check first
 
 
 @pytest.fixture(scope="module")

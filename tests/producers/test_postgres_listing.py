@@ -3,7 +3,6 @@ infra/cdc.py): every mapped row, mapped exactly as normalize maps it."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from infra.stack import free_port
 from producers.postgres import PostgresSource
 from ragstream.connector import Excluded, ListedDocument
+from tests import leaks
 from ragstream.settings import Settings, load_settings
 from schemas.events import ChangeEvent
 from schemas.serde import decode
@@ -78,7 +78,7 @@ def db() -> Iterator[tuple[Settings, Path]]:
         yield s, mapping
     finally:
         pg.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        leaks.check_then_remove(home)  # its logs and secrets go to the session-end leak check first
 
 
 class NoPublisher:
@@ -189,3 +189,5 @@ def test_a_configured_dsn_is_used_as_given_and_never_shown() -> None:
     assert "pw-given-123" not in repr(given)
     keyword = load_settings(cdc_dsn="host=db.internal user=capture password=pw-given-123")
     assert "pw-given-123" not in keyword.cdc_dsn_shown
+    query = load_settings(cdc_dsn="postgresql://capture:pw-given-123@[::1]:5432/erp?sslpassword=key-pw-456")
+    assert query.cdc_dsn_shown == "postgresql://capture:***@[::1]:5432/erp?***"
