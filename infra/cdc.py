@@ -123,6 +123,12 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
+#: Settings the server and its single-user runs share (a cluster with a logical replication
+#: slot refuses to start, even single-user, with a lower wal_level).
+PG_SERVER_SETTINGS = ("-c", "password_encryption=scram-sha-256", "-c", "wal_level=logical",
+                      "-c", "max_replication_slots=8", "-c", "max_wal_senders=8", "-c", "log_min_messages=warning")
+
+
 class Postgres(Service):
     """PostgreSQL with ``wal_level=logical`` on loopback; every connection needs a password."""
 
@@ -212,11 +218,8 @@ class Postgres(Service):
         # needs no file edit. No Unix socket: loopback TCP only, like the other services.
         return [*self._as_server_user(), str(bindir / "postgres"), "-D", str(self.data_dir),
                 "-c", f"port={self.settings.postgres_port}", "-c", "listen_addresses=127.0.0.1",
-                "-c", "unix_socket_directories=", "-c", "password_encryption=scram-sha-256",
-                "-c", "wal_level=logical",
-                "-c", "max_replication_slots=8", "-c", "max_wal_senders=8",
-                "-c", "shared_buffers=64MB", "-c", "logging_collector=off",
-                "-c", "log_min_messages=warning"]
+                "-c", "unix_socket_directories=", *PG_SERVER_SETTINGS,
+                "-c", "shared_buffers=64MB", "-c", "logging_collector=off"]
 
     # -- authentication ------------------------------------------------------------------
     @property
@@ -247,7 +250,7 @@ class Postgres(Service):
         the statement (a SCRAM verifier, not the password) goes through stdin, not argv."""
         run = subprocess.run(
             [*self._as_server_user(), str(bindir / "postgres"), "--single", "-D", str(self.data_dir),
-             "-c", "password_encryption=scram-sha-256", "-c", "log_min_messages=warning", "postgres"],
+             *PG_SERVER_SETTINGS, "postgres"],
             input=f"ALTER ROLE postgres PASSWORD '{scram_verifier(password)}';\n", capture_output=True, text=True,
             timeout=120)
         if run.returncode != 0 or "ERROR" in run.stdout + run.stderr:
