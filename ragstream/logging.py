@@ -67,5 +67,34 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> logging.Hand
     return handler
 
 
+#: pymilvus configures these loggers when it is imported: its own console handler (bound to
+#: the stderr of that moment) and no propagation, so its lines bypass the structured
+#: renderer, the log file of `ragstream up` and the level chosen here.
+PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer")
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *messages: str) -> None:
+        super().__init__()
+        self.messages = messages
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.messages
+
+
+def adopt_pymilvus_logging() -> None:
+    """Send pymilvus' log lines through the root logger like every other library's (call it
+    once pymilvus is imported: its import configures its loggers)."""
+    for name in PYMILVUS_LOGGERS:
+        lg = logging.getLogger(name)
+        lg.handlers[:] = []
+        lg.propagate = True
+    # milvus-lite keeps no MVCC timestamps: pymilvus' query iterator warns about that on every
+    # call and then does the right thing (a client-side timestamp). Nothing to act on.
+    iterator = logging.getLogger("pymilvus.client.iterator.query_iterator")
+    if not any(isinstance(f, _DropMessages) for f in iterator.filters):
+        iterator.addFilter(_DropMessages("failed to get mvccTs from milvus server, use client-side ts instead"))
+
+
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)

@@ -6,6 +6,9 @@ from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 from ragstream.failures import Permanent, Transient
 from ragstream.settings import MilvusTLS, system_ca_file, milvus_tls, milvus_token
+from ragstream.logging import adopt_pymilvus_logging
+
+adopt_pymilvus_logging()  # pymilvus' import set up a console handler of its own
 
 
 MAX_TEXT = 65535

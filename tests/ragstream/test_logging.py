@@ -28,3 +28,23 @@ def test_lines_go_to_the_current_stderr_after_the_old_one_is_closed(monkeypatch)
     finally:
         root.handlers[:] = saved
         root.setLevel(level)
+
+
+def test_pymilvus_lines_go_through_ragstream_s_handler_and_the_mvcc_notice_is_dropped(monkeypatch):
+    import consumers.milvus  # noqa: F401 - importing it adopts pymilvus' loggers
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    try:
+        out = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", out)
+        configure_logging("INFO", "json")
+        logging.getLogger("pymilvus.decorators").warning("retry of a call")
+        logging.getLogger("pymilvus.client.iterator.query_iterator").warning(
+            "failed to get mvccTs from milvus server, use client-side ts instead")
+        lines = [line for line in out.getvalue().splitlines() if line.strip()]
+        assert len(lines) == 1 and '"event": "retry of a call"' in lines[0], lines  # rendered by ours (JSON)
+        assert '"logger": "pymilvus.decorators"' in lines[0]
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
