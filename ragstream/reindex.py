@@ -437,13 +437,18 @@ def verify_collection(settings: Settings, target: str, source_ids: Iterable[str]
 
     index, ids = IndexView(settings, collection=target), chunker_ids(settings)
     drift, listed, findings = 0, {}, []
+    named = source_ids is not None
     for sid in (list(source_ids) if source_ids is not None else list(known_sources(settings))):
         try:
             src = open_source(settings, sid, publisher=_none_publisher())
         except Exception as exc:  # noqa: BLE001 - a source that cannot be opened cannot be verified
-            # Skipped, with a warning: the cursors remember every source this home ever synced,
-            # also folders since removed, which would otherwise block every swap. (A named
-            # source that fails to open should block it: not done yet.)
+            if named:  # the caller asked for this one: not verified is not "no drift"
+                drift += 1
+                findings.append(f"{UNVERIFIABLE} {sid}: {type(exc).__name__}: {exc}")
+                continue
+            # Of all the sources this home knows, skipped with a warning: the cursors remember
+            # every source it ever synced, also folders since removed, which would otherwise
+            # block every swap.
             log.warning("not verified", source=sid, error=str(exc))
             continue
         if not can_verify(src):
@@ -540,8 +545,12 @@ def switch(settings: Settings, new: Settings, target: str, topic: str, *, say: C
             raise ReindexError(f"{target} still differs from the sources after {verify_timeout:.0f}s "
                                f"({len(stayed)} document(s): {'; '.join(stayed[:3])}); the alias was not moved. "
                                f"See `ragstream verify`; `ragstream reindex --gc` drops the new collection.")
-        say(f"verify: {target} holds what the sources hold ({sum(listed.values())} document(s), no drift "
-            "that is not in flight)")
+        if listed:
+            say(f"verify: {target} holds what the sources hold ({sum(listed.values())} document(s), no drift "
+                "that is not in flight)")
+        else:
+            say(f"verify: no source of this home can be listed (webhooks, or none declared), so {target} was "
+                "not compared with any; the swap rests on the replay having caught up (lag 0)")
         if before_swap is not None:
             before_swap()
         # 3. swap

@@ -76,3 +76,19 @@ def test_since_takes_a_time_or_a_duration_ago():
 
     assert _when("2026-01-31T08:00") == datetime(2026, 1, 31, 8, tzinfo=timezone.utc)
     assert abs(_when("2h") - (datetime.now(timezone.utc) - timedelta(hours=2))).total_seconds() < 5
+
+
+def test_a_named_source_that_cannot_be_opened_is_drift_an_implicit_one_is_skipped(tmp_path, monkeypatch):
+    """`reindex --source-id X` with X unopenable must not pass as "no drift"; of all the
+    sources a home remembers, one removed since (its folder gone) is skipped with a warning."""
+    import ragstream.connector as connector
+
+    def unopenable(settings, sid, publisher=None):
+        raise FileNotFoundError(f"the folder of {sid} is gone")
+
+    monkeypatch.setattr(connector, "open_source", unopenable)
+    monkeypatch.setattr(connector, "known_sources", lambda settings: ["fs-gone"])
+    s = load_settings(home=tmp_path / "home", milvus_uri=str(tmp_path / "lite.db"))
+    drift, listed, findings = ri.verify_collection(s, "ragstream_chunks_1", ["fs-gone"])
+    assert drift == 1 and listed == {} and findings[0].startswith(f"{ri.UNVERIFIABLE} fs-gone: FileNotFoundError")
+    assert ri.verify_collection(s, "ragstream_chunks_1") == (0, {}, [])
