@@ -248,11 +248,16 @@ class Postgres(Service):
     def _set_superuser_password_offline(self, bindir: Path, password: str) -> None:
         """``ALTER ROLE postgres PASSWORD`` in single-user mode: no listener, nothing to race;
         the statement (a SCRAM verifier, not the password) goes through stdin, not argv."""
-        run = subprocess.run(
-            [*self._as_server_user(), str(bindir / "postgres"), "--single", "-D", str(self.data_dir),
-             *PG_SERVER_SETTINGS, "postgres"],
-            input=f"ALTER ROLE postgres PASSWORD '{scram_verifier(password)}';\n", capture_output=True, text=True,
-            timeout=120)
+        try:
+            run = subprocess.run(
+                [*self._as_server_user(), str(bindir / "postgres"), "--single", "-D", str(self.data_dir),
+                 *PG_SERVER_SETTINGS, "postgres"],
+                input=f"ALTER ROLE postgres PASSWORD '{scram_verifier(password)}';\n", capture_output=True, text=True,
+                timeout=900)  # crash recovery after an unclean stop happens here
+        except subprocess.TimeoutExpired:
+            raise StackError(f"PostgreSQL's single-user start on {self.data_dir} did not finish within 15 minutes "
+                             "(crash recovery of a large cluster?).",
+                             "Look at the cluster with `postgres --single -D <data>` by hand, then start again.") from None
         if run.returncode != 0 or "ERROR" in run.stdout + run.stderr:
             raise StackError(f"setting the PostgreSQL superuser's password failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}",
                              f"Is another server running on {self.data_dir}? Stop it (`ragstream stack down -s postgres`).")
@@ -496,6 +501,10 @@ class KafkaConnect(Service):
         # The REST API's user and password (generated at the first start), and the JAAS
         # configuration naming that file (the extension reads the login context KafkaConnect).
         ensure_token_file(self.credentials_file, self.settings.connect_username)
+        # The file config provider's allowed path must exist when the worker starts (Kafka
+        # refuses a missing one): a Connect started before PostgreSQL ever ran needs it too.
+        assert self.settings.postgres_password_file is not None
+        ensure_token_file(self.settings.postgres_password_file, "password")
         self._write_private(self.jaas_file, "KafkaConnect {\n"
                             "  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n"
                             f"  file=\"{self.credentials_file}\";\n}};\n")

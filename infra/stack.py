@@ -273,6 +273,10 @@ class MilvusLite(Service):
             if not checked:
                 progress("milvus: replacing a server without the token check (started by an older version)")
                 self.stop()
+            elif port_open(self.settings.milvus_port) and not self.ready():
+                # An older version's check took the bare token only; clients send root:<token> now.
+                progress("milvus: replacing a server that refuses the token's current form (an older version)")
+                self.stop()
         return super().start(progress)
 
     def ready(self) -> bool:
@@ -280,9 +284,11 @@ class MilvusLite(Service):
             return False
         from consumers.milvus import milvus_client
         from ragstream.keyfile import ensure_token_file
+        from ragstream.settings import MILVUS_SERVER_USER
 
-        try:
-            client = milvus_client(self.address, timeout=3, token=ensure_token_file(self.token_file))
+        try:  # in the form every client sends (ragstream.settings.milvus_token)
+            client = milvus_client(self.address, timeout=3,
+                                   token=f"{MILVUS_SERVER_USER}:{ensure_token_file(self.token_file)}")
             client.list_collections()
         except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
             return False

@@ -61,6 +61,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> logging.Hand
             structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
         ])
     )
+    handler.setLevel(level)  # also for libraries whose loggers set their own level (pymilvus)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

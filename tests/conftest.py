@@ -186,6 +186,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is None or getattr(session.config.option, "collectonly", False):
+        for home in leaks.OUTSIDE:
+            shutil.rmtree(home, ignore_errors=True)
         return
     base = factory.getbasetemp()
     try:
