@@ -108,15 +108,7 @@ class MilvusStandalone(Service):
     def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
         # A server an older version started runs with authentication off and answers any
         # token, so `up` would leave it serving every local user: replace it.
-        pid = self.pid()
-        if pid is not None:
-            try:
-                checked = b"--token-file" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                checked = True  # gone meanwhile: nothing to replace
-            if not checked:
-                progress("milvus: replacing a server without authentication (started by an older version)")
-                self.stop()
+        self.replace_if_older(b"--token-file", "authentication", progress)
         return super().start(progress)
 
     def ready(self) -> bool:

@@ -219,6 +219,20 @@ class Service:
             return None
         return pid if str(self.home.resolve()) in cmdline else None
 
+    def replace_if_older(self, marker: bytes, what: str, progress: Callable[[str], None]) -> None:
+        """Stop our running process if its command line lacks ``marker``: one an older version
+        started without a check this version adds (``what`` says which, for the progress line)."""
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            current = marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            current = True  # gone meanwhile: nothing to replace
+        if not current:
+            progress(f"{self.name}: replacing a server without {what} (started by an older version)")
+            self.stop()
+
     def status(self) -> ServiceStatus:
         pid = self.pid()
         st = ServiceStatus(self.name, pid, pid is not None, pid is not None and self.ready(),

@@ -264,19 +264,11 @@ class MilvusLite(Service):
     def start(self, progress: Callable[[str], None] = lambda _m: None) -> bool:
         # A server an older version started (milvus-lite's own, no token check) answers the
         # token too, so `up` would leave it serving every local user: replace it.
-        pid = self.pid()
-        if pid is not None:
-            try:
-                checked = b"infra.milvus_server" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                checked = True  # gone meanwhile: nothing to replace
-            if not checked:
-                progress("milvus: replacing a server without the token check (started by an older version)")
-                self.stop()
-            elif port_open(self.settings.milvus_port) and not self.ready():
-                # An older version's check took the bare token only; clients send root:<token> now.
-                progress("milvus: replacing a server that refuses the token's current form (an older version)")
-                self.stop()
+        self.replace_if_older(b"infra.milvus_server", "the token check", progress)
+        if self.pid() is not None and port_open(self.settings.milvus_port) and not self.ready():
+            # An older version's check took the bare token only; clients send root:<token> now.
+            progress("milvus: replacing a server that refuses the token's current form (an older version)")
+            self.stop()
         return super().start(progress)
 
     def ready(self) -> bool:
