@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import json
 import random
@@ -51,6 +52,19 @@ class Doc:
 
     def build(self) -> tuple[str, list[dict[str, object]]]:
         return "".join(self.parts), self.spans
+
+
+_WEEKDAY = re.compile(r"\b(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b")
+
+
+def _filler(d: Doc, s: str) -> None:
+    """A filler sentence; a day of the week in it is a date element (DATE_TIME), as in the
+    independent sets (presidio-evaluator labels "on Tuesday morning")."""
+    pos = 0
+    for m in _WEEKDAY.finditer(s):
+        d.text(s[pos:m.start()]).pii("DATE_TIME", m.group())
+        pos = m.end()
+    d.text(s[pos:])
 
 
 _SYL = ["ka", "lo", "mi", "ren", "tha", "vo", "zel", "qui", "dra", "nis", "por", "bel", "sa", "tor", "wyn"]
@@ -104,7 +118,7 @@ def hr_memo(f: Faker, rng: random.Random, d: Doc) -> None:
     name = f.name()
     d.text("HR memo\n\nEmployee: ").pii("PERSON", name).text("\nSSN: ").pii("US_SSN", f["en_US"].ssn())
     d.text("\nStart date: ").pii("DATE_TIME", _date(f, rng)).text("\n\n")
-    d.text(rng.choice(_FILLER) + " ")
+    _filler(d, rng.choice(_FILLER) + " ")
     d.text("Salary is paid to account number ").pii("ACCOUNT_NUMBER", str(f.random_number(digits=10, fix_len=True)))
     d.text(" at IBAN ").pii("IBAN_CODE", f.iban()).text(". ")
     d.text("Questions go to ").pii("PERSON", f.name()).text(" (").pii("EMAIL_ADDRESS", f.email())
@@ -120,13 +134,13 @@ def patient_note(f: Faker, rng: random.Random, d: Doc) -> None:
     state = f.state_abbr()
     d.text(state + " ").pii("ZIP_CODE", f.zipcode()).text("\n")
     d.text("Pacemaker serial number: ").pii("DEVICE_ID", f.bothify("??########").upper()).text(". ")
-    d.text(rng.choice(_FILLER) + "\n")
+    _filler(d, rng.choice(_FILLER) + "\n")
     d.text("Referring physician licence no. ").pii("LICENSE_NUMBER", f.bothify("?#######").upper()).text(".\n")
 
 
 def invoice(f: Faker, rng: random.Random, d: Doc) -> None:
     d.text(f"Invoice {rng.randint(1000, 99999)}\n\nBill to: ").pii("PERSON", f.name()).text("\n")
-    d.text(rng.choice(_FILLER) + "\n")
+    _filler(d, rng.choice(_FILLER) + "\n")
     d.text("Paid by card ").pii("CREDIT_CARD", _card(f, rng)).text(" on ").pii("DATE_TIME", _date(f, rng))
     d.text(".\nRemittance to IBAN ").pii("IBAN_CODE", f.iban()).text(f". Total: {rng.randint(10, 9999)}.{rng.randint(10, 99)} EUR.\n")
     d.text("Vehicle on file: VIN ").pii("VEHICLE_ID", f.vin()).text(", plate ").pii("VEHICLE_ID", f.license_plate().replace(" ", "-")).text(".\n")
@@ -137,14 +151,15 @@ def it_ticket(f: Faker, rng: random.Random, d: Doc) -> None:
     d.text("Source host ").pii("IP_ADDRESS", f.ipv4() if rng.random() < 0.7 else f.ipv6()).text(" hit ")
     d.pii("URL", f.url() + f.uri_path()).text(" repeatedly.\n")
     d.text("Laptop MAC ").pii("DEVICE_ID", f.mac_address()).text(", asset tag ").pii("DEVICE_ID", f.bothify("AT-######")).text(".\n")
-    d.text(rng.choice(_FILLER) + " ")
+    _filler(d, rng.choice(_FILLER) + " ")
     d.text("Assigned to ").pii("PERSON", f.name()).text(".\n")
 
 
 def email(f: Faker, rng: random.Random, d: Doc) -> None:
     first = f.first_name()
     d.text("Dear ").pii("PERSON", first).text(",\n\n")
-    d.text(rng.choice(_FILLER) + " " + rng.choice(_FILLER) + "\n")
+    a, b = rng.choice(_FILLER), rng.choice(_FILLER)
+    _filler(d, a + " " + b + "\n")
     d.text("You can reach me on ").pii("PHONE_NUMBER", _phone(f)).text(" or at ").pii("EMAIL_ADDRESS", f.free_email())
     d.text(". My colleague ").pii("PERSON", f.name()).text(" joins on ").pii("DATE_TIME", _date(f, rng)).text(".\n\n")
     d.text("Best regards,\n").pii("PERSON", f.name()).text("\n")
@@ -152,12 +167,12 @@ def email(f: Faker, rng: random.Random, d: Doc) -> None:
 
 def unseen(f: Faker, rng: random.Random, d: Doc) -> None:
     d.text(rng.choice(["Dear Ms. ", "Attn: Dr. ", "Meeting with Mr. "])).pii("PERSON", _unseen_name(rng)).text(".\n")
-    d.text(rng.choice(_FILLER) + "\n")
+    _filler(d, rng.choice(_FILLER) + "\n")
 
 
 def negatives(f: Faker, rng: random.Random, d: Doc) -> None:
     for s in rng.sample(_FILLER, 4):
-        d.text(s + " ")
+        _filler(d, s + " ")
     d.text(f"\nMeeting room {rng.randint(100, 999)}, extension {rng.randint(1000, 9999)}, build {rng.randint(10**5, 10**6)}.\n")
 
 

@@ -5,7 +5,8 @@
 
 Sets: ``presidio`` (tests/data/pii_independent/presidio_evaluator_1500.jsonl) with the
 tenant's phone regions (the 30 countries of its records) and with the default ones (US, GB);
-``opennlp`` (real, human-labelled text, tests/data/pii_independent/opennlp_real.jsonl); and
+``presidio_research`` (tests/data/pii_independent/presidio_research_synth_v2.jsonl, Microsoft's
+published set, default regions: held out, never tuned on); ``opennlp`` (real, human-labelled text, tests/data/pii_independent/opennlp_real.jsonl); and
 ``generated`` (bench/data/pii_eval.jsonl, our own generator: a regression test, not a judge).
 Each run prints the table of ``python -m streams.pii_eval`` and writes the summary as JSON.
 """
@@ -29,6 +30,7 @@ INDEPENDENT = ROOT / "tests" / "data" / "pii_independent"
 SETS = {  # name: (file, phone regions or None for the default)
     "presidio_tenant_regions": (INDEPENDENT / "presidio_evaluator_1500.jsonl", PRESIDIO_REGIONS),
     "presidio_default_regions": (INDEPENDENT / "presidio_evaluator_1500.jsonl", None),
+    "presidio_research": (INDEPENDENT / "presidio_research_synth_v2.jsonl", None),
     "opennlp_real": (INDEPENDENT / "opennlp_real.jsonl", None),
     "generated": (ROOT / "bench" / "data" / "pii_eval.jsonl", None),
 }
@@ -46,7 +48,7 @@ def main() -> None:
         summary["match"] = match
         out = args.out_dir / f"pii_eval_{name}{'_one_to_one' if args.one_to_one else ''}.json"
         out.write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"== {name} ({path.relative_to(ROOT)}, {match}) -> {out.relative_to(ROOT)}")
+        print(f"== {name} ({path.relative_to(ROOT)}, {match}) -> {out}")
         print(format_table(summary), flush=True)
 
 

@@ -50,7 +50,7 @@ import ipaddress
 import logging
 import sys
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable, Iterator
 
@@ -97,6 +97,11 @@ class Finding:
     entity_type: str
     score: float
     recognizer: str
+    #: Typed pieces inside the span, ``(start, end, entity_type)``: the town, region and
+    #: country lines of a postal address are ``LOCATION`` parts of its ``STREET_ADDRESS``
+    #: finding. The finding is replaced as one span; parts say what it holds (and a labelled
+    #: set that types those lines apart can score them).
+    parts: tuple[tuple[int, int, str], ...] = field(default=(), compare=False)
 
 
 # -- context --------------------------------------------------------------------------------
@@ -141,11 +146,17 @@ _MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|
           r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
 _DATE_WORDS = re.compile(rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}(?:,?\s+\d{{4}})?|"
                          rf"{_MONTH},?\s+(?:1[89]|20)\d\d)\b(?!:)")
-# A year after a cue ("in 1983", "born 1961"). Weekdays alone are no date of a person: not found.
+# A year after a cue ("in 1983", "born 1961", "the act of 1985", "a 2017 comedy"); not a
+# compound ("a 2048-bit key") or a longer number.
 _YEAR = re.compile(
-    r"\b(?:in|In|since|Since|during|During|from|From|until|Until|year|born|Born|circa|early|late|mid)\s"
-    r"((?:1[89]|20)\d\d)\b(?![-/.:]?\d)"
+    r"\b(?:in|In|since|Since|during|During|from|From|until|Until|year|born|Born|circa|early|late|mid|"
+    r"of|a|A|by|By|before|Before|after|After|around)\s"
+    r"((?:1[89]|20)\d\d)\b(?![-/.:]?\d|-\w|\s*[x×]\s*\d)"
 )
+# A day of the week: capitalised, or after "on", "next", "last", "this" ("flew to Oslo on
+# Tuesday morning", "We'll meet Thursday at …"). Masked like any date (HIPAA keeps years only).
+_WEEKDAY = re.compile(r"\b(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b"
+                      r"|(?i:\b(?:on|next|last|this)\s+)((?i:monday|tuesday|wednesday|thursday|friday|saturday|sunday))\b")
 # ISO 8601 dates with a time ("2017-11-14 04:16:12.458155", "2021-03-14T10:22Z"); the date is checked.
 _ISO_DATETIME = re.compile(r"(?<![\d-])\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"
                            r"(?:Z|[+-]\d{2}:?\d{2})?)?(?![\d-])")
@@ -580,6 +591,9 @@ def check_phone_regions(regions: Iterable[str] | None) -> tuple[str, ...]:
     return out
 
 
+UNCUED_PHONE_SCORE = 0.3  # below any sensible threshold; CONTEXT_BOOST (0.35) lifts it to 0.65
+
+
 def phone_score(candidate: str, regions: tuple[str, ...]) -> float:
     """How much ``candidate`` looks like a phone number of one of ``regions`` (0: not one).
 
@@ -587,7 +601,8 @@ def phone_score(candidate: str, regions: tuple[str, ...]) -> float:
     National numbers are checked against each configured region: 0.6 when the number
     carries a trunk prefix or area code (``0``, ``(…)``) or is 10+ digits; otherwise
     (``432 03 163``) 0.45, which a context word ("call", "phone", "mobile" …) lifts over the
-    threshold. Dates, IP addresses and decimals are never phones.
+    threshold; a number in phone-like groups that no configured region knows gets 0.3, which
+    only a context word lifts over it. Dates, IP addresses and decimals are never phones.
     """
     text = re.split(r"\s?(?:x|ext\.?|extension)\s?\d", candidate)[0].replace("(0)", "")
     if _NOT_PHONE.match(text):
@@ -604,10 +619,10 @@ def phone_score(candidate: str, regions: tuple[str, ...]) -> float:
         try:
             number = phonenumbers.parse(text, None)
         except phonenumbers.NumberParseException:
-            return 0.0
+            return UNCUED_PHONE_SCORE
         if phonenumbers.is_valid_number(number) or (len(digits) >= 10 and phonenumbers.is_possible_number(number)):
             return 0.6
-        return 0.0
+        return UNCUED_PHONE_SCORE
     strong = text.startswith(("0", "(")) or len(digits) >= 10
     for region in regions:
         try:
@@ -618,7 +633,10 @@ def phone_score(candidate: str, regions: tuple[str, ...]) -> float:
             return 0.6 if strong else 0.45
         if len(digits) >= 10 and phonenumbers.is_possible_number(number):
             return 0.6  # fictional ranges (555, Ofcom's 01632 960) fail is_valid_number; the shape is a phone
-    return 0.0
+    # No configured region knows it ("60-56-85-91", "21 284 698 2548" from elsewhere): a number
+    # in groups, or of 10+ digits, is a phone only where a context word says so ("Phone:",
+    # "call me on", "… office"): the context boost lifts this score over the threshold.
+    return UNCUED_PHONE_SCORE
 
 
 def _phones(regions: tuple[str, ...]) -> "Recognizer":
@@ -835,6 +853,7 @@ def recognizers() -> tuple[Recognizer, ...]:
         _regex("URL", _URL, 0.9, strip=".,;:!?)'\""),
         _regex("DATE_TIME", _DATE_WORDS, 0.7),
         _regex("DATE_TIME", _YEAR, 0.55),
+        _regex("DATE_TIME", _WEEKDAY, 0.55),
         _regex("DATE_TIME", _ISO_DATETIME, 0.75, valid=_iso_ok),
         _regex("DATE_TIME", _DATE_INTL, 0.7),
         _regex("DATE_TIME", _NAMED_YEAR, 0.55, group=1),
@@ -1167,16 +1186,34 @@ def complete_addresses(text: str, findings: list[Finding]) -> list[Finding]:
                 and not (out and out[-1].end > lead.start()):
             start = lead.start()
         end, j = f.end, i + 1
+        places: list[tuple[int, int]] = []
         while j < len(findings) and findings[j].entity_type in _ADDRESS_PARTS:
             gap = text[end:findings[j].start]
             m = _ADDRESS_GAP.fullmatch(gap)
             if not m or gap.count("\n") > 2:
                 break
+            if findings[j].entity_type == "LOCATION":
+                places.append((findings[j].start, findings[j].end))
             end, j = findings[j].end, j + 1
-        end, j = _address_tail(text, findings, end, j)
-        out.append(Finding(start, end, f.entity_type, f.score, f.recognizer))
+        end, j = _address_tail(text, findings, end, j, places)
+        out.append(Finding(start, end, f.entity_type, f.score, f.recognizer,
+                           tuple((s, e, "LOCATION") for s, e in _merge(places) if start <= s and e <= end)))
         i = j
     return out
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+# The town, region and country words of an address line, without its postcode or unit.
+_PLACE_RUN = re.compile(rf"{_UPPER_WORD}\.?(?:[ \t-]+(?:{_UPPER_WORD}\.?|{_PARTICLE}(?=[ \t-]+{_UP})))*")
 
 
 def _absorbable(f: Finding) -> bool:
@@ -1191,9 +1228,11 @@ def _absorbable(f: Finding) -> bool:
 _HOUSE_NUMBER = re.compile(r"[ \t]+\d{1,5}[A-Za-z]?\.?(?=[\s,]|$)")
 
 
-def _address_tail(text: str, findings: list[Finding], end: int, j: int) -> tuple[int, int]:
+def _address_tail(text: str, findings: list[Finding], end: int, j: int,
+                  places: list[tuple[int, int]] | None = None) -> tuple[int, int]:
     """Extend an address ending at ``end`` over the address lines that follow (``findings[j:]``
-    are the findings after it); returns the new end and the index of the first finding kept."""
+    are the findings after it); returns the new end and the index of the first finding kept.
+    The town, region and country words of those lines are appended to ``places``."""
     number = _HOUSE_NUMBER.match(text, end)  # "Rue de la Sarthe 52": the number after the street
     if number and not text[end - 1].isdigit() and not (j < len(findings) and findings[j].start < number.end()):
         end = number.end()
@@ -1226,6 +1265,8 @@ def _address_tail(text: str, findings: list[Finding], end: int, j: int) -> tuple
         p_end = sep.end() + len(text[sep.end():p_end].rstrip(" ,\t\n"))
         if p_end <= sep.end():
             break
+        if places is not None and not _UNIT_WORD.match(text, sep.end(), p_end):
+            places.extend(m.span() for m in _PLACE_RUN.finditer(text, sep.end(), p_end))
         end = max(end, p_end)
         while j < len(findings) and findings[j].start < end:
             end, j = max(end, findings[j].end), j + 1

@@ -16,7 +16,9 @@ postal address into building number, street, unit and postcode, each labelled
 ``one_to_one`` (``--one-to-one``; the scorer before 2026-11) pairs each finding with at most
 one labelled span and each labelled span with at most one finding, so the other parts of a
 split address count as missed and a second finding inside one name counts as false.
-``exact`` counts labelled spans found with exactly their offsets. Gold types the detector does not cover are reported as
+A finding's typed ``parts`` (the town and country lines inside an address) find labelled
+spans of their type as well (recall); they are not findings of their own, so they add
+neither hits nor false positives. ``exact`` counts labelled spans found with exactly their offsets. Gold types the detector does not cover are reported as
 ``unsupported`` and count against recall. F2 weighs recall twice as much as precision,
 because a missed identifier leaks and a spurious one only hides a word.
 """
@@ -181,6 +183,15 @@ def evaluate(docs: list[dict[str, Any]], detector: Detector | None = None, *, ma
                     counts.exact += 1
                 elif not matched[i]:
                     matched[i] = 1  # found, not (yet) exactly
+        for f in found:  # typed parts of a finding (an address's town and country) find, never count as findings
+            for ps, pe, pt in f.parts:
+                if scored is not None and pt not in scored:
+                    continue
+                for i, (s, e, t) in enumerate(gold):
+                    if t == pt and ps < e and s < pe and not matched[i]:
+                        matched[i] = True if (ps, pe) == (s, e) else 1
+                        if (ps, pe) == (s, e):
+                            report.per_type[t].exact += 1
         for (s, e, t), m in zip(gold, matched):
             if m:
                 report.per_type[t].tp += 1

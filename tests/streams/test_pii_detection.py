@@ -90,9 +90,14 @@ def test_the_phone_numbers_issue_15_quotes(text, number):
 
 
 def test_national_numbers_need_their_region_and_short_ones_a_context():
-    text = "You can reach me at 030 901820."
+    text = "The code 030 901820 is printed on the box."
     assert not any(t == "PHONE_NUMBER" for t, _ in found(Detector(), text))  # US/GB only: not a phone
     assert ("PHONE_NUMBER", "030 901820") in found(Detector(phone_regions=("DE",)), text)
+    # A phone word makes a number in phone-like groups a phone whatever the regions.
+    for text, number in (("You can reach me at 030 901820.", "030 901820"),
+                         ("Personal Info: Phone: 60-56-85-91  E-mail: x", "60-56-85-91"),
+                         ("+41 (0)69 979 80 58-Fax", "+41 (0)69 979 80 58")):
+        assert ("PHONE_NUMBER", number) in found(Detector(), text), text
     ch = Detector(phone_regions=("CH", "DE"))
     # An 8-digit German number without a trunk prefix is a phone only near a phone word.
     assert ("PHONE_NUMBER", "432 03 163") in found(ch, "Please call 432 03 163 after six.")
@@ -245,16 +250,29 @@ def test_independent_presidio_evaluator_set_floors():
     assert summary["any_pii"]["recall"] >= 0.78 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
     assert per["PERSON"]["recall"] >= 0.83 and per["PERSON"]["precision"] >= 0.86, per["PERSON"]
     assert per["STREET_ADDRESS"]["recall"] >= 0.80, per["STREET_ADDRESS"]
-    assert per["DATE_TIME"]["recall"] >= 0.80 and per["DATE_TIME"]["precision"] >= 0.95, per["DATE_TIME"]
-    assert summary["structured"]["recall"] >= 0.86, summary["structured"]
-    # Towns and countries on the lines of an address are part of the STREET_ADDRESS finding
-    # (docs/pii.md); the set labels them LOCATION in some templates, so this recall fell from
-    # 0.70 to 0.64 when precision rose from 0.58 to 0.61.
+    # Days of the week are dates since 2026-11-26 ("on Tuesday morning"); the set leaves a few
+    # unlabelled ("the last Sunday before Labor Day"), so precision fell from 1.0 to 0.95.
+    assert per["DATE_TIME"]["recall"] >= 0.95 and per["DATE_TIME"]["precision"] >= 0.92, per["DATE_TIME"]
+    assert summary["structured"]["recall"] >= 0.90, summary["structured"]
+    # Towns and countries on the lines of an address are LOCATION parts of the one
+    # STREET_ADDRESS finding (docs/pii.md): this recall rose from 0.64 to 0.80 with them.
     loc_org = summary["location_organization"]
-    assert loc_org["recall"] >= 0.61 and loc_org["precision"] >= 0.59, loc_org
+    assert loc_org["recall"] >= 0.77 and loc_org["precision"] >= 0.59, loc_org
     assert per["PHONE_NUMBER"]["recall"] >= 0.93, per["PHONE_NUMBER"]
     for t in ("CREDIT_CARD", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS", "US_SSN", "URL"):
         assert per[t]["recall"] >= 0.95 and per[t]["precision"] >= 0.95, (t, per[t])
+
+
+def test_independent_presidio_research_held_out_set_floors(detector):
+    """Microsoft's published set, scored with the default configuration (US/GB phone regions):
+    measured 2026-11-26 (docs/compliance.md) less a margin; nothing was tuned on it."""
+    summary = evaluate(load(INDEPENDENT / "presidio_research_synth_v2.jsonl"), detector).summary()
+    per = summary["per_type"]
+    assert summary["structured"]["recall"] >= 0.89, summary["structured"]
+    assert per["PHONE_NUMBER"]["recall"] >= 0.93 and per["PHONE_NUMBER"]["precision"] >= 0.95, per["PHONE_NUMBER"]
+    assert summary["person"]["recall"] >= 0.77, summary["person"]
+    assert summary["location_organization"]["recall"] >= 0.64, summary["location_organization"]
+    assert summary["any_pii"]["recall"] >= 0.83 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
 
 
 def test_independent_opennlp_real_text_floors(detector):
