@@ -242,6 +242,8 @@ _GIVEN_VERB = re.compile(rf"\b({_UPPER_WORD})(?:\s+({_UPPER_WORD}))?\s+(?:is|was
                          rf"said|says|told|asked|wrote|called|works|worked|lives|lived|left|joined|sent|signed|"
                          rf"approved|agreed|and\s+I)\b")
 
+_GIVEN_ALONE = re.compile(rf"(?<![\w'’-])({_UPPER_WORD})(?:\s+([A-Z])\.?)?(?:\s+({_UPPER_WORD}))?(?![\w-])")
+
 _OFFICES = frozenset("""President Speaker Chairman Chairwoman Chair Secretary Mayor Governor Ambassador Minister
 Justice Vice Prime Deputy Director Chief""".split())
 _HONORIFICS = frozenset({"Mr", "Mrs", "Ms", "Miss", "Mx", "Dr", "Prof", "Sir", "Dame", "Rev"})
@@ -364,8 +366,9 @@ def _place_names(text: str) -> Iterator[Finding]:
 # "Contoso Ltd", "Welbilt Inc.", "Dr Hoenle AG": capitalised words and a legal-form suffix.
 _ORG_SUFFIX = re.compile(
     rf"\b(?:{_UPPER_WORD}|&|and|of|de)(?:[ ,]+(?:{_UPPER_WORD}|&|and|of|de)){{0,5}},?\s+"
-    r"(?:Inc|Ltd|LLC|LLP|Corp|Corporation|Co|GmbH|AG|SA|S\.A|NV|N\.V|BV|B\.V|PLC|plc|Pty|Oy|AB|ASA|SE|SpA|"
-    r"S\.p\.A|SAS|SARL|KG|Limited|Holdings|Group|Company|Foundation|University|Bank|Partners)\b\.?"
+    r"(?:(?:Co\.?,?\s?|CO\.?,?\s?)?(?:Inc|INC|Ltd|LTD)|LLC|LLP|Corp|CORP|Corporation|CORPORATION|Co|GmbH|GMBH|AG|SA|S\.A|"
+    r"NV|N\.V|BV|B\.V|PLC|plc|Plc|Pty|PTY|Oy|OY|AB|ASA|SE|SpA|S\.p\.A|SAS|SARL|KG|Limited|LIMITED|Holdings|HOLDINGS|"
+    r"Group|GROUP|Company|COMPANY|Foundation|University|Bank|BANK|Partners|Trust|TRUST|Fund|FUND|ETF)\b\.?"
 )
 
 
@@ -377,6 +380,11 @@ def _organizations(text: str) -> Iterator[Finding]:
         lead = re.match(r"(?:(?:&|and|of|de)[ ,]+)+", value)
         if lead:
             start += lead.end()
+            value = value[lead.end():]
+        # A name in capitals keeps to its capitals: "Marsh of COSEL CO.LTD." is "COSEL CO.LTD."
+        caps = re.search(r"(?:^|[ ,]+(?:(?:&|and|of|de)[ ,]+)?)((?:[^\W\d_a-z]{2,}[ ,&]+)+[^\W\d_a-z]*\S*)$", value)
+        if caps and caps.start(1) > 0 and not value[:caps.start(1)].strip(" ,&").isupper():
+            start += caps.start(1)
         yield Finding(start, m.end(), "ORGANIZATION", 0.65, "regex:ORGANIZATION")
 
 
@@ -750,6 +758,17 @@ def _persons(text: str) -> Iterator[Finding]:
         if given in first and given not in _places():
             end = m.end(2) if surname and surname.lower() not in _NOT_SURNAME else m.end(1)
             yield Finding(m.start(1), end, "PERSON", 0.7, "name:gazetteer")
+    # A known given name anywhere ("shouted at Lisa", "my kid Fern", "Why is Sven so …"), with
+    # an initial and a surname after it if they follow: only a name that is no English word and
+    # no place (``_is_person_name``); the model misses lone names that have no other cue.
+    for m in _GIVEN_ALONE.finditer(text):
+        given, surname = m.group(1), m.group(3)
+        if given in first and _is_person_name([given]):
+            end = m.end(1)
+            if surname and not surname.isupper() and surname.lower() not in _NOT_SURNAME \
+                    and (surname in last or not _is_common(surname)) and not _is_place(surname):
+                end = m.end(3)
+            yield Finding(m.start(1), end, "PERSON", 0.6, "name:gazetteer")
 
 
 @lru_cache(maxsize=1)
