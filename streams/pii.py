@@ -242,6 +242,9 @@ _GIVEN_VERB = re.compile(rf"\b({_UPPER_WORD})(?:\s+({_UPPER_WORD}))?\s+(?:is|was
                          rf"said|says|told|asked|wrote|called|works|worked|lives|lived|left|joined|sent|signed|"
                          rf"approved|agreed|and\s+I)\b")
 
+# A form field that holds a name: "Name: Kosara N Reišl", "User: Csenger M Gábor".
+_NAME_LABEL = re.compile(rf"\b(?:Name|Full name|User|Customer|Patient|Employee|Applicant|Account holder)[ \t]*:[ \t]*"
+                         rf"({_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{0,3}})(?![\w-])")
 _GIVEN_ALONE = re.compile(rf"(?<![\w'’-])({_UPPER_WORD})(?:\s+([A-Z])\.?)?(?:\s+({_UPPER_WORD}))?(?![\w-])")
 
 _OFFICES = frozenset("""President Speaker Chairman Chairwoman Chair Secretary Mayor Governor Ambassador Minister
@@ -761,6 +764,10 @@ def _persons(text: str) -> Iterator[Finding]:
     # A known given name anywhere ("shouted at Lisa", "my kid Fern", "Why is Sven so …"), with
     # an initial and a surname after it if they follow: only a name that is no English word and
     # no place (``_is_person_name``); the model misses lone names that have no other cue.
+    for m in _NAME_LABEL.finditer(text):
+        words = [w for w in m.group(1).split() if len(w.rstrip(".")) > 1]
+        if words and words[0] not in _HONORIFICS and _is_name_words(words, first, last):
+            yield Finding(m.start(1), m.end(1), "PERSON", 0.8, "name:cue")
     for m in _GIVEN_ALONE.finditer(text):
         given, surname = m.group(1), m.group(3)
         if given in first and _is_person_name([given]):
@@ -1017,6 +1024,18 @@ def _is_person_name(words: list[str]) -> bool:
 
 _LOCATIVE = re.compile(r"(?i:\b(?:in|to|from|near|outside|inside|around|towards?|across|through|via|visit(?:ed|ing)?|"
                        r"city|town|village|capital)\s+)$")
+# What only a person does or has, right after a name the model called a place or a firm:
+# "X said", "X lives at", "X's daughter", "X was born" … and right before it: "said X",
+# "Hi X,", "married X".
+_PERSON_AFTER = re.compile(
+    r"(?:['’]s\s+(?:address|kids?|son|daughter|wife|husband|mother|father|brother|sister|family|friends?|"
+    r"parents|children|phone|e-?mail|birthday|killers?|funeral|novel|memoir|biography|diary)\b"
+    r"|\s+(?:said|says|shouted|asked|told|replied|answered|whispered|smiled|laughed|lives|lived|began writing|"
+    r"had given|was born|is very reliable|was influenced|married|divorced|died|resigned|retired)\b)")
+_PERSON_BEFORE = re.compile(
+    r"(?:\b(?:said|says|asked|told|thanked|married|divorced|Hi|Hello|Dear|(?i:follow up with)|between him and|"
+    r"between her and|shouted at|leave me)[ \t]+)$")
+_CUED_CAPS = re.compile(rf"(?<![\w'’-])({_UPPER_WORD}(?:[ ](?:[A-Z]\.?|{_UPPER_WORD})){{0,2}})(?![\w-])")
 # Lines of a transcript: "Mineko: What a wife." — a speaker label at the start of a line.
 _SPEAKER = re.compile(rf"^[ \t]*({_UPPER_WORD}(?:[ ][A-Z]\.?)?(?:[ ]{_UPPER_WORD}){{0,2}})[ \t]*:(?=[ \t]*\S)", re.MULTILINE)
 # Coordinated single capitalised words: "Platt, David, Claudia and Oscar", "Eriksson and Kim".
@@ -1053,6 +1072,10 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
             elif f.recognizer.startswith("ner:") and f.start in cued:
                 # a cue rule said person ("her maiden name is X", "Dr. X") where the model said place
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
+            elif f.recognizer.startswith("ner:") and len(words) <= 4 and not _ORG_SUFFIX.search(value) \
+                    and (_PERSON_AFTER.match(text, f.end) or _PERSON_BEFORE.search(text, max(0, f.start - 24), f.start)):
+                # what only a person does or has: "Naile said", "said Naile", "Marina's address"
+                f = Finding(f.start, f.end, "PERSON", 0.7, "ner+context")
         if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
             value = text[f.start:f.end]
             words = value.split()
@@ -1075,6 +1098,20 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
     for m in speakers:
         if len(speakers) >= 2 or m.group(1).split()[0] in first:
             persons.append(Finding(m.start(1), m.end(1), "PERSON", 0.75, "name:speaker"))
+    # What only a person does or has, around capitalised words the model did not tag:
+    # "Antonsson began writing", "says Morrison", "shouted at Mary".
+    tagged_starts = [f.start for f in out]  # out is sorted and does not overlap
+    for m in _CUED_CAPS.finditer(text):
+        s_, e_ = m.span(1)
+        if not (_PERSON_AFTER.match(text, e_) or _PERSON_BEFORE.search(text, max(0, s_ - 24), s_)):
+            continue
+        i = bisect.bisect_left(tagged_starts, e_) - 1
+        if i >= 0 and out[i].end > s_:
+            continue  # the model or a rule already typed these words
+        names = m.group(1).split()
+        if all(w in first or w in last or _name_word_ok(w) for w in names if len(w.rstrip(".")) > 1) \
+                and not _is_place(m.group(1)):
+            persons.append(Finding(s_, e_, "PERSON", 0.65, "name:context"))
     # Lists: when one item is a person, and every item could be one, all are.
     person_spans = [(f.start, f.end) for f in out if f.entity_type == "PERSON"]
     for m in _WORD_LIST.finditer(text):

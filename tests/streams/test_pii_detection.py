@@ -248,7 +248,7 @@ def test_independent_presidio_evaluator_set_floors():
                        Detector(phone_regions=PRESIDIO_REGIONS)).summary()
     per = summary["per_type"]
     assert summary["any_pii"]["recall"] >= 0.78 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
-    assert per["PERSON"]["recall"] >= 0.83 and per["PERSON"]["precision"] >= 0.86, per["PERSON"]
+    assert per["PERSON"]["recall"] >= 0.88 and per["PERSON"]["precision"] >= 0.88, per["PERSON"]
     assert per["STREET_ADDRESS"]["recall"] >= 0.80, per["STREET_ADDRESS"]
     # Days of the week are dates since 2026-11-26 ("on Tuesday morning"); the set leaves a few
     # unlabelled ("the last Sunday before Labor Day"), so precision fell from 1.0 to 0.95.
@@ -270,7 +270,7 @@ def test_independent_presidio_research_held_out_set_floors(detector):
     per = summary["per_type"]
     assert summary["structured"]["recall"] >= 0.89, summary["structured"]
     assert per["PHONE_NUMBER"]["recall"] >= 0.93 and per["PHONE_NUMBER"]["precision"] >= 0.95, per["PHONE_NUMBER"]
-    assert summary["person"]["recall"] >= 0.77, summary["person"]
+    assert summary["person"]["recall"] >= 0.80 and summary["person"]["precision"] >= 0.83, summary["person"]
     assert summary["location_organization"]["recall"] >= 0.64, summary["location_organization"]
     assert summary["any_pii"]["recall"] >= 0.83 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
 
