@@ -293,7 +293,8 @@ class Services:
             from streams.embedding import model_dim
 
             idx = MilvusIndex(self.settings.resolved_milvus_uri, self.settings.collection, model_dim(self.settings),
-                              acl_refresh_s=self.settings.acl_refresh_s)
+                              acl_refresh_s=self.settings.acl_refresh_s,
+                              search_consistency=self.settings.search_consistency)
             idx.ensure(pin=False)  # searches follow the alias: a reindex's swap shows at once
             self._index = idx
         return self._index

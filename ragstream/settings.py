@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     acl_refresh_s: float = Field(
         5.0, gt=0, description="How often a searching process fetches the index's new ACL sets (a document "
                                "whose permission set is new is searchable at most this much later).")
+    milvus_search_consistency: Literal["auto", "Strong", "Session", "Bounded", "Eventually"] = Field(
+        "auto", description="Consistency level of searches (API, `ragstream search`). 'auto': Strong on the local "
+                            "milvus-lite (free there), Session on a Milvus server, where a Strong read waits for the "
+                            "server's next time tick (~200-400 ms; bench/README.md) and Session sees the index "
+                            "workers' writes within about one tick (200 ms). Index writes and verify always read Strong.")
     retention_sweep_s: float = Field(
         3600, gt=0, description="How often the dsr worker removes documents whose retention has ended.")
     dsr_verify_timeout_s: float | None = Field(
@@ -454,6 +459,13 @@ class Settings(BaseSettings):
             return urlunsplit(parts._replace(netloc=netloc, query=query))
         except ValueError:
             return "<hidden>"
+
+    @property
+    def search_consistency(self) -> str:
+        """The consistency level searches use (``milvus_search_consistency``, 'auto' resolved)."""
+        if self.milvus_search_consistency != "auto":
+            return self.milvus_search_consistency
+        return "Strong" if self.milvus_uri is None and self.milvus_engine == "lite" else "Session"
 
     @property
     def resolved_milvus_uri(self) -> str:

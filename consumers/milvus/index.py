@@ -23,8 +23,10 @@ class MilvusIndex(SearchMixin, WriterMixin):
     OUTPUT = ["doc_id", "source", "title", "uri", "heading", "text"]
 
     def __init__(self, uri: str, alias: str, dim: int, *, timeout: float = 30, acl_refresh_s: float = 5.0,
-                 collection: str | None = None) -> None:
+                 collection: str | None = None, search_consistency: str | None = None) -> None:
         self.uri = uri
+        if search_consistency is not None:
+            self.search_consistency = search_consistency  # else SearchMixin's default, Strong
         self.alias = alias
         #: The real name. A writer pins it in ensure() (the one behind the alias then, or the
         #: ``collection`` given: a reindex's new one) and keeps writing there after the alias

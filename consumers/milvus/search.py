@@ -106,7 +106,8 @@ class SearchMixin:
     #: search is visible) is free on milvus-lite; a Milvus server makes a Strong read wait for
     #: its next time tick (``proxy.timeTickInterval``: ~2 ticks, 200 ms each by default).
     #: ``Session`` sees this process's own writes at once and other processes' within about a
-    #: tick (bench/README.md, "ACL search on the real Milvus server").
+    #: tick (bench/README.md, "ACL search on the real Milvus server"). The API and `ragstream
+    #: search` pass ``Settings.search_consistency`` (Session on a server, Strong on milvus-lite).
     search_consistency: str = "Strong"
 
     # -- reads ----------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def search(query: str, limit: int, principals: tuple[str, ...], key: str | None,
     epoch = (lambda d: None if d is None else int(d.replace(tzinfo=timezone.utc).timestamp()))
     filters = SearchFilters(sources=sources, classifications=classifications,
                             modified_after=epoch(modified_after), modified_before=epoch(modified_before))
-    index = MilvusIndex(s.resolved_milvus_uri, s.collection, model_dim(s), acl_refresh_s=s.acl_refresh_s)
+    index = MilvusIndex(s.resolved_milvus_uri, s.collection, model_dim(s), acl_refresh_s=s.acl_refresh_s,
+                        search_consistency=s.search_consistency)
     mode = index.effective_mode(mode or DEFAULT_MODE)
     vector = make_embedder(s).embed([query])[0] if mode != "lexical" else None
     try:
