@@ -132,6 +132,15 @@ RRF_K = 60
 FUSION_CANDIDATES = 30
 #: At most this many verbatim identifiers are looked up per query (one ``like`` scan each).
 EXACT_TERMS_MAX = 3
+#: A caller who may see at least this share of the ACL sets gets dense search without the
+#: ACL filter in Milvus: the ``limit`` / share x POSTFILTER_OVERSAMPLE nearest chunks (at most
+#: POSTFILTER_MAX), kept when their ACL set is the caller's, with a filtered search when fewer
+#: than ``limit`` remain. A long ``acl_key in [...]`` (1,850 keys for a caller who sees 18.5%)
+#: costs a Milvus server more than the unfiltered walk (bench/README.md, ACL search on the
+#: real Milvus server).
+POSTFILTER_MIN_SHARE = 0.1
+POSTFILTER_OVERSAMPLE = 3
+POSTFILTER_MAX = 1000
 
 #: HNSW beam width: at least EF_SEARCH, at most EF_MAX, and EF_PER_SELECTIVITY x limit /
 #: the share of rows the caller may see (estimated as their share of the ACL sets). A walk

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
-from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, RRF_K, SPARSE_FIELD
+from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, POSTFILTER_MAX, POSTFILTER_MIN_SHARE, POSTFILTER_OVERSAMPLE, RRF_K, SPARSE_FIELD
 from consumers.milvus.acl import acl_filter, escape_like, escape_literal, keys_filter
 from pymilvus.exceptions import MilvusException
 from ragstream.logging import get_logger
@@ -129,6 +130,7 @@ class SearchMixin:
             if plan is None:
                 return []
             expr, ef = plan
+            other = filters.expr() if filters is not None else ""
             if filters is not None and filters.expr():
                 if filters.by_modified and MODIFIED_FIELD not in self._field_map():
                     raise IndexSchemaError(
@@ -140,7 +142,8 @@ class SearchMixin:
             if mode == "dense":
                 if vector is None:
                     raise ValueError("dense search needs the query's vector")
-                return self._dense(vector, expr, limit, ef)
+                wide = self._dense_postfiltered(vector, principals, other, limit)
+                return wide if wide is not None else self._dense(vector, expr, limit, ef)
             if not query or not query.strip():
                 raise ValueError(f"{mode} search needs the query's text")
             k = max(FUSION_CANDIDATES, 3 * limit)
@@ -176,6 +179,25 @@ class SearchMixin:
         if len(hits) < limit and ef < EF_MAX:  # the filtered walk starved: widen the beam
             hits = self._ann(vector, expr, limit, EF_MAX)
         return hits
+
+    def _dense_postfiltered(self, vector: list[float], principals: Iterable[str], other: str,
+                            limit: int) -> list[Hit] | None:
+        """Dense search for a caller who may see much: the nearest chunks without the ACL filter
+        in Milvus, kept when their ACL set is one of the caller's (POSTFILTER_MIN_SHARE). ``None``
+        when the caller sees too little for it, or fewer than ``limit`` of the nearest are
+        theirs: the filtered search answers then. Chunks the caller may not see never leave
+        this method."""
+        keys = self.acl_sets.keys_for(sorted(set(principals)))
+        share = self.acl_sets.share(keys)
+        if share < POSTFILTER_MIN_SHARE:
+            return None
+        k = min(POSTFILTER_MAX, math.ceil(limit * POSTFILTER_OVERSAMPLE / share))
+        res = self.client.search(collection_name=self.target, data=[vector], filter=other, limit=k,
+                                 output_fields=[*self.OUTPUT, "acl_key"],
+                                 search_params={"metric_type": "COSINE", "ef": max(EF_SEARCH, k)},
+                                 consistency_level=self.search_consistency)
+        visible = [_hit(h, float(h.distance)) for h in res[0] if h.entity.get("acl_key") in keys]
+        return visible[:limit] if len(visible) >= limit else None
 
     def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:
         res = self.client.search(collection_name=self.target, data=[query], anns_field=SPARSE_FIELD, filter=expr,

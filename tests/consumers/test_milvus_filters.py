@@ -50,6 +50,20 @@ def test_wildcard_characters_in_principals_match_only_themselves(index):
         index.search([1.0, 0.0], [])
 
 
+def test_a_caller_who_sees_much_is_filtered_after_the_walk_and_gets_only_their_own(index, monkeypatch):
+    # Each caller here may see 1 of the 4 ACL sets (25% >= POSTFILTER_MIN_SHARE): dense search
+    # walks without the ACL filter and keeps the caller's chunks in the process; when fewer
+    # than `limit` of them are among the nearest, the filtered search answers.
+    filters: list[str] = []
+    real = index.client.search
+    monkeypatch.setattr(index.client, "search", lambda *a, **kw: filters.append(kw.get("filter")) or real(*a, **kw))
+    assert docs(index.search([1.0, 0.0], ["user:john_doe"], limit=1)) == {"underscore"}
+    assert filters == [""]
+    filters.clear()
+    assert docs(index.search([1.0, 0.0], ["group:100%_sales"], limit=2)) == {"percent"}
+    assert filters[0] == "" and filters[-1].startswith("acl_key in [")
+
+
 def test_subject_filter_finds_exactly_the_documents_of_a_ref(index):
     if not index.engine.infix_like:
         # Milvus 2.3 parses only prefix patterns: the subject index needs Milvus >= 2.4 (or
