@@ -119,10 +119,12 @@ def server_pid(data_dir: Path) -> int:
     return next(int(d) for d in os.listdir("/proc") if d.isdigit() and f"\0{data_dir}\0".encode() in _cmdline(d))
 
 
-def settle(data_dir: Path) -> float:
+def settle(data_dir: Path, busy_ticks: int = 5) -> float:
     """Wait until the Milvus serving ``data_dir`` has been idle (CPU) for 3 s: it compacts
     segments and builds their indexes in the background after a flush, and describe_index
-    says "Finished" before that work is over."""
+    says "Finished" before that work is over. Idle: under ``busy_ticks`` CPU ticks (1/100 s)
+    a second; a Milvus server's own time ticks, etcd and metrics keep it at a few percent,
+    so it is given more."""
     pid = server_pid(data_dir)
 
     def cpu_ticks() -> int:
@@ -133,8 +135,8 @@ def settle(data_dir: Path) -> float:
     while idle < 3:
         before = cpu_ticks()
         time.sleep(1)
-        idle = idle + 1 if cpu_ticks() - before < 5 else 0
-        assert time.monotonic() - t0 < 900, "milvus-lite never went idle"
+        idle = idle + 1 if cpu_ticks() - before < busy_ticks else 0
+        assert time.monotonic() - t0 < 900, f"Milvus ({data_dir}) never went idle"
     return time.monotonic() - t0
 
 
@@ -201,7 +203,7 @@ def main() -> None:
             index = MilvusIndex(s.resolved_milvus_uri, "bench_acl", DIM, timeout=600, acl_refresh_s=args.acl_refresh_s)
             index.ensure()
             fill_s, vectors, acls, centres = fill(index, args.rows, rng, gen)
-            settle_s = settle(data_dir)  # time a settled index, as a running service has
+            settle_s = settle(data_dir, 15 if args.engine == "server" else 5)  # time a settled index, as a running service has
             engine = str(index.engine)
             queries = list(normalized(centres[gen.integers(0, TOPICS, args.queries)]
                                       + 0.06 * gen.standard_normal((args.queries, DIM), dtype=np.float32)))

@@ -63,9 +63,12 @@ class Settings(BaseSettings):
                                "whose permission set is new is searchable at most this much later).")
     milvus_search_consistency: Literal["auto", "Strong", "Session", "Bounded", "Eventually"] = Field(
         "auto", description="Consistency level of searches (API, `ragstream search`). 'auto': Strong on the local "
-                            "milvus-lite (free there), Session on a Milvus server, where a Strong read waits for the "
-                            "server's next time tick (~200-400 ms; bench/README.md) and Session sees the index "
-                            "workers' writes within about one tick (200 ms). Index writes and verify always read Strong.")
+                            "milvus-lite (free there), Bounded on a Milvus server, where a Strong read waits for the "
+                            "server's next time tick (~200-400 ms; bench/README.md) and a Bounded read sees every "
+                            "write older than the server's common.gracefulTime (5 s by default): an index update, "
+                            "delete or ACL revocation reaches searches at most that much later. (Session is no "
+                            "better for a process that never writes: pymilvus then reads Eventually.) Index writes "
+                            "and verify always read Strong.")
     retention_sweep_s: float = Field(
         3600, gt=0, description="How often the dsr worker removes documents whose retention has ended.")
     dsr_verify_timeout_s: float | None = Field(
@@ -465,7 +468,7 @@ class Settings(BaseSettings):
         """The consistency level searches use (``milvus_search_consistency``, 'auto' resolved)."""
         if self.milvus_search_consistency != "auto":
             return self.milvus_search_consistency
-        return "Strong" if self.milvus_uri is None and self.milvus_engine == "lite" else "Session"
+        return "Strong" if self.milvus_uri is None and self.milvus_engine == "lite" else "Bounded"
 
     @property
     def resolved_milvus_uri(self) -> str:

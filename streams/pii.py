@@ -118,6 +118,13 @@ CONTEXT_WINDOW = 48
 CONTEXT_BOOST = 0.35
 
 
+@lru_cache(maxsize=None)
+def _context_re(words: tuple[str, ...]) -> re.Pattern[str]:
+    """Context words at the start of a word: "tel" in "tel." or "telephone", not in "hotel";
+    "ring" not in "during", "cell" not in "cancelled"."""
+    return re.compile(r"(?<![a-z])(?:" + "|".join(re.escape(w) for w in words) + ")")
+
+
 # -- patterns -------------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b")
@@ -149,9 +156,11 @@ _DATE_WORDS = re.compile(rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{
 # A year after a cue ("in 1983", "born 1961", "the act of 1985", "a 2017 comedy"); not a
 # compound ("a 2048-bit key") or a longer number.
 _YEAR = re.compile(
-    r"\b(?:in|In|since|Since|during|During|from|From|until|Until|year|born|Born|circa|early|late|mid|"
-    r"of|a|A|by|By|before|Before|after|After|around)\s"
+    r"\b(?:in|In|since|Since|during|During|from|From|until|Until|year|born|Born|circa|early|late|mid)\s"
     r"((?:1[89]|20)\d\d)\b(?![-/.:]?\d|-\w|\s*[x×]\s*\d)"
+    r"|\b(?:of|a|A|by|By|before|Before|after|After|around)\s((?:1[89]|20)\d\d)\b(?![-/.:]?\d|-\w|\s*[x×]\s*\d)"
+    r"(?!\s*(?i:ms|s|secs?|seconds|minutes|mins|hours|hrs|days|users|requests|items|rows|records|bytes|kb|mb|gb|"
+    r"tb|px|dpi|rpm|hz|mhz|ghz|utc|gmt|cet|est|pst|units|pieces|times|people|words|lines|pages)\b)"
 )
 # A day of the week: capitalised, or after "on", "next", "last", "this" ("flew to Oslo on
 # Tuesday morning", "We'll meet Thursday at …"). Masked like any date (HIPAA keeps years only).
@@ -384,11 +393,29 @@ def _organizations(text: str) -> Iterator[Finding]:
         if lead:
             start += lead.end()
             value = value[lead.end():]
-        # A name in capitals keeps to its capitals: "Marsh of COSEL CO.LTD." is "COSEL CO.LTD."
-        caps = re.search(r"(?:^|[ ,]+(?:(?:&|and|of|de)[ ,]+)?)((?:[^\W\d_a-z]{2,}[ ,&]+)+[^\W\d_a-z]*\S*)$", value)
-        if caps and caps.start(1) > 0 and not value[:caps.start(1)].strip(" ,&").isupper():
-            start += caps.start(1)
+        start += _caps_name_start(value)
         yield Finding(start, m.end(), "ORGANIZATION", 0.65, "regex:ORGANIZATION")
+
+
+_LEGAL_FORM_WORDS = frozenset("INC LTD CO CORP CORPORATION GMBH AG SA NV BV PLC PTY OY AB ASA SE SPA SAS SARL KG "
+                              "LIMITED HOLDINGS GROUP COMPANY BANK TRUST FUND ETF LLC LLP".split())
+
+
+def _caps_name_start(value: str) -> int:
+    """Where a name in capitals starts in ``value``, an organisation match that ran over the
+    words before it: "Marsh of COSEL CO.LTD." is "COSEL CO.LTD.", "Sue Hague CANON INC." is
+    "CANON INC.". 0 when it did not run over anything, or when the capitals are only legal
+    forms and short codes ("Marks and Spencer GROUP PLC", "Smith & Sons UK LTD")."""
+    words = list(re.finditer(r"\S+", value))
+    i = len(words)
+    while i and words[i - 1].group().strip(",&").replace(".", "").isupper():
+        i -= 1
+    if i == 0 or i == len(words):
+        return 0
+    caps = [w.group().strip(",&.").split(".")[0] for w in words[i:]]
+    if not any(len(c) > 2 and c not in _LEGAL_FORM_WORDS for c in caps):
+        return 0
+    return words[i].start()
 
 
 def _is_name_words(words: list[str], first: frozenset[str], last: frozenset[str]) -> bool:
@@ -766,7 +793,8 @@ def _persons(text: str) -> Iterator[Finding]:
     # no place (``_is_person_name``); the model misses lone names that have no other cue.
     for m in _NAME_LABEL.finditer(text):
         words = [w for w in m.group(1).split() if len(w.rstrip(".")) > 1]
-        if words and words[0] not in _HONORIFICS and _is_name_words(words, first, last):
+        if words and words[0] not in _HONORIFICS and _is_name_words(words, first, last) \
+                and any(w in first or w in last for w in words):  # "User: Admin" is no one
             yield Finding(m.start(1), m.end(1), "PERSON", 0.8, "name:cue")
     for m in _GIVEN_ALONE.finditer(text):
         given, surname = m.group(1), m.group(3)
@@ -955,8 +983,8 @@ class Detector:
                         lowered = text.lower()
                     window = lowered[max(0, f.start - CONTEXT_WINDOW):f.start]
                     after = CONTEXT_AFTER.get(f.entity_type, ())
-                    if any(w in window for w in words) or \
-                            any(w in lowered[f.end:f.end + CONTEXT_AFTER_WINDOW] for w in after):
+                    if _context_re(words).search(window) or \
+                            (after and _context_re(after).search(lowered, f.end, f.end + CONTEXT_AFTER_WINDOW)):
                         score = min(1.0, max(score + CONTEXT_BOOST, 0.6))
                 if score >= self.threshold:
                     found.append(Finding(f.start, f.end, f.entity_type, round(score, 3), f.recognizer))
@@ -1073,6 +1101,7 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
                 # a cue rule said person ("her maiden name is X", "Dr. X") where the model said place
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
             elif f.recognizer.startswith("ner:") and len(words) <= 4 and not _ORG_SUFFIX.search(value) \
+                    and any(w in first or w in last for w in words) and not _is_place(value) \
                     and (_PERSON_AFTER.match(text, f.end) or _PERSON_BEFORE.search(text, max(0, f.start - 24), f.start)):
                 # what only a person does or has: "Naile said", "said Naile", "Marina's address"
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+context")
@@ -1110,7 +1139,7 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
             continue  # the model or a rule already typed these words
         names = m.group(1).split()
         if all(w in first or w in last or _name_word_ok(w) for w in names if len(w.rstrip(".")) > 1) \
-                and not _is_place(m.group(1)):
+                and any(w in first or w in last for w in names) and not _is_place(m.group(1)):
             persons.append(Finding(s_, e_, "PERSON", 0.65, "name:context"))
     # Lists: when one item is a person, and every item could be one, all are.
     person_spans = [(f.start, f.end) for f in out if f.entity_type == "PERSON"]

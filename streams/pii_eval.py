@@ -192,6 +192,8 @@ def evaluate(docs: list[dict[str, Any]], detector: Detector | None = None, *, ma
                         matched[i] = True if (ps, pe) == (s, e) else 1
                         if (ps, pe) == (s, e):
                             report.per_type[t].exact += 1
+                        if match == "one_to_one":
+                            break  # one part finds one labelled span
         for (s, e, t), m in zip(gold, matched):
             if m:
                 report.per_type[t].tp += 1

@@ -23,13 +23,13 @@ def test_environment_is_read(monkeypatch, tmp_path):
     assert s.resolved_milvus_uri == "http://127.0.0.1:19530"
 
 
-def test_search_consistency_is_strong_on_milvus_lite_and_session_on_a_server(monkeypatch, tmp_path):
+def test_search_consistency_is_strong_on_milvus_lite_and_bounded_on_a_server(monkeypatch, tmp_path):
     monkeypatch.setenv("RAGSTREAM_HOME", str(tmp_path / "h"))
     assert load_settings().search_consistency == "Strong"  # the local milvus-lite: Strong costs nothing
     monkeypatch.setenv("RAGSTREAM_MILVUS_URI", "https://milvus.example.com:19530")
-    assert load_settings().search_consistency == "Session"  # a server: Strong waits for its time tick
-    monkeypatch.setenv("RAGSTREAM_MILVUS_SEARCH_CONSISTENCY", "Bounded")
-    assert load_settings().search_consistency == "Bounded"
+    assert load_settings().search_consistency == "Bounded"  # a server: Strong waits for its time tick
+    monkeypatch.setenv("RAGSTREAM_MILVUS_SEARCH_CONSISTENCY", "Session")
+    assert load_settings().search_consistency == "Session"
     monkeypatch.setenv("RAGSTREAM_MILVUS_SEARCH_CONSISTENCY", "strongest")
     with pytest.raises(SettingsError, match="RAGSTREAM_MILVUS_SEARCH_CONSISTENCY"):
         load_settings()
