@@ -105,6 +105,28 @@ QUESTIONS: list[tuple[str, str]] = [
     ("libffi8/html/Thread-Safety.html", "is it safe to use libffi closures from several threads"),
 ]
 
+#: Written later (2026-11-26), after the fusion weights were chosen on :data:`QUESTIONS`, as a
+#: held-out check of that choice; paraphrased, like a user who has not read the file.
+QUESTIONS_HELD_OUT: list[tuple[str, str]] = [
+    ("procps/bugs.md", "where should I report a problem I found in ps or top"),
+    ("linux-perf/tips.txt", "quick hints for getting more out of the perf profiler"),
+    ("util-linux/deprecated.txt", "which util-linux command line options are going away and what replaces them"),
+    ("nodejs/api/punycode.md", "should I still use the built-in module for internationalized domain names in node"),
+    ("nodejs/api/tty.md", "how can a node program tell whether its output goes to a terminal"),
+    ("python3-pip/html/topics/local-project-installs.md",
+     "install a project from a folder on my disk so that my code changes show up without reinstalling"),
+    ("openssl/fingerprints.txt", "how can I check that an OpenSSL download was really signed by the team"),
+    ("nodejs/contributing/building-node-with-ninja.md", "how to compile node faster than with make"),
+    ("nodejs/api/debugger.md", "how do I step through my node script from the command line"),
+    ("valgrind/html/QuickStart.html", "getting started with finding memory errors in a C program"),
+    ("psmisc/README.md", "which tool shows what process is holding a file open"),
+    ("util-linux/PAM-configuration.txt", "which pam.d files do login and su expect"),
+    ("nodejs/contributing/backporting-to-release-lines.md", "how do I bring a fix from main into an older node release"),
+    ("polkitd/README.md", "what lets unprivileged programs ask privileged ones for permission"),
+    ("libsodium23/README.markdown", "an easy to use library for encryption and password hashing"),
+    ("python3-httplib2/README.md", "a python http client library that keeps connections alive and caches responses"),
+]
+
 _IDENT = re.compile(r"^(#\d{4,}|[A-Za-z]*\d[\w.+~:-]*[.\-_:+~][\w.+~:-]*\w|[A-Za-z]+\d+[A-Za-z0-9]*|\d+[A-Za-z]+\w*)$")
 
 
@@ -189,9 +211,9 @@ def identifier_queries(docs: list[tuple[Path, str]], n: int, rng: random.Random)
     return [{"query": t, "relevant": sorted(d for d, x in texts.items() if t in x)} for t in picked]
 
 
-def question_queries(docs: list[tuple[Path, str]]) -> list[dict]:
+def question_queries(docs: list[tuple[Path, str]], questions: list[tuple[str, str]] = QUESTIONS) -> list[dict]:
     have = {str(p.relative_to(DOC_ROOT)) for p, _ in docs}
-    return [{"query": q, "relevant": [f"bench:{f}"]} for f, q in QUESTIONS if f in have]
+    return [{"query": q, "relevant": [f"bench:{f}"]} for f, q in questions if f in have]
 
 
 def ranked_docs(hits) -> list[str]:
@@ -386,6 +408,8 @@ def main() -> None:
              "identifier": identifier_queries(docs, args.identifiers, rng)}
     if qs := question_queries(docs):
         kinds["question"] = qs
+    if qs := question_queries(docs, QUESTIONS_HELD_OUT):
+        kinds["question_held_out"] = qs
     with tempfile.TemporaryDirectory() as tmp:
         s = isolated_settings(Path(tmp) / "home", start_timeout_s=180)
         stack = Stack(s, ("milvus",))

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
-from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, POSTFILTER_MAX, POSTFILTER_MIN_SHARE, POSTFILTER_OVERSAMPLE, RRF_K, SPARSE_FIELD
+from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, POSTFILTER_MAX, POSTFILTER_MIN_SHARE, POSTFILTER_OVERSAMPLE, QUESTION_LEXICAL_WEIGHT, RRF_K, SPARSE_FIELD
 from consumers.milvus.acl import acl_filter, escape_like, escape_literal, keys_filter
 from pymilvus.exceptions import MilvusException
 from ragstream.logging import get_logger
@@ -71,14 +71,33 @@ def exact_terms(query: str) -> list[str]:
     return [t for t in dict.fromkeys(out) if t.isprintable()][:EXACT_TERMS_MAX]
 
 
-def rrf(rankings: Iterable[list[str]], k: int = RRF_K) -> dict[str, float]:
-    """Reciprocal rank fusion: each id scores the sum of 1 / (k + rank) over the rankings it
-    appears in (rank from 1)."""
+def rrf(rankings: Iterable[list[str]], k: int = RRF_K, weights: Iterable[float] | None = None) -> dict[str, float]:
+    """Reciprocal rank fusion: each id scores the sum of weight / (k + rank) over the rankings
+    it appears in (rank from 1; every weight 1 unless given)."""
     fused: dict[str, float] = {}
-    for ranking in rankings:
+    rankings = list(rankings)
+    for ranking, w in zip(rankings, weights if weights is not None else [1.0] * len(rankings), strict=True):
         for rank, key in enumerate(ranking, 1):
-            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank)
+            fused[key] = fused.get(key, 0.0) + w / (k + rank)
     return fused
+
+
+_QUESTION = re.compile(
+    r"^\W*(?i:how|what|which|who|whom|whose|where|when|why)\b"
+    # an auxiliary first is a question in lower case ("can Debian packages be built …") or
+    # before a pronoun or article ("Is it safe …"); "May 2024 board minutes", "Will Smith
+    # contract", "Can opener recall" and "Do not disturb policy" are lookups
+    r"|^\W*(?:(?:can|could|does|do|did|is|are|was|should|would|will|may|might)\s"
+    r"|(?i:can|could|does|do|did|is|are|was|should|would|will|may|might)\s+"
+    r"(?i:i|you|we|they|he|she|it|my|your|our|their|his|her|its|the|a|an|this|that|these|those|there|someone|anyone)\b)"
+    r"|\?\s*$")
+
+
+def is_question(query: str) -> bool:
+    """A natural-language question: a question word first, or an auxiliary verb first in a
+    question's shape, or "?" last; and it asks for nothing verbatim (no quoted phrase, no
+    identifier: :func:`exact_terms`)."""
+    return bool(_QUESTION.search(query.strip())) and not exact_terms(query)
 
 
 
@@ -88,11 +107,12 @@ def _hit(h: Any, score: float) -> Hit:
                uri=e.get("uri"), heading=e.get("heading"), text=e.get("text"))
 
 
-def _fuse(ranked: list[list[Hit]], verbatim: list[list[Hit]], limit: int) -> list[Hit]:
-    """The ``limit`` best hits of the legs by reciprocal rank, scored by it. A verbatim leg
-    is unordered (every row in it matches equally), so its hits share rank 1."""
+def _fuse(ranked: list[list[Hit]], verbatim: list[list[Hit]], limit: int,
+          weights: list[float] | None = None) -> list[Hit]:
+    """The ``limit`` best hits of the legs by (weighted) reciprocal rank, scored by it. A
+    verbatim leg is unordered (every row in it matches equally), so its hits share rank 1."""
     by_id = {h.chunk_id: h for leg in [*verbatim, *ranked] for h in leg}
-    fused = rrf([[h.chunk_id for h in leg] for leg in ranked])
+    fused = rrf([[h.chunk_id for h in leg] for leg in ranked], weights=weights)
     for leg in verbatim:
         for h in leg:
             fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (RRF_K + 1)
@@ -108,7 +128,7 @@ class SearchMixin:
     #: its next time tick (``proxy.timeTickInterval``: ~2 ticks, 200 ms each by default).
     #: ``Session`` sees this process's own writes at once and other processes' within about a
     #: tick (bench/README.md, "ACL search on the real Milvus server"). The API and `ragstream
-    #: search` pass ``Settings.search_consistency`` (Session on a server, Strong on milvus-lite).
+    #: search` pass ``Settings.search_consistency`` (Bounded on a server, Strong on milvus-lite).
     search_consistency: str = "Strong"
 
     # -- reads ----------------------------------------------------------------------------
@@ -118,7 +138,8 @@ class SearchMixin:
 
         ``mode`` ``dense``: nearest to ``vector`` (score: cosine similarity); ``lexical``: BM25
         over ``query`` plus its verbatim identifiers (score: fused rank); ``hybrid``: both,
-        fused by reciprocal rank (score: the RRF sum). On a collection without the BM25 field,
+        fused by reciprocal rank (score: the RRF sum; a question's BM25 leg weighs
+        QUESTION_LEXICAL_WEIGHT). On a collection without the BM25 field,
         hybrid and lexical fall back to dense (see :meth:`effective_mode`).
 
         >>> index.search(embed("disk full E1234-X"), ["group:eng"], 5, query="disk full E1234-X", mode="hybrid")
@@ -147,13 +168,14 @@ class SearchMixin:
             if not query or not query.strip():
                 raise ValueError(f"{mode} search needs the query's text")
             k = max(FUSION_CANDIDATES, 3 * limit)
-            legs = []
+            legs, weights = [], [1.0]
             if mode == "hybrid":
                 if vector is None:
                     raise ValueError("hybrid search needs the query's vector")
                 legs.append(self._dense(vector, expr, k, ef))
+                weights = [1.0, QUESTION_LEXICAL_WEIGHT if is_question(query) else 1.0]
             legs.append(self._bm25(query, expr, k))
-            return _fuse(legs, [self._verbatim(t, expr, k) for t in exact_terms(query)], limit)
+            return _fuse(legs, [self._verbatim(t, expr, k) for t in exact_terms(query)], limit, weights)
         except MilvusException as exc:
             raise self._transient(f"Milvus search failed: {exc}", exc) from exc
 
@@ -194,7 +216,7 @@ class SearchMixin:
         k = min(POSTFILTER_MAX, math.ceil(limit * POSTFILTER_OVERSAMPLE / share))
         res = self.client.search(collection_name=self.target, data=[vector], filter=other, limit=k,
                                  output_fields=[*self.OUTPUT, "acl_key"],
-                                 search_params={"metric_type": "COSINE", "ef": max(EF_SEARCH, k)},
+                                 search_params={"metric_type": "COSINE", "ef": min(EF_MAX, max(EF_SEARCH, 2 * k))},
                                  consistency_level=self.search_consistency)
         visible = [_hit(h, float(h.distance)) for h in res[0] if h.entity.get("acl_key") in keys]
         return visible[:limit] if len(visible) >= limit else None

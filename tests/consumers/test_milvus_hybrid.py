@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from consumers.milvus import IndexSchemaError, SearchFilters, exact_terms, rrf, stored_acl
+from consumers.milvus.search import is_question
 from consumers.milvus.schema import SPARSE_FIELD
 from ragstream.settings import load_settings
 from schemas.events import Acl, Classification, DocMetadata, EmbeddedChunk, Op, SourceKind, VectorSet
@@ -143,6 +144,20 @@ def test_exact_terms_and_rank_fusion():
     fused = rrf([["a", "b", "c"], ["c", "a"]], k=60)
     assert sorted(fused, key=lambda d: -fused[d]) == ["a", "c", "b"]
     assert fused["a"] == pytest.approx(1 / 61 + 1 / 62)
+    weighted = rrf([["a", "b", "c"], ["c", "a"]], k=60, weights=[1.0, 0.3])
+    assert weighted["c"] == pytest.approx(1 / 63 + 0.3 / 61)
+
+
+@pytest.mark.parametrize("query, question", [
+    ("how do I reset my password", True), ("Why is the build slow?", True), ("is it safe to share a key", True),
+    ("password reset steps", False), ("how do I fix E1234-X", False),  # an identifier asks for the exact words
+    ('what does "clause 4.2" say', False), ("the 14 words of a passage from the middle of a file here", False),
+    ("can Debian packages be built without fakeroot", True), ("Is it safe to share a key", True),
+    ("May 2024 board minutes", False), ("Will Smith contract", False), ("Can opener recall", False),
+    ("Do not disturb policy", False), ("Do not disturb policy?", True),
+])
+def test_a_question_is_told_from_a_lookup(query, question):
+    assert is_question(query) is question
 
 
 def test_a_mode_that_does_not_exist_is_refused(notes):
