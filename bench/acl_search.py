@@ -119,7 +119,7 @@ def server_pid(data_dir: Path) -> int:
     return next(int(d) for d in os.listdir("/proc") if d.isdigit() and f"\0{data_dir}\0".encode() in _cmdline(d))
 
 
-def settle(data_dir: Path, busy_ticks: int = 5) -> float:
+def settle(data_dir: Path, busy_ticks: int = 5, quiet_s: int = 3) -> float:
     """Wait until the Milvus serving ``data_dir`` has been idle (CPU) for 3 s: it compacts
     segments and builds their indexes in the background after a flush, and describe_index
     says "Finished" before that work is over. Idle: under ``busy_ticks`` CPU ticks (1/100 s)
@@ -132,7 +132,7 @@ def settle(data_dir: Path, busy_ticks: int = 5) -> float:
         return int(fields[11]) + int(fields[12])
 
     t0, idle = time.monotonic(), 0
-    while idle < 3:
+    while idle < quiet_s:
         before = cpu_ticks()
         time.sleep(1)
         idle = idle + 1 if cpu_ticks() - before < busy_ticks else 0
@@ -203,7 +203,9 @@ def main() -> None:
             index = MilvusIndex(s.resolved_milvus_uri, "bench_acl", DIM, timeout=600, acl_refresh_s=args.acl_refresh_s)
             index.ensure()
             fill_s, vectors, acls, centres = fill(index, args.rows, rng, gen)
-            settle_s = settle(data_dir, 15 if args.engine == "server" else 5)  # time a settled index, as a running service has
+            # time a settled index, as a running service has (a server: 10 quiet seconds, its
+            # index node starts building a sealed segment's HNSW only some seconds after the flush)
+            settle_s = settle(data_dir, 15, 10) if args.engine == "server" else settle(data_dir)
             engine = str(index.engine)
             queries = list(normalized(centres[gen.integers(0, TOPICS, args.queries)]
                                       + 0.06 * gen.standard_normal((args.queries, DIM), dtype=np.float32)))
