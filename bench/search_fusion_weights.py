@@ -17,7 +17,6 @@ import json
 import random
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +30,7 @@ from infra.stack import Stack, isolated_settings  # noqa: E402
 VARIANTS = [("rrf", None), ("adaptive_q0.5", 0.5), ("adaptive_q0.3", 0.3)]
 RESULTS = ROOT / "bench" / "results" / "search_fusion_weights.json"
 _state: dict = {"question_weight": None, "query": ""}
+_FUSE = S._fuse  # the real fusion, called with each variant's weights
 
 
 def _weighted_fuse(ranked, verbatim, limit, weights=None):  # noqa: ANN001, ANN202 - S._fuse's signature
@@ -38,13 +38,7 @@ def _weighted_fuse(ranked, verbatim, limit, weights=None):  # noqa: ANN001, ANN2
     w = [1.0] * len(ranked)
     if _state["question_weight"] is not None and len(ranked) == 2 and S.is_question(_state["query"]):
         w = [1.0, _state["question_weight"]]
-    by_id = {h.chunk_id: h for leg in [*verbatim, *ranked] for h in leg}
-    fused = S.rrf([[h.chunk_id for h in leg] for leg in ranked], weights=w)
-    for leg in verbatim:
-        for h in leg:
-            fused[h.chunk_id] = fused.get(h.chunk_id, 0.0) + 1.0 / (S.RRF_K + 1)
-    best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-    return [replace(by_id[c], score=round(v, 6)) for c, v in best]
+    return _FUSE(ranked, verbatim, limit, w)
 
 
 def main() -> None:
