@@ -184,22 +184,35 @@ def test_broker_restart_while_publishing_keeps_every_acknowledged_event_once(pri
         else:
             failed.append(err.str())
 
+    stopped = threading.Event()
+
     def produce():
         for i in range(n):
+            if i == n // 2:
+                # The second half is published only once the broker is down, so the restart
+                # always lands mid-stream (acknowledgements can arrive in one late burst).
+                # Serve delivery callbacks meanwhile: they only run inside poll().
+                while not stopped.wait(timeout=0.05):
+                    pub.poll(0)
             pub.publish(name, sample_event(run, i % keys, i // keys), on_delivery=on_delivery)
             if i % 100 == 0:
-                time.sleep(0.02)  # spread the load so the restart lands mid-stream
+                time.sleep(0.02)
         pub.flush()
 
-    producer = threading.Thread(target=produce)
+    producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    while len(acked) < 1000:
+    deadline = time.monotonic() + 120
+    while len(acked) < 1000 and time.monotonic() < deadline:
         time.sleep(0.01)
+    if len(acked) < 1000:
+        stopped.set()
+        pytest.fail("the broker acknowledged fewer than 1,000 events in 120 s before the restart")
     if how == "graceful":
         stack["kafka"].stop()
     else:
         stack["kafka"].kill()
     in_flight_at_stop = len(acked)
+    stopped.set()
     stack.up()
     producer.join(timeout=240)
     assert not producer.is_alive()
