@@ -83,7 +83,11 @@ def start_extra_embed_worker(settings, home: Path) -> tuple[subprocess.Popen, in
 def cpu_seconds(root: int) -> float:
     """User + system CPU seconds of a process and every live descendant (a worker runs under
     its supervisor; Kafka and milvus-lite are one process each), plus what waited-for
-    children used, from /proc."""
+    children used, from /proc. For this process itself, only its own threads (the services
+    it started are its children and are counted under their own names)."""
+    if root == os.getpid():
+        t = os.times()
+        return t.user + t.system
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
     for d in Path("/proc").iterdir():
@@ -135,7 +139,8 @@ def run(docs: int, embed_workers: int, phases: bool, corpus: str = "synthetic") 
                 def sample() -> None:
                     while not sampling.is_set():
                         for w in WORKERS:
-                            pid = stack[w].pid()
+                            # the worker itself, not the supervisor it runs under
+                            pid = stack[w].child_pid() or stack[w].pid()
                             if pid:
                                 peaks[w] = max(peaks[w], rss_bytes(pid) or 0)
                         time.sleep(0.5)
