@@ -430,12 +430,15 @@ def _is_name_words(words: list[str], first: frozenset[str], last: frozenset[str]
 
 
 _EU_STREET = re.compile(
-    rf"\b(?:(?:Via|Viale|Piazza|Corso|Rue|Avenue|Boulevard|Chemin|Calle|Avenida|Rua|Praça|Plaza|Paseo|Carrer|"
-    rf"ul\.|ulica|Ulica)\s+(?:(?:de|del|della|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
+    rf"\b(?:(?:Via|Viale|Piazza|Corso|Largo|Rue|Avenue|Boulevard|Chemin|Calle|Avenida|Avda\.|Rua|Rúa|Travessa|"
+    rf"Estrada|Praça|Plaza|Paseo|Carrer|C/|ul\.|ulica|Ulica|Trg|trg)\s+"
+    rf"(?:(?:de|del|della|delle|dei|degli|dello|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
     rf"(?:\s+{_UPPER_WORD}){{0,3}}"
     rf"|{_UP}{_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
     rf"plein|vej|gade|gatan|gata|vägen|veien|vei|utca|tie|katu)"
-    rf"|{_UPPER_WORD}\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|u\.|ulice|tie|katu))"
+    rf"|{_UPPER_WORD}(?:\s+{_UPPER_WORD})?\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|"
+    rf"útja|u\.|tér|tere|körút|krt\.|rkp\.|sor|köz|fasor|ulice|náměstí|nábřeží|třída|tie|katu|kuja|polku|tee|"
+    rf"maantee|tänav|põik|iela|gatve|terrasse|stræde|plads|allé|gränd|torg))"
     rf",?\s+\d{{1,5}}[A-Za-z]?\b"
 )
 
