@@ -490,6 +490,14 @@ _CUED_STREET = re.compile(
     rf"\s+((?:\d{{1,6}}\s+)?{_UPPER_WORD}\.?(?:\s+{_UPPER_WORD}\.?|\s+(?:de|da|do|dos|das|del|di|du|la|le|van|von|u\.)){{0,4}}"
     r"\s+\d{1,5}[A-Za-z]?\b(?![.,]?\d))"
 )
+# The same in text written in lower case ("eva lives at 255 hersnapvej 18", "the bus drops you
+# off at 74678 midtvollen 130"): a building number or a word that is not common English must
+# be there, so "is at 3 and 4" or "is on page 12" are not streets.
+_CUED_STREET_LOWER = re.compile(
+    r"(?i:\b(?:live[sd]?|living|located|situated|address(?:\s+is)?|moved|ship|send|deliver|off|enter|"
+    r"delivered|sent|meet\s+me|reside[sd]?)\s+(?:at|on|to)\b|\baddress(?:es)?\s*:)"
+    rf"\s+((?:\d{{1,6}}\s+)?{_LOWER}{_LETTERS}+(?:\s+{_LETTERS}+\.?){{0,3}}\s+\d{{1,5}}[a-z]?\b(?![.,]?\d))"
+)
 # A named street without a number: "on Baker Street", "the corner of Elm St. and Oak Avenue".
 _STREET_WORDS = ("Street|Avenue|Road|Boulevard|Lane|Drive|Terrace|Place|Court|Crescent|Parkway|Highway|"
                  "Square|Alley|Way|Manors?|Lodge|Gardens|Hills?|Heights|Meadows?|Shoals?|Cove|Ranch|Extensions?|"
@@ -553,6 +561,10 @@ def _streets(text: str) -> Iterator[Finding]:
         # "is on Monday 12", "live in London 2", "is at Version 3": a word, a day or a place, then a number
         if words and not _is_common(words[-1].rstrip(".")) and not _is_place(" ".join(words)):
             yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.85, "regex:STREET_ADDRESS")
+    for m in _CUED_STREET_LOWER.finditer(text):
+        words = re.findall(rf"{_LETTERS}+", m.group(1))
+        if any(not _is_common(w) for w in words) and not _is_place(" ".join(words)):
+            yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.8, "regex:STREET_ADDRESS")
     for m in _NAMED_STREET.finditer(text):
         yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.7, "regex:STREET_ADDRESS")
 
