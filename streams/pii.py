@@ -460,8 +460,8 @@ def _street_re() -> re.Pattern[str]:
 
 
 # US military mail: "PSC 3412, Box 5242 APO AA 29282", "USS Nimitz FPO AP 96620".
-_MILITARY = re.compile(r"\b(?:PSC|CMR|Unit|USNS|USS|USCGC)\s+[\w ]{1,30}?(?:,?\s+Box\s+\d{1,5})?,?\s*\n?\s*"
-                       r"(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b")
+_MILITARY = re.compile(r"(?i:\b(?:PSC|CMR|Unit|USNS|USNV|USS|USCGC)\s+[\w ]{1,30}?(?:,?\s+Box\s+\d{1,5})?,?\s*\n?\s*"
+                       r"(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b)")
 # "46 rue Nationale", "12 avenue de la Gare", "3 Calle Mayor"
 _NUMBER_FIRST_STREET = re.compile(
     rf"\b\d{{1,5}}(?:\s?(?:bis|ter|[A-Za-z]))?,?\s+(?:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|quai|"
