@@ -435,9 +435,10 @@ _EU_STREET = re.compile(
     rf"(?:(?:de|del|della|delle|dei|degli|dello|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
     rf"(?:\s+{_UPPER_WORD}){{0,3}}"
     rf"|{_UP}{_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
-    rf"plein|vej|gade|gatan|gata|vägen|veien|vei|utca|tie|katu)"
+    rf"plein|plaats|kade|singel|vej|gade|gatan|gata|vägen|veien|vei|utca|tie|katu)"
+    rf"|(?:{_UP}{_LETTERS}+-)+(?:Platz|Straße|Strasse|Weg|Allee|Gasse|Ring|Damm|Ufer|Markt)"
     rf"|{_UPPER_WORD}(?:\s+{_UPPER_WORD})?\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|"
-    rf"útja|u\.|tér|tere|körút|krt\.|rkp\.|sor|köz|fasor|ulice|náměstí|nábřeží|třída|tie|katu|kuja|polku|tee|"
+    rf"útja|u\.|tér|tere|körút|krt\.|rkp\.|rakpart|kapu|sor|köz|fasor|ulica|ulice|veg|náměstí|nábřeží|třída|tie|katu|kuja|polku|tee|"
     rf"maantee|tänav|põik|iela|gatve|terrasse|stræde|plads|allé|gränd|torg))"
     rf",?\s+\d{{1,5}}[A-Za-z]?\b"
 )
@@ -445,7 +446,7 @@ _EU_STREET = re.compile(
 
 @lru_cache(maxsize=1)
 def _street_re() -> re.Pattern[str]:
-    suffixes: set[str] = {"St", "Ave", "Rd", "Blvd", "Dr", "Ln", "Ct", "Pl", "Hwy", "Pkwy", "Sq"}
+    suffixes: set[str] = {"St", "Str", "Ave", "Rd", "Blvd", "Dr", "Ln", "Ct", "Pl", "Hwy", "Pkwy", "Sq"}
     for loc in ("en_US", "en_GB", "en_CA", "en_IE"):
         try:
             provider = importlib.import_module(f"faker.providers.address.{loc}").Provider
@@ -459,6 +460,9 @@ def _street_re() -> re.Pattern[str]:
     )
 
 
+# Post-office boxes: "P.O. Box 63", "PO Box 12", "Postbox 78", "Postfach 10 01 23", "Apartado 5".
+_PO_BOX = re.compile(r"\b(?:P\.\s?O\.\s?Box|PO\s+Box|(?i:post\s?box|postfach|postboks|apartado(?:\s+de\s+correos)?|"
+                     r"casilla(?:\s+de\s+correo)?|caixa\s+postal))\s+\d{1,6}(?:\s\d{2}\s\d{2})?\b")
 # US military mail: "PSC 3412, Box 5242 APO AA 29282", "USS Nimitz FPO AP 96620".
 _MILITARY = re.compile(r"(?i:\b(?:PSC|CMR|Unit|USNS|USNV|USS|USCGC)\s+[\w ]{1,30}?(?:,?\s+Box\s+\d{1,5})?,?\s*\n?\s*"
                        r"(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b)")
@@ -549,7 +553,7 @@ def _block_streets(text: str) -> Iterator[Finding]:
 
 def _streets(text: str) -> Iterator[Finding]:
     yield from _block_streets(text)
-    for pattern in (_MILITARY, _NUMBER_FIRST_STREET, _UNIT_ANCHORED, _UNIT_FIRST):
+    for pattern in (_MILITARY, _PO_BOX, _NUMBER_FIRST_STREET, _UNIT_ANCHORED, _UNIT_FIRST):
         for m in pattern.finditer(text):
             yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")
     for m in _street_re().finditer(text):
