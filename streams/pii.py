@@ -435,7 +435,7 @@ _EU_STREET = re.compile(
     rf"(?:(?:de|del|della|delle|dei|degli|dello|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
     rf"(?:\s+{_UPPER_WORD}){{0,3}}"
     rf"|{_UP}{_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
-    rf"plein|plaats|kade|singel|vej|gade|gatan|gata|vägen|veien|vei|utca|tie|katu)"
+    rf"plein|plaats|kade|singel|vej|gade|gatan|gata|vägen|vegen|veien|vei|utca|tie|katu)"
     rf"|(?:{_UP}{_LETTERS}+-)+(?:Platz|Straße|Strasse|Weg|Allee|Gasse|Ring|Damm|Ufer|Markt)"
     rf"|{_UPPER_WORD}(?:\s+{_UPPER_WORD})?\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|"
     rf"útja|u\.|tér|tere|körút|krt\.|rkp\.|rakpart|kapu|sor|köz|fasor|ulica|ulice|veg|náměstí|nábřeží|třída|tie|katu|kuja|polku|tee|"
@@ -910,13 +910,29 @@ def _import_presidio_recognizers():  # noqa: ANN202 - a module
     return predefined_recognizers
 
 
+# An IBAN typed in lower case ("my iban is gb42nawi04454264788619"): Presidio's patterns
+# are upper case, so a lower-case candidate is upper-cased (ASCII: same offsets) and checked
+# by the same recognizer (checksum and the country's format).
+_LOWER_IBAN = re.compile(r"\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?\b")
+
+
+def _lower_ibans(iban: Recognizer) -> Recognizer:
+    def run(text: str) -> Iterator[Finding]:
+        for m in _LOWER_IBAN.finditer(text):
+            for f in iban(m.group().upper()):
+                yield Finding(m.start() + f.start, m.start() + f.end, f.entity_type, f.score, f.recognizer)
+    return run
+
+
 @lru_cache(maxsize=1)
 def recognizers() -> tuple[Recognizer, ...]:
     _pr = _import_presidio_recognizers()  # slow to import: only when used
+    iban = _presidio(_pr.IbanRecognizer())
 
     return (
         _presidio(_pr.CreditCardRecognizer()),
-        _presidio(_pr.IbanRecognizer()),
+        iban,
+        _lower_ibans(iban),
         _presidio(_pr.UsSsnRecognizer()),
         _regex("IP_ADDRESS", _IPV4, 0.6, valid=_ip_ok),
         _regex("IP_ADDRESS", _IPV6, 0.6, valid=_ip_ok),
