@@ -435,12 +435,13 @@ _EU_STREET = re.compile(
     rf"(?:(?:de|del|della|delle|dei|degli|dello|di|da|du|des|la|le|los|las|dos|das|do)\s+)*{_UPPER_WORD}"
     rf"(?:\s+{_UPPER_WORD}){{0,3}}"
     rf"|{_UP}{_LETTERS}{{2,}}(?:straße|strasse|str\.|weg|gasse|platz|allee|damm|laan|straat|gracht|"
-    rf"plein|plaats|kade|singel|vej|gade|gatan|gata|vägen|vegen|veien|vei|utca|tie|katu)"
-    rf"|(?:{_UP}{_LETTERS}+-)+(?:Platz|Straße|Strasse|Weg|Allee|Gasse|Ring|Damm|Ufer|Markt)"
+    rf"plein|plaats|singel|vej|gade|gatan|gata|vägen|vegen|veien|vei|utca|tie|katu)"
+    rf"|(?<![\w-])(?:{_UP}{_LETTERS}+-)+(?:Platz|Straße|Strasse|Weg|Allee|Gasse|Damm|Ufer|Markt)"
     rf"|{_UPPER_WORD}(?:\s+{_UPPER_WORD})?\s+(?:Straße|Strasse|Weg|Gasse|Platz|Allee|vei|veien|gate|gade|vej|utca|út|"
-    rf"útja|u\.|tér|tere|körút|krt\.|rkp\.|rakpart|kapu|sor|köz|fasor|ulica|ulice|veg|náměstí|nábřeží|třída|tie|katu|kuja|polku|tee|"
-    rf"maantee|tänav|põik|iela|gatve|terrasse|stræde|plads|allé|gränd|torg))"
-    rf",?\s+\d{{1,5}}[A-Za-z]?\b"
+    rf"útja|u\.|tér|tere|körút|krt\.|rkp\.|rakpart|kapu|sor|köz|fasor|ulica|ulice|veg|náměstí|nábřeží|třída|tie|katu|kuja|polku|"
+    rf"maantee|tänav|põik|iela|gatve|terrasse|stræde|plads|allé|gränd|torg)"
+    rf"|{_UP}{_LOWER}+\s+tee)"  # Estonian "Luite tee 87", not "GNU tee 8.32"
+    rf",?\s+\d{{1,5}}[A-Za-z]?\b(?![.,]?\d)"  # a house number, not a version
 )
 
 
@@ -462,7 +463,7 @@ def _street_re() -> re.Pattern[str]:
 
 # Post-office boxes: "P.O. Box 63", "PO Box 12", "Postbox 78", "Postfach 10 01 23", "Apartado 5".
 _PO_BOX = re.compile(r"\b(?:P\.\s?O\.\s?Box|PO\s+Box|(?i:post\s?box|postfach|postboks|apartado(?:\s+de\s+correos)?|"
-                     r"casilla(?:\s+de\s+correo)?|caixa\s+postal))\s+\d{1,6}(?:\s\d{2}\s\d{2})?\b")
+                     r"casilla(?:\s+de\s+correo)?|caixa\s+postal))\s+\d{1,6}(?:\s\d{2}\s\d{2})?\b(?![.,]?\d)")
 # US military mail: "PSC 3412, Box 5242 APO AA 29282", "USS Nimitz FPO AP 96620".
 _MILITARY = re.compile(r"(?i:\b(?:PSC|CMR|Unit|USNS|USNV|USS|USCGC)\s+[\w ]{1,30}?(?:,?\s+Box\s+\d{1,5})?,?\s*\n?\s*"
                        r"(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b)")
@@ -495,12 +496,13 @@ _CUED_STREET = re.compile(
     r"\s+\d{1,5}[A-Za-z]?\b(?![.,]?\d))"
 )
 # The same in text written in lower case ("eva lives at 255 hersnapvej 18", "the bus drops you
-# off at 74678 midtvollen 130"): a building number or a word that is not common English must
-# be there, so "is at 3 and 4" or "is on page 12" are not streets.
+# off at 74678 midtvollen 130"): a building number first, then words of which one is not
+# common English, then the house number — so "is on page 12", "moved to pydantic 2" or
+# "listen address: localhost 8080" are not streets.
 _CUED_STREET_LOWER = re.compile(
     r"(?i:\b(?:live[sd]?|living|located|situated|address(?:\s+is)?|moved|ship|send|deliver|off|enter|"
     r"delivered|sent|meet\s+me|reside[sd]?)\s+(?:at|on|to)\b|\baddress(?:es)?\s*:)"
-    rf"\s+((?:\d{{1,6}}\s+)?{_LOWER}{_LETTERS}+(?:\s+{_LETTERS}+\.?){{0,3}}\s+\d{{1,5}}[a-z]?\b(?![.,]?\d))"
+    rf"\s+(\d{{1,6}}\s+{_LOWER}{_LETTERS}+(?:\s+{_LETTERS}+\.?){{0,3}}\s+\d{{1,5}}[a-z]?\b(?![.,]?\d))"
 )
 # A named street without a number: "on Baker Street", "the corner of Elm St. and Oak Avenue".
 _STREET_WORDS = ("Street|Avenue|Road|Boulevard|Lane|Drive|Terrace|Place|Court|Crescent|Parkway|Highway|"
