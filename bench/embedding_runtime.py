@@ -68,10 +68,7 @@ def worker(backend: str, chunks_file: str, out_file: str) -> None:
 def main() -> None:
     import numpy as np
 
-    from bench.corpus import generate
-    from producers.extract import content_type_for, extract
-    from streams.chunking import Chunker
-    from streams.embedding import TokenCounter
+    from bench.embedding_batches import corpus_texts
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=100)
@@ -79,11 +76,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="rounds over all runtimes; each reports its best")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "corpus"
-        paths = generate(folder, args.docs)
-        chunker = Chunker(count=TokenCounter(), max_tokens=200, overlap_tokens=24)
-        texts = [c.text for p in paths
-                 for c in chunker.chunk(f"bench:{p.name}", extract(p.read_bytes(), content_type_for(p.name)))]
+        texts = corpus_texts("synthetic", Path(tmp) / "corpus", args.docs)  # the pipeline's chunker
         from ragstream.settings import load_settings
         from streams.embedding import onnx_model
 
