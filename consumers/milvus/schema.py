@@ -137,6 +137,10 @@ QUESTION_LEXICAL_WEIGHT = 0.3
 FUSION_CANDIDATES = 30
 #: At most this many verbatim identifiers are looked up per query (one ``like`` scan each).
 EXACT_TERMS_MAX = 3
+#: The verbatim leg looks for an identifier among the chunks BM25 ranks best for the
+#: identifier alone, this many: an index lookup rather than a ``like`` scan of every visible
+#: chunk (1.7 s p95 at 100k chunks on milvus-lite; bench/README.md, "At 100k chunks").
+VERBATIM_CANDIDATES = 200
 #: A caller who may see at least this share of the ACL sets gets dense search without the
 #: ACL filter in Milvus: the ``limit`` / share x POSTFILTER_OVERSAMPLE nearest chunks (at most
 #: POSTFILTER_MAX), kept when their ACL set is the caller's, with a filtered search when fewer

@@ -6,8 +6,8 @@ import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
-from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, POSTFILTER_MAX, POSTFILTER_MIN_SHARE, POSTFILTER_OVERSAMPLE, QUESTION_LEXICAL_WEIGHT, RRF_K, SPARSE_FIELD
-from consumers.milvus.acl import acl_filter, escape_like, escape_literal, keys_filter
+from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, POSTFILTER_MAX, POSTFILTER_MIN_SHARE, POSTFILTER_OVERSAMPLE, QUESTION_LEXICAL_WEIGHT, RRF_K, SPARSE_FIELD, VERBATIM_CANDIDATES
+from consumers.milvus.acl import acl_filter, escape_literal, keys_filter
 from pymilvus.exceptions import MilvusException
 from ragstream.logging import get_logger
 
@@ -229,11 +229,15 @@ class SearchMixin:
         return [_hit(h, abs(float(h.distance))) for h in res[0]]
 
     def _verbatim(self, term: str, expr: str, limit: int) -> list[Hit]:
-        """Chunks holding ``term`` exactly as written (case and punctuation included)."""
-        rows = self.client.query(collection_name=self.target, filter=f'({expr}) and text like "%{escape_like(term)}%"',
-                                 output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level=self.search_consistency)
-        return [Hit(chunk_id=str(r["chunk_id"]), doc_id=r["doc_id"], score=1.0, source=r["source"], title=r["title"],
-                    uri=r["uri"], heading=r["heading"], text=r["text"]) for r in rows]
+        """Chunks holding ``term`` exactly as written (case and punctuation included), in BM25
+        order: the VERBATIM_CANDIDATES chunks BM25 ranks best for ``term`` alone (they hold its
+        tokens), kept where the text holds it verbatim. A chunk where it is only part of a
+        longer token (``sign1_tmpl.xml`` in ``dsa_sign1_tmpl.xml``) may share no token with it and
+        is not looked at."""
+        res = self.client.search(collection_name=self.target, data=[term], anns_field=SPARSE_FIELD, filter=expr,
+                                 limit=max(limit, VERBATIM_CANDIDATES), output_fields=self.OUTPUT,
+                                 search_params={"metric_type": "BM25"}, consistency_level=self.search_consistency)
+        return [_hit(h, 1.0) for h in res[0] if term in (h.entity.get("text") or "")][:limit]
 
     def search_plan(self, principals: Iterable[str], limit: int = 10) -> tuple[str, int] | None:
         """The filter selecting exactly the rows these principals may see and the beam width
