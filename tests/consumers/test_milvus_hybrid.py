@@ -169,3 +169,28 @@ def test_a_mode_that_does_not_exist_is_refused(notes):
     else:  # served dense (the fallback): the vector is all it needs
         assert len(notes.search([1.0] + [0.0] * (notes.dim - 1), ["group:ops"], 5, query=" ", mode="hybrid")) == 5
     assert isinstance(IndexSchemaError("x"), RuntimeError)
+
+
+def test_an_identifier_crowded_out_of_the_bm25_candidates_is_still_found(request, milvus_engine, tmp_path,
+                                                                         embedder, monkeypatch):
+    """The verbatim leg looks among BM25's best candidates for the identifier first; when
+    none of them holds it (here 2 candidates, crowded by chunks repeating its pieces), it
+    scans every visible chunk, so an identifier present in the index is never lost."""
+    idx = open_index(request, milvus_engine, tmp_path, "crowd", embedder.dim, timeout=120)
+    idx.ensure()
+    if not idx.engine.full_text:
+        pytest.skip("Milvus < 2.5: no verbatim leg (searches are dense-only)")
+    texts = {"crowd1": "4 2 1 4 2 1 4 2 1", "crowd2": "4 2 1 4 2 1 4 2 1 4 2 1",
+             "crowd3": "1 2 4 1 2 4 1 2 4 1 2 4",
+             "notes": "Release notes for the storage service, a long page about many other things: "
+                      "upgrade to 4.2.1 before the backup window, then restart the replication job."}
+    for (doc, text), vec in zip(texts.items(), embedder.embed(list(texts.values()))):
+        idx.apply(vs(doc, text, vec))
+    expr, _ = idx.search_plan(["group:ops"], 1)
+    monkeypatch.setattr("consumers.milvus.search.VERBATIM_CANDIDATES", 2)
+    top2 = {h.doc_id for h in idx._bm25("4.2.1", expr, 2)}
+    assert "runbooks:notes" not in top2, "precondition: BM25 ranks the crowd first (else this shows nothing)"
+    assert [h.doc_id for h in idx._verbatim("4.2.1", expr, 1)] == ["runbooks:notes"]
+    assert idx._verbatim("4.2.2", expr, 1) == []
+    assert idx.search(None, ["group:strangers"], 5, query="4.2.1", mode="lexical") == []
+    idx.client.close()
