@@ -57,8 +57,8 @@ reciprocal rank (:func:`rrf`), in Python rather than with ``hybrid_search``: the
 keeps its widen-the-beam retry and a third, **exact** leg can join — identifiers in the
 query (``E1234-X``, ``JIRA-4711``, ``4.2.1``, anything in double quotes) are looked up
 verbatim (among the VERBATIM_CANDIDATES chunks BM25 ranks best for the identifier alone,
-those whose text holds it as written: an index lookup, where a ``text like "%…%"`` filter
-scanned every visible chunk), because the analyzer splits ``E1234-X`` into ``e1234`` and
+those whose text holds it as written: an index lookup; a ``text like "%…%"`` scan of every
+visible chunk only when none of them holds it), because the analyzer splits ``E1234-X`` into ``e1234`` and
 ``x`` and BM25 then also ranks ``E1234-Y``. Every leg carries the same ACL expression from
 :meth:`MilvusIndex.search_plan`; filters (source, classification, modified time) are ANDed
 to it. A collection made before hybrid search (no ``sparse`` field) is searched dense-only

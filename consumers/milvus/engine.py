@@ -53,7 +53,7 @@ class Engine:
         """``like "%x%"`` filters. Milvus 2.3 parses only prefix patterns (``x%``) and refuses the
         rest ("unsupported pattern ... only prefix pattern match"): the subject index of
         data-subject requests (``subjects like "%|person:…|%"``), the ``acl like`` filter of a
-        caller with very many ACL sets and the verbatim leg of lexical search need >= 2.4."""
+        caller with very many ACL sets and the verbatim leg's fallback scan need >= 2.4."""
         return self.name == "milvus-lite" or self.version >= (2, 4, 0)
 
     def __str__(self) -> str:

@@ -135,11 +135,12 @@ RRF_K = 60
 QUESTION_LEXICAL_WEIGHT = 0.3
 #: Candidates each leg contributes to the fusion: at least this many, or 3x the page.
 FUSION_CANDIDATES = 30
-#: At most this many verbatim identifiers are looked up per query (one ``like`` scan each).
+#: At most this many verbatim identifiers are looked up per query (one BM25 lookup each).
 EXACT_TERMS_MAX = 3
 #: The verbatim leg looks for an identifier among the chunks BM25 ranks best for the
-#: identifier alone, this many: an index lookup rather than a ``like`` scan of every visible
-#: chunk (1.7 s p95 at 100k chunks on milvus-lite; bench/README.md, "At 100k chunks").
+#: identifier alone, this many: an index lookup; a ``like`` scan of every visible chunk (over
+#: a second at 100k chunks on milvus-lite; bench/README.md, "At 100k chunks") only when none
+#: of them holds it.
 VERBATIM_CANDIDATES = 200
 #: A caller who may see at least this share of the ACL sets gets dense search without the
 #: ACL filter in Milvus: the ``limit`` / share x POSTFILTER_OVERSAMPLE nearest chunks (at most
