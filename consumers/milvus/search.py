@@ -232,16 +232,17 @@ class SearchMixin:
         """Chunks holding ``term`` exactly as written (case and punctuation included).
 
         First among the VERBATIM_CANDIDATES chunks BM25 ranks best for ``term`` alone (an index
-        lookup), in BM25 order; only when none of them holds it, a ``like`` scan of every
-        visible chunk (exact, but 1-4 s at 100k chunks on milvus-lite). The price: when some
-        candidates hold it, chunks holding it that BM25 ranked lower (identifiers of common
-        pieces, ``4.2.1``, in a crowd of others) are not looked at."""
+        lookup), in BM25 order; only when none of them holds it (or the index has it nowhere),
+        a ``like`` scan of every visible chunk (exact, but 1-4 s at 100k chunks on
+        milvus-lite). The price: when some candidates hold it, chunks holding it that BM25
+        ranked lower (identifiers of common pieces, ``4.2.1``, in a crowd of others) are not
+        looked at."""
         cands = self.client.search(collection_name=self.target, data=[term], anns_field=SPARSE_FIELD, filter=expr,
                                    limit=max(limit, VERBATIM_CANDIDATES), output_fields=self.OUTPUT,
                                    search_params={"metric_type": "BM25"}, consistency_level=self.search_consistency)[0]
         found = [_hit(h, 1.0) for h in cands if term in (h.entity.get("text") or "")][:limit]
-        if found or len(cands) < max(limit, VERBATIM_CANDIDATES):
-            return found  # fewer candidates than asked: BM25 saw every chunk sharing a token with it
+        if found:
+            return found
         rows = self.client.query(collection_name=self.target, filter=f'({expr}) and text like "%{escape_like(term)}%"',
                                  output_fields=["chunk_id", *self.OUTPUT], limit=limit, consistency_level=self.search_consistency)
         return [Hit(chunk_id=str(r["chunk_id"]), doc_id=r["doc_id"], score=1.0, source=r["source"], title=r["title"],
