@@ -237,10 +237,8 @@ class SearchMixin:
         milvus-lite). The price: when some candidates hold it, chunks holding it that BM25
         ranked lower (identifiers of common pieces, ``4.2.1``, in a crowd of others) are not
         looked at."""
-        cands = self.client.search(collection_name=self.target, data=[term], anns_field=SPARSE_FIELD, filter=expr,
-                                   limit=max(limit, VERBATIM_CANDIDATES), output_fields=self.OUTPUT,
-                                   search_params={"metric_type": "BM25"}, consistency_level=self.search_consistency)[0]
-        found = [_hit(h, 1.0) for h in cands if term in (h.entity.get("text") or "")][:limit]
+        found = [replace(h, score=1.0) for h in self._bm25(term, expr, max(limit, VERBATIM_CANDIDATES))
+                 if term in (h.text or "")][:limit]
         if found:
             return found
         rows = self.client.query(collection_name=self.target, filter=f'({expr}) and text like "%{escape_like(term)}%"',
