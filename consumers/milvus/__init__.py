@@ -58,8 +58,8 @@ keeps its widen-the-beam retry and a third, **exact** leg can join — identifie
 query (``E1234-X``, ``JIRA-4711``, ``4.2.1``, anything in double quotes) are looked up
 verbatim (among the VERBATIM_CANDIDATES chunks BM25 ranks best for the identifier alone,
 those whose text holds it as written: an index lookup; a ``text like "%…%"`` scan of every
-visible chunk only when none of them holds it), because the analyzer splits ``E1234-X`` into ``e1234`` and
-``x`` and BM25 then also ranks ``E1234-Y``. Every leg carries the same ACL expression from
+visible chunk only when none of them holds it), because the analyzer splits ``E1234-X``
+into ``e1234`` and ``x`` and BM25 then also ranks ``E1234-Y``. Every leg carries the same ACL expression from
 :meth:`MilvusIndex.search_plan`; filters (source, classification, modified time) are ANDed
 to it. A collection made before hybrid search (no ``sparse`` field) is searched dense-only
 with a logged warning (:attr:`MilvusIndex.lexical`); an engine without BM25 functions
