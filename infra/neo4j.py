@@ -93,7 +93,9 @@ class Neo4j(Service):
         if not (self.root / "data" / "databases").exists():
             progress("setting the Neo4j password (first start)")
             env = {"NEO4J_HOME": str(self.root), "NEO4J_CONF": str(conf_dir), "PATH": "/usr/bin:/bin"}
-            out = subprocess.run([*java, ADMIN_TOOL, "dbms", "set-initial-password", neo4j_password(self.settings)],
+            # "--" ends the options: a password may begin with "-" (token_urlsafe does, 1 time in 64)
+            out = subprocess.run([*java, ADMIN_TOOL, "dbms", "set-initial-password", "--",
+                                  neo4j_password(self.settings)],
                                  capture_output=True, text=True, timeout=120, env=env)
             if out.returncode != 0:
                 raise StackError(f"setting the initial Neo4j password failed:\n{out.stdout}{out.stderr}",

@@ -132,3 +132,16 @@ def test_the_api_runs_as_a_service_of_the_stack(tmp_path):
     finally:
         assert stack.down() == {"api": True}
     assert stack["api"].pid() is None
+
+
+def test_a_neo4j_password_beginning_with_a_dash_is_set(tmp_path: Path) -> None:
+    """Generated passwords (token_urlsafe) begin with "-" one time in 64; the admin tool must not read it as an option."""
+    from pydantic import SecretStr
+
+    from infra.neo4j import Neo4j
+
+    s = load_settings(home=tmp_path / "home")
+    s = s.model_copy(update={"neo4j_password": SecretStr("-starts-with-a-dash")})
+    argv = Neo4j(s).command(lambda _m: None)  # runs `neo4j-admin dbms set-initial-password`; raises on failure
+    assert argv[-1].startswith("--config-dir=")
+    assert (tmp_path / "home" / "neo4j" / "data" / "dbms").is_dir()  # where the admin tool keeps the initial password
