@@ -1,0 +1,104 @@
+"""How full the chunker's chunks are on real documents, and how local an edit stays.
+
+On the real-world corpus (bench/realworld.py: this machine's package documentation, the
+265 small files and the 3 largest), with the default model's tokenizer and the default
+budget (``chunk_max_tokens``), it reports the number of chunks, their token counts (median,
+p10, p90, share under 50 tokens) and, per document, what one edit costs: one sentence added
+to one paragraph (chosen with a fixed seed), then the chunks whose id changed (what the
+embed stage re-embeds) are counted.
+
+    .venv/bin/python bench/chunk_sizes.py [--small 265] [--out bench/results/chunk_sizes.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.realworld import assemble  # noqa: E402
+from producers.extract import content_type_for, extract  # noqa: E402
+from ragstream.settings import load_settings  # noqa: E402
+from streams.chunking import CHUNKER_ID, Chunker  # noqa: E402
+from streams.embedding import token_counter  # noqa: E402
+
+EDIT = " This sentence was added by an edit, and it is twelve words long."
+
+
+def edited(text: str, rng: random.Random) -> str | None:
+    """The text with one sentence appended to one of its prose paragraphs (None: it has none)."""
+    paras = text.split("\n\n")
+    prose = [i for i, p in enumerate(paras)
+             if len(p.split()) >= 8 and not p.lstrip().startswith(("#", "|", "-", "*", "```"))]
+    if not prose:
+        return None
+    i = rng.choice(prose)
+    paras[i] = paras[i].rstrip() + EDIT
+    return "\n\n".join(paras)
+
+
+def pct(values: list[int], q: float) -> float:
+    values = sorted(values)
+    return float(values[min(len(values) - 1, int(q * len(values)))])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", type=int, default=265)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "chunk_sizes.json")
+    args = ap.parse_args()
+    s = load_settings()
+    count = token_counter(s)
+    chunker = Chunker(count=count, max_tokens=s.chunk_max_tokens, overlap_tokens=s.chunk_overlap_tokens)
+    rng = random.Random(7)
+    tokens: list[int] = []
+    changed: list[int] = []
+    changed_share: list[float] = []
+    files = 0
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = assemble(Path(tmp), small=args.small, large=3)
+        for m in manifest:
+            path = Path(tmp) / m["path"]
+            try:
+                text = extract(path.read_bytes(), content_type_for(path.name) or "text/plain")
+            except Exception:  # noqa: BLE001 - a file the extractor refuses is not counted
+                continue
+            files += 1
+            doc_id = f"fs:{m['path']}"
+            before = chunker.chunk(doc_id, text)
+            tokens += [count(c.text) for c in before]
+            after_text = edited(text, rng)
+            if after_text is not None and before:
+                after = chunker.chunk(doc_id, after_text)
+                new = {c.chunk_id for c in after} - {c.chunk_id for c in before}
+                changed.append(len(new))
+                changed_share.append(len(new) / len(after))
+    result = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": "bench/chunk_sizes.py " + " ".join(sys.argv[1:]),
+        "chunker": CHUNKER_ID,
+        "budget": {"max_tokens": s.chunk_max_tokens, "overlap_tokens": s.chunk_overlap_tokens, "tokenizer": f"{s.embed_backend} ({type(count).__name__})"},
+        "files": files,
+        "chunks": len(tokens),
+        "tokens": {"total": sum(tokens), "median": statistics.median(tokens), "p10": pct(tokens, 0.10),
+                   "p90": pct(tokens, 0.90), "under_50_share": round(sum(t < 50 for t in tokens) / len(tokens), 3)},
+        "one_edit": {"documents": len(changed), "chunks_changed_mean": round(statistics.mean(changed), 2),
+                     "chunks_changed_p95": pct(changed, 0.95), "chunks_changed_max": max(changed),
+                     "share_of_document_changed_median": round(statistics.median(changed_share), 3)},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
