@@ -1,42 +1,54 @@
 """Structure-aware, token-bounded chunking with content-addressed chunk ids.
 
 Input is Markdown-ish text (what :mod:`producers.extract` produces). The text is parsed into
-blocks — headings, paragraphs, lists, tables, code fences — and each block becomes a
-chunk's body, so headings, list and table boundaries are respected. Two rules keep an
-edit local, which is what makes incremental re-embedding cheap:
+blocks — headings, paragraphs, lists, tables, code fences — and blocks are packed into chunks
+up to the token budget: a block is never split while it fits, a heading always leads its
+section's content, and small sections share a chunk (a new section starts a new chunk once
+the current one is at least half full). Two rules keep an edit local, which is what makes
+incremental re-embedding cheap:
 
-* where one chunk ends depends only on the block itself (its kind and size), never on how
-  much text came before, so inserting a sentence cannot shift every later boundary;
+* a block whose content hash hits a fixed residue (about one in :data:`CUT_EVERY`) always
+  ends its chunk — a content-defined cut point, as in rsync or FastCDC — so a boundary
+  shifted by an edit (a paragraph that grew no longer fits) falls back into place at the
+  next cut point instead of moving every later boundary;
 * a chunk's id is ``sha256(doc_id, text, n)`` where ``n`` counts identical earlier texts,
   so unchanged chunks keep their ids wherever they move.
 
-Blocks too small to stand alone (under ``min_tokens``) are carried into the next block of
-the same section; blocks too large are split at sentence (tables: row) boundaries, then at
+Blocks too large are split at sentence (tables: row) boundaries, then at
 words, and a "word" longer than :data:`WORD_MAX_CHARS` (a minified script, a base64 blob, a
 megabyte line without spaces) gets a space every 100 characters first: the tokenizer would
 read it as one unknown token, and chunks are bounded in characters too (``max_chars``), so
 every part of the text lands in a chunk of bounded size. Splitting counts each distinct word
-once, so it is linear in the text's length. Each
-chunk after the first in a section starts with the last ``overlap_tokens`` tokens of its
-predecessor, so an edit re-embeds at most its own chunk and the next one.
+once, so it is linear in the text's length. A chunk that continues its predecessor's
+section starts with the last ``overlap_tokens`` tokens of that predecessor, so an edit
+re-embeds the chunks up to the next cut point and one more.
+
+``structural-v1`` (until 2026-11-26) made every block of ``min_tokens`` or more a chunk of
+its own: on real documentation a median of 91 tokens of a 200-token budget
+(``bench/results/chunk_sizes_before.json``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
 from schemas.events import Chunk
 
-CHUNKER_ID = "structural-v1"
+CHUNKER_ID = "structural-v2"
 TokenCounter = Callable[[str], int]
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 
+
+#: About one piece in this many is a content-defined cut point (see :meth:`Chunker._units`):
+#: fewer cut points fill chunks better, more keep an edit's effect shorter.
+CUT_EVERY = 8
 
 #: Longer "words" are cut into pieces of this many characters (WordPiece tokenizers give up on
 #: words over 100 characters and emit a single unknown token for them).
@@ -164,8 +176,9 @@ class Chunker:
         chunks: list[Chunk] = []
         seen: dict[str, int] = {}
         prev: tuple[str, str | None] | None = None
-        for body, heading in units:
+        for body, heading, last_heading in units:
             full = body
+            # a chunk that continues its predecessor's last section starts with its tail
             if prev is not None and prev[1] == heading and self.overlap_tokens:
                 tail = self._tail(prev[0])
                 if tail:
@@ -174,38 +187,61 @@ class Chunker:
             seen[full] = n + 1
             chunks.append(Chunk(chunk_id=chunk_id(doc_id, full, n), ordinal=len(chunks), text=full,
                                 heading=heading, tokens=self.count(full)))
-            prev = (body, heading)
+            prev = (body, last_heading)
         return tuple(chunks)
 
-    # -- units: block bodies within the token budget -------------------------------------
-    def _units(self, blocks: list[Block]) -> list[tuple[str, str | None]]:
-        units: list[tuple[str, str | None]] = []
-        carry: list[str] = []
-        carry_heading: str | None = None
-        carry_is_headings = False
+    # -- units: block bodies packed up to the token budget ---------------------------------
+    def _units(self, blocks: list[Block]) -> list[tuple[str, str | None, str | None]]:
+        """Pack consecutive pieces of one section into units of at most ``body_budget`` tokens.
+
+        Greedy packing alone would let one edit shift every later boundary of its section (a
+        paragraph that grows no longer fits, pushes the next one on, and so on). A piece whose
+        content hash is 0 modulo :data:`CUT_EVERY` therefore always ends its unit (a
+        content-defined cut point, as in rsync or FastCDC): a shift caused by an edit stops
+        at the next such piece, wherever the edit was.
+
+        Each unit is ``(body, heading, last_heading)``: the section its first content (not
+        heading) piece belongs to, which the chunk records, and the section it ends in,
+        which decides whether the next chunk continues it (and so repeats its tail).
+        """
+        units: list[tuple[str, str | None, str | None]] = []
+        cur: list[tuple[str, str | None, bool]] = []  # (piece, its section, is it a heading)
+
+        def joined(items: list[tuple[str, str | None, bool]]) -> str:
+            return "\n\n".join(piece for piece, _, _ in items)
+
+        def emit(items: list[tuple[str, str | None, bool]]) -> None:
+            content = [section for _, section, is_heading in items if not is_heading]
+            units.append((joined(items), content[0] if content else items[-1][1], items[-1][1]))
+
         for block in blocks:
-            # A section change ends the carry, unless all it holds is headings (a title
-            # right above a subsection): those lead the subsection instead of standing alone.
-            if carry and block.heading != carry_heading and not carry_is_headings:
-                units.append(("\n\n".join(carry), carry_heading))
-                carry = []
+            # A new section ends a unit that is at least half full; a smaller one takes the
+            # next section in (small sections are packed together, each keeping its heading).
+            # Headings alone (a title right above a subsection) always lead what follows.
+            if (cur and block.heading != cur[-1][1] and not all(h for _, _, h in cur)
+                    and self.count(joined(cur)) >= self.body_budget // 2):
+                emit(cur)
+                cur = []
             pieces = self._split(block) if self._over(block.text) else [block.text]
             for piece in pieces:
-                if carry:
-                    joined = "\n\n".join([*carry, piece])
-                    if not self._over(joined):
-                        piece, carry = joined, []
-                    else:
-                        units.append(("\n\n".join(carry), carry_heading))
-                        carry = []
-                # A heading or a small block does not stand alone: it leads the next one.
-                if block.kind == "heading" or self.count(piece) < self.min_tokens:
-                    carry_is_headings = block.kind == "heading" and (not carry or carry_is_headings)
-                    carry, carry_heading = [piece], block.heading
-                else:
-                    units.append((piece, block.heading))
-        if carry:
-            units.append(("\n\n".join(carry), carry_heading))
+                if cur and self._over(joined([*cur, (piece, None, False)])):
+                    # Full: headings at the end of the unit move on with the content they lead.
+                    lead = 0
+                    while lead < len(cur) and cur[-1 - lead][2]:
+                        lead += 1
+                    if 0 < lead < len(cur):
+                        emit(cur[:-lead])
+                        cur = cur[-lead:]
+                    if self._over(joined([*cur, (piece, None, False)])):
+                        emit(cur)
+                        cur = []
+                cur.append((piece, block.heading, block.kind == "heading"))
+                # A cut point ends its unit, once the unit can stand alone (min_tokens).
+                if block.kind != "heading" and is_cut_point(piece) and self.count(joined(cur)) >= self.min_tokens:
+                    emit(cur)
+                    cur = []
+        if cur:
+            emit(cur)
         return units
 
     def _split(self, block: Block) -> list[str]:
@@ -265,6 +301,12 @@ class Chunker:
                          or self.count(" ".join(ws[-k:])) > self.overlap_tokens):
             k -= 1
         return " ".join(ws[-k:]) if k else ""
+
+
+def is_cut_point(piece: str) -> bool:
+    """Whether a piece always ends its chunk: decided by its own content alone (about one
+    piece in :data:`CUT_EVERY`), so the same piece cuts in every version of a document."""
+    return zlib.crc32(piece.encode("utf-8")) % CUT_EVERY == 0
 
 
 def chunk_id(doc_id: str, text: str, occurrence: int) -> str:
