@@ -276,8 +276,16 @@ def _compare_one(entry: ListedDocument, doc: IndexedDocument | None, rec: Compli
     expected = chunk_ids(d, rec.text) if rec.text is not None else set()
     got = {r["chunk_id"] for r in doc.rows}
     if got != expected:
+        # none in common: the text was chunked differently (another chunker version or chunk
+        # size), not edited; every document of the index will say so
+        hint = ""
+        if got and not (got & expected):
+            from streams.chunking import CHUNKER_ID
+
+            hint = (f"; none in common: chunked by another chunker version or chunk size than this one "
+                    f"({CHUNKER_ID}) — `ragstream reindex` rebuilds the index")
         return Finding(d, "stale", f"chunk ids differ: {len(expected - got)} missing, {len(got - expected)} "
-                                   f"not expected (of {len(expected)})")
+                                   f"not expected (of {len(expected)}){hint}")
     # A row keeps the version it was written at: the index rewrites only the chunks an edit
     # touched (content-addressed ids) unless what every row repeats changed, so older
     # versions next to the applied one are expected. A row newer than the applied version

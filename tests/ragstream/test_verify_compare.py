@@ -36,3 +36,10 @@ def test_a_row_newer_than_the_applied_version_is_drift():
 def test_a_leftover_chunk_of_an_old_version_is_drift():
     [finding] = check(IndexedDocument(7, 0, False, rows(7, "c1", "c2") + rows(3, "c0"))).findings
     assert finding.kind == "stale" and "chunk ids differ" in finding.reason
+    assert "none in common" not in finding.reason  # an edit left behind, not another chunker
+
+
+def test_no_chunk_id_in_common_points_at_a_reindex():
+    """After a chunker upgrade (structural-v1 -> v2) every document's ids differ entirely."""
+    [finding] = check(IndexedDocument(7, 0, False, rows(7, "old1", "old2", "old3"))).findings
+    assert finding.kind == "stale" and "none in common" in finding.reason and "ragstream reindex" in finding.reason
