@@ -2,14 +2,16 @@
 
 Input is Markdown-ish text (what :mod:`producers.extract` produces). The text is parsed into
 blocks — headings, paragraphs, lists, tables, code fences — and blocks are packed into chunks
-up to the token budget: a block is never split while it fits, a heading always leads its
-section's content, and small sections share a chunk (a new section starts a new chunk once
-the current one is at least half full). Two rules keep an edit local, which is what makes
+up to the token budget: a block is never split while it fits, a heading leads its section's
+content (it stands alone only when it and the first piece of an oversized block do not fit
+together), and small sections share a chunk (a new section starts a new chunk once the
+current one is at least half full). Two rules keep an edit local, which is what makes
 incremental re-embedding cheap:
 
-* a block whose content hash hits a fixed residue (about one in :data:`CUT_EVERY`) always
-  ends its chunk — a content-defined cut point, as in rsync or FastCDC — so a boundary
-  shifted by an edit (a paragraph that grew no longer fits) falls back into place at the
+* a block (or piece of a split block) of at least ``min_tokens`` whose content hash hits a
+  fixed residue (about one in :data:`CUT_EVERY`) always ends its chunk — a content-defined
+  cut point, as in rsync or FastCDC — so a boundary shifted by an edit (a paragraph that
+  grew no longer fits, or shrank and pulls the next one in) falls back into place at the
   next cut point instead of moving every later boundary;
 * a chunk's id is ``sha256(doc_id, text, n)`` where ``n`` counts identical earlier texts,
   so unchanged chunks keep their ids wherever they move.
@@ -20,8 +22,9 @@ megabyte line without spaces) gets a space every 100 characters first: the token
 read it as one unknown token, and chunks are bounded in characters too (``max_chars``), so
 every part of the text lands in a chunk of bounded size. Splitting counts each distinct word
 once, so it is linear in the text's length. A chunk that continues its predecessor's
-section starts with the last ``overlap_tokens`` tokens of that predecessor, so an edit
-re-embeds the chunks up to the next cut point and one more.
+section starts with the last ``overlap_tokens`` tokens of that predecessor. An edit
+re-embeds the chunk holding it, the chunk before it when the edit lets that one take more
+(a shrink, a deletion), and the chunks up to the next cut point.
 
 ``structural-v1`` (until 2026-11-26) made every block of ``min_tokens`` or more a chunk of
 its own: on real documentation a median of 91 tokens of a 200-token budget
@@ -194,11 +197,12 @@ class Chunker:
     def _units(self, blocks: list[Block]) -> list[tuple[str, str | None, str | None]]:
         """Pack consecutive pieces of one section into units of at most ``body_budget`` tokens.
 
-        Greedy packing alone would let one edit shift every later boundary of its section (a
-        paragraph that grows no longer fits, pushes the next one on, and so on). A piece whose
-        content hash is 0 modulo :data:`CUT_EVERY` therefore always ends its unit (a
-        content-defined cut point, as in rsync or FastCDC): a shift caused by an edit stops
-        at the next such piece, wherever the edit was.
+        Greedy packing alone would let one edit shift every later boundary (a paragraph that
+        grows no longer fits and pushes the next one on; one that shrinks pulls the next one
+        in, and may itself move into the chunk before). A non-heading piece of at least
+        ``min_tokens`` whose content hash is 0 modulo :data:`CUT_EVERY` therefore always ends
+        its unit (a content-defined cut point, as in rsync or FastCDC): a shift caused by an
+        edit stops at the next such piece, wherever the edit was.
 
         Each unit is ``(body, heading, last_heading)``: the section its first content (not
         heading) piece belongs to, which the chunk records, and the section it ends in,
@@ -236,8 +240,10 @@ class Chunker:
                         emit(cur)
                         cur = []
                 cur.append((piece, block.heading, block.kind == "heading"))
-                # A cut point ends its unit, once the unit can stand alone (min_tokens).
-                if block.kind != "heading" and is_cut_point(piece) and self.count(joined(cur)) >= self.min_tokens:
+                # A cut point ends its unit. Whether a piece is one depends on the piece alone
+                # (its hash, and a size of at least min_tokens, so it never stands as a scrap),
+                # never on what came before it: otherwise a shift could run past it.
+                if block.kind != "heading" and is_cut_point(piece) and self.count(piece) >= self.min_tokens:
                     emit(cur)
                     cur = []
         if cur:
