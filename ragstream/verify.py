@@ -279,11 +279,11 @@ def _compare_one(entry: ListedDocument, doc: IndexedDocument | None, rec: Compli
         # none in common: the text was chunked differently (another chunker version or chunk
         # size), not edited; every document of the index will say so
         hint = ""
-        if got and not (got & expected):
+        if got and expected and not (got & expected):
             from streams.chunking import CHUNKER_ID
 
-            hint = (f"; none in common: chunked by another chunker version or chunk size than this one "
-                    f"({CHUNKER_ID}) — `ragstream reindex` rebuilds the index")
+            hint = (f"; none in common — if every document says so, the index was chunked by another chunker "
+                    f"version or chunk size than this one ({CHUNKER_ID}): `ragstream reindex` rebuilds it")
         return Finding(d, "stale", f"chunk ids differ: {len(expected - got)} missing, {len(got - expected)} "
                                    f"not expected (of {len(expected)}){hint}")
     # A row keeps the version it was written at: the index rewrites only the chunks an edit

@@ -56,9 +56,11 @@ def test_headings_lead_their_section_and_are_recorded():
 
 def test_ids_are_content_addressed_and_unique():
     text = "Same paragraph here, long enough to stand alone as one chunk of text.\n\n" * 3
-    chunks = Chunker(count=words, max_tokens=100, overlap_tokens=0, min_tokens=3).chunk("fs:d", text)
+    # 13 words each, a 20-word budget: three chunks of the same text
+    chunks = Chunker(count=words, max_tokens=20, overlap_tokens=0, min_tokens=3).chunk("fs:d", text)
+    assert len(chunks) == 3 and len({c.text for c in chunks}) == 1
     assert len({c.chunk_id for c in chunks}) == 3
-    again = Chunker(count=words, max_tokens=100, overlap_tokens=0, min_tokens=3).chunk("fs:d", text)
+    again = Chunker(count=words, max_tokens=20, overlap_tokens=0, min_tokens=3).chunk("fs:d", text)
     assert [c.chunk_id for c in chunks] == [c.chunk_id for c in again]
     assert chunk_id("fs:d", "x", 0) != chunk_id("fs:other", "x", 0)
 
@@ -67,28 +69,56 @@ def covered(chunk_text: str, paras: list[str]) -> set[int]:
     return {i for i, p in enumerate(paras) if p in chunk_text}
 
 
-def test_an_edit_changes_chunks_only_up_to_the_next_cut_point():
-    """Packing is greedy, so an edit may shift later boundaries; a content-defined cut point
-    (a paragraph that always ends its chunk) stops the shift. Chunks wholly before the edited
-    paragraph, or wholly after the next cut point, keep their ids."""
+def edit(paras: list[str], k: int, kind: str) -> list[str]:
+    out = list(paras)
+    if kind == "grow":
+        out[k] = out[k].replace(".", ", which was edited.", 1) + " An added sentence lengthens it."
+    elif kind == "shrink":
+        out[k] = " ".join(out[k].split()[: max(3, len(out[k].split()) // 3)]) + "."
+    else:
+        del out[k]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["grow", "shrink", "delete"])
+def test_an_edit_changes_chunks_only_from_the_one_before_it_to_the_next_cut_point(kind):
+    """Packing is greedy: a paragraph that grows pushes later boundaries on, one that shrinks
+    (or goes) pulls them in, and the chunk before it may take more. A content-defined cut
+    point (a paragraph of min_tokens or more whose hash hits the residue) always ends its
+    chunk and stops the shift. So chunks that end before paragraph k-1, and chunks wholly
+    after the next cut point, keep their ids. Short paragraphs (never cut points) are mixed
+    in, so a cut point may follow any amount of text."""
     chunker = Chunker(count=words, max_tokens=200, overlap_tokens=24, min_tokens=24)
     changes = []
-    for seed in range(10):
+    for seed in range(12):
         rng = random.Random(seed)
-        paras = [paragraph(rng, rng.randint(30, 150)) for _ in range(50)]
+        paras = [paragraph(rng, rng.choice([rng.randint(3, 20), rng.randint(30, 170)])) for _ in range(50)]
         before = chunker.chunk("fs:big", "\n\n".join(paras))
         assert len(before) < 42  # paragraphs that fit together share a chunk
         assert all(c.tokens <= 200 for c in before)
-        for k in (0, 25, 49):
-            edited = list(paras)
-            edited[k] = edited[k].replace(".", ", which was edited.", 1) + " An added sentence lengthens it."
-            after = {c.chunk_id for c in chunker.chunk("fs:big", "\n\n".join(edited))}
-            cut = next((i for i in range(k + 1, len(paras)) if is_cut_point(paras[i])), len(paras))
-            kept = {c.chunk_id for c in before if max(covered(c.text, paras), default=-1) < k
+        for k in (0, 1, 25, 49):
+            after = {c.chunk_id for c in chunker.chunk("fs:big", "\n\n".join(edit(paras, k, kind)))}
+            cut = next((i for i in range(k + 1, len(paras))
+                        if is_cut_point(paras[i]) and words(paras[i]) >= 24), len(paras))
+            kept = {c.chunk_id for c in before if max(covered(c.text, paras), default=-1) < k - 1
                     or min(covered(c.text, paras), default=len(paras)) > cut}
             assert kept <= after, (seed, k)
             changes.append(len(after - {c.chunk_id for c in before}))
     assert sum(changes) / len(changes) <= 2.5, changes
+
+
+def test_whether_a_paragraph_cuts_does_not_depend_on_the_text_before_it():
+    rng = random.Random(5)
+    cutter = next(p for p in (paragraph(rng, 40) for _ in range(1000)) if is_cut_point(p))
+    tail = [paragraph(rng, rng.randint(20, 80)) for _ in range(12)]
+    chunker = Chunker(count=words, max_tokens=200, overlap_tokens=24, min_tokens=24)
+    variants = []
+    for n in (10, 100, 140, 150, 175):  # the cut point fits after the lead, or starts a chunk
+        lead = paragraph(random.Random(n), n)
+        chunks = chunker.chunk("fs:c", "\n\n".join([lead, cutter, *tail]))
+        assert any(c.text.endswith(cutter) for c in chunks)  # it ended its chunk
+        variants.append([c.chunk_id for c in chunks if lead not in c.text and cutter not in c.text])
+    assert all(v == variants[0] for v in variants) and variants[0]  # what follows it never changes
 
 
 def test_inserting_a_paragraph_does_not_cascade():

@@ -54,9 +54,11 @@ def test_claim_check_round_trip_and_tampering(tmp_path):
 
 
 def test_chunk_stage_carries_acl_and_version(tmp_path):
-    stage = ChunkStage(Chunker(min_tokens=1), BlobStore(tmp_path))
+    # sections over half the budget each: two chunks, whatever the cut points
+    stage = ChunkStage(Chunker(max_tokens=8, overlap_tokens=0, min_tokens=1), BlobStore(tmp_path))
     doc = DocumentRecord(source="fs", source_kind="filesystem", doc_id="fs:a.md", op="upsert", version=5,
-                         changed_at=NOW, content=InlineContent.of("# A\n\nOne.\n\n## B\n\nTwo."),
+                         changed_at=NOW, content=InlineContent.of("# A\n\nOne two three four.\n\n## B\n\n"
+                                                                  "Five six seven eight."),
                          acl=Acl(principals=("user:ann",)))
     [out] = stage.process(doc)
     from schemas.events import ChunkSet
