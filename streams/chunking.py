@@ -195,7 +195,8 @@ class Chunker:
 
     # -- units: block bodies packed up to the token budget ---------------------------------
     def _units(self, blocks: list[Block]) -> list[tuple[str, str | None, str | None]]:
-        """Pack consecutive pieces of one section into units of at most ``body_budget`` tokens.
+        """Pack consecutive pieces (of one section, or of small sections) into units of at most
+        ``body_budget`` tokens.
 
         Greedy packing alone would let one edit shift every later boundary (a paragraph that
         grows no longer fits and pushes the next one on; one that shrinks pulls the next one
