@@ -97,7 +97,6 @@ def embedded(path: str) -> tuple[str, str]:
     return uri, token
 
 
-@atexit.register
 def _stop_all() -> None:
     with _LOCK:
         running = list(_EMBEDDED.values())
@@ -111,3 +110,11 @@ def _stop_all() -> None:
             server.stop(grace=2).wait(timeout=5)
         finally:
             db.close()
+
+
+# Stop before concurrent.futures joins its executors' threads at exit (threading's exit hooks
+# run last-registered first, and before atexit's): a gRPC worker waiting for a request that
+# will never come would block that join forever. atexit as well, for a process that never
+# imported threading's shutdown path (a second call finds nothing to stop).
+threading._register_atexit(_stop_all)  # the hook concurrent.futures itself uses
+atexit.register(_stop_all)
