@@ -103,10 +103,10 @@ def _stop_all() -> None:
         _EMBEDDED.clear()
     for server, db, _, _ in running:
         try:
-            # Bounded: at interpreter exit concurrent.futures has already shut the server's
-            # executor down (its hook runs before atexit's), so an RPC arriving now (a client
-            # thread still polling) kills gRPC's serving thread and the shutdown event would
-            # never be set — an unbounded wait hung a finished pytest run.
+            # Bounded: should this run after concurrent.futures has shut the server's executor
+            # down, an RPC arriving then (a client thread still polling) kills gRPC's serving
+            # thread and the shutdown event is never set — an unbounded wait hung a finished
+            # pytest run.
             server.stop(grace=2).wait(timeout=5)
         finally:
             db.close()
