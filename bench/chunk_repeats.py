@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import collections
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.realworld import assemble  # noqa: E402
-from producers.extract import content_type_for, extract  # noqa: E402
+from bench.realworld import extracted  # noqa: E402
 from ragstream.settings import load_settings  # noqa: E402
 from streams.chunking import Chunker  # noqa: E402
 from streams.embedding import token_counter  # noqa: E402
@@ -25,16 +23,8 @@ def main() -> None:
     small = int(sys.argv[1]) if len(sys.argv) > 1 else 265
     s = load_settings()
     chunker = Chunker(count=token_counter(s), max_tokens=s.chunk_max_tokens, overlap_tokens=s.chunk_overlap_tokens)
-    texts: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = assemble(Path(tmp), small=small, large=3)
-        for m in manifest:
-            path = Path(tmp) / m["path"]
-            try:
-                text = extract(path.read_bytes(), content_type_for(path.name) or "text/plain")
-            except Exception:  # noqa: BLE001 - a file the extractor refuses is not counted
-                continue
-            texts += [c.text for c in chunker.chunk(f"fs:{m['path']}", text)]
+    manifest, docs = extracted(small=small, large=3)
+    texts = [c.text for path, text in docs for c in chunker.chunk(f"fs:{path}", text)]
     counts = collections.Counter(texts)
     saved = len(texts) - len(counts)
     print(f"files {len(manifest)}, chunks {len(texts)}, distinct texts {len(counts)}: "

@@ -19,15 +19,13 @@ import random
 import re
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.realworld import assemble  # noqa: E402
-from producers.extract import content_type_for, extract  # noqa: E402
+from bench.realworld import extracted  # noqa: E402
 from ragstream.settings import load_settings  # noqa: E402
 from streams.chunking import CHUNKER_ID, Chunker  # noqa: E402
 from streams.embedding import token_counter  # noqa: E402
@@ -72,31 +70,23 @@ def main() -> None:
     rng = random.Random(7)
     tokens: list[int] = []
     changed: dict[str, list[int]] = {k: [] for k in EDITS}
-    files = 0
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = assemble(Path(tmp), small=args.small, large=3)
-        for m in manifest:
-            path = Path(tmp) / m["path"]
-            try:
-                text = extract(path.read_bytes(), content_type_for(path.name) or "text/plain")
-            except Exception:  # noqa: BLE001 - a file the extractor refuses is not counted
-                continue
-            files += 1
-            doc_id = f"fs:{m['path']}"
-            before = chunker.chunk(doc_id, text)
-            tokens += [count(c.text) for c in before]
-            for kind in EDITS:
-                after_text = edited(text, rng, kind)
-                if after_text is not None and before:
-                    after = chunker.chunk(doc_id, after_text)
-                    changed[kind].append(len({c.chunk_id for c in after} - {c.chunk_id for c in before}))
+    _, docs = extracted(small=args.small, large=3)
+    for path, text in docs:
+        doc_id = f"fs:{path}"
+        before = chunker.chunk(doc_id, text)
+        tokens += [count(c.text) for c in before]
+        for kind in EDITS:
+            after_text = edited(text, rng, kind)
+            if after_text is not None and before:
+                after = chunker.chunk(doc_id, after_text)
+                changed[kind].append(len({c.chunk_id for c in after} - {c.chunk_id for c in before}))
     result = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": "bench/chunk_sizes.py " + " ".join(sys.argv[1:]),
         "chunker": CHUNKER_ID,
         "budget": {"max_tokens": s.chunk_max_tokens, "overlap_tokens": s.chunk_overlap_tokens, "tokenizer": f"{s.embed_backend} ({type(count).__name__})"},
-        "files": files,
+        "files": len(docs),
         "chunks": len(tokens),
         "tokens": {"total": sum(tokens), "median": statistics.median(tokens), "p10": pct(tokens, 0.10),
                    "p90": pct(tokens, 0.90), "under_50_share": round(sum(t < 50 for t in tokens) / len(tokens), 3)},

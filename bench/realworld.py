@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,23 @@ def assemble(dest: Path, small: int = 200, large: int = 3, root: Path = DOC_ROOT
         manifest.append({"path": str(rel), "bytes": p.stat().st_size,
                          "sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
     return manifest
+
+
+def extracted(small: int = 200, large: int = 3) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The corpus, assembled in a temporary folder and extracted as the producer does:
+    (manifest, [(path, text)]); a file the extractor refuses is left out of the texts."""
+    from producers.extract import extract
+
+    texts: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = assemble(Path(tmp), small=small, large=large)
+        for m in manifest:
+            path = Path(tmp) / m["path"]
+            try:
+                texts.append((m["path"], extract(path.read_bytes(), content_type_for(path.name) or "text/plain")))
+            except Exception:  # noqa: BLE001 - a file the extractor refuses is not counted
+                continue
+    return manifest, texts
 
 
 def main() -> None:
