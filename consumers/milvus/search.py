@@ -174,8 +174,8 @@ class SearchMixin:
                     raise ValueError("hybrid search needs the query's vector")
                 legs.append(self._dense(vector, expr, k, ef))
                 weights = [1.0, QUESTION_LEXICAL_WEIGHT if is_question(query) else 1.0]
-            legs.append(self._bm25(query, expr, k))
-            return _fuse(legs, [self._verbatim(t, expr, k) for t in exact_terms(query)], limit, weights)
+            bm25, verbatim = self._lexical(query, exact_terms(query), expr, k)
+            return _fuse([*legs, bm25], verbatim, limit, weights)
         except MilvusException as exc:
             raise self._transient(f"Milvus search failed: {exc}", exc) from exc
 
@@ -222,23 +222,37 @@ class SearchMixin:
         return visible[:limit] if len(visible) >= limit else None
 
     def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:
-        res = self.client.search(collection_name=self.target, data=[query], anns_field=SPARSE_FIELD, filter=expr,
+        return self._bm25_each([query], expr, limit)[0]
+
+    def _bm25_each(self, queries: list[str], expr: str, limit: int) -> list[list[Hit]]:
+        """The ``limit`` best chunks by BM25 for each of ``queries``, in one request."""
+        res = self.client.search(collection_name=self.target, data=queries, anns_field=SPARSE_FIELD, filter=expr,
                                  limit=limit, output_fields=self.OUTPUT, search_params={"metric_type": "BM25"},
                                  consistency_level=self.search_consistency)
         # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
-        return [_hit(h, abs(float(h.distance))) for h in res[0]]
+        return [[_hit(h, abs(float(h.distance))) for h in hits] for hits in res]
 
-    def _verbatim(self, term: str, expr: str, limit: int) -> list[Hit]:
+    def _lexical(self, query: str, terms: list[str], expr: str, limit: int) -> tuple[list[Hit], list[list[Hit]]]:
+        """The BM25 leg of ``query`` and the verbatim leg of each of ``terms``, their BM25
+        lookups in one request: milvus-lite pays a pass over every row per request (its
+        deletion and version checks), whatever the request asks (bench/README.md, "At 100k
+        chunks")."""
+        wide = max(limit, VERBATIM_CANDIDATES) if terms else limit
+        ranked, *candidates = self._bm25_each([query, *terms], expr, wide)
+        return ranked[:limit], [self._verbatim(t, expr, limit, hits) for t, hits in zip(terms, candidates)]
+
+    def _verbatim(self, term: str, expr: str, limit: int, candidates: list[Hit] | None = None) -> list[Hit]:
         """Chunks holding ``term`` exactly as written (case and punctuation included).
 
         First among the VERBATIM_CANDIDATES chunks BM25 ranks best for ``term`` alone (an index
-        lookup), in BM25 order; only when none of them holds it (or the index has it nowhere),
-        a ``like`` scan of every visible chunk (exact, but 1-4 s at 100k chunks on
-        milvus-lite). The price: when some candidates hold it, chunks holding it that BM25
-        ranked lower (identifiers of common pieces, ``4.2.1``, in a crowd of others) are not
-        looked at."""
-        found = [replace(h, score=1.0) for h in self._bm25(term, expr, max(limit, VERBATIM_CANDIDATES))
-                 if term in (h.text or "")][:limit]
+        lookup; ``candidates`` when the caller has them), in BM25 order; only when none of
+        them holds it (or the index has it nowhere), a ``like`` scan of every visible chunk
+        (exact, but 1-4 s at 100k chunks on milvus-lite). The price: when some candidates
+        hold it, chunks holding it that BM25 ranked lower (identifiers of common pieces,
+        ``4.2.1``, in a crowd of others) are not looked at."""
+        if candidates is None:
+            candidates = self._bm25(term, expr, max(limit, VERBATIM_CANDIDATES))
+        found = [replace(h, score=1.0) for h in candidates if term in (h.text or "")][:limit]
         if found:
             return found
         rows = self.client.query(collection_name=self.target, filter=f'({expr}) and text like "%{escape_like(term)}%"',

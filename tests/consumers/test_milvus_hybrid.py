@@ -70,6 +70,26 @@ def test_an_exact_identifier_is_found_by_hybrid_search_where_dense_search_misses
         assert hits[0].score > hits[1].score, "the verbatim match ranks alone at the top"
 
 
+def test_the_lexical_leg_and_its_identifiers_are_one_request(notes, embedder, monkeypatch):
+    """milvus-lite pays a pass over every row per request, so the BM25 leg and the verbatim
+    lookups of the query's identifiers go to Milvus together; the results are those of
+    separate lookups."""
+    if not notes.engine.full_text:
+        pytest.skip("Milvus < 2.5: no lexical leg (searches are dense-only)")
+    query = "error E1234-X or E4321-X during the backup"
+    expr, _ = notes.search_plan(["group:ops"], 5)
+    apart = [notes._bm25(query, expr, 30), notes._verbatim("E1234-X", expr, 30), notes._verbatim("E4321-X", expr, 30)]
+    sent, search = [], notes.client.search
+    monkeypatch.setattr(notes.client, "search", lambda *a, **kw: sent.append(kw["data"]) or search(*a, **kw))
+    ranked, verbatim = notes._lexical(query, exact_terms(query), expr, 30)
+    assert sent == [[query, "E1234-X", "E4321-X"]]
+    assert [[h.chunk_id for h in leg] for leg in [ranked, *verbatim]] == [[h.chunk_id for h in leg] for leg in apart]
+    assert [h.doc_id for h in verbatim[1]] == ["runbooks:E4321-X"]
+    sent.clear()
+    hits = notes.search(embedder.embed([query])[0], ["group:ops"], 5, query=query, mode="lexical")
+    assert len(sent) == 1 and {h.doc_id for h in hits[:2]} == {"runbooks:E1234-X", "runbooks:E4321-X"}
+
+
 def test_every_leg_is_acl_filtered(notes, embedder):
     vector = embedder.embed(["error E1234-X"])[0]
     for mode in ("hybrid", "dense", "lexical"):
