@@ -28,7 +28,7 @@ import infra.stack as _stack
 from consumers.graph import neo4j_password, password_file, write_password
 from infra.jvm import find_java, jars
 from infra.service import Service, StackError, port_open
-from ragstream.settings import Settings, load_settings
+from ragstream.settings import load_settings
 
 NEO4J_POM = Path(__file__).resolve().parent / "neo4j" / "pom.xml"
 ENTRY_POINT = "org.neo4j.server.CommunityEntryPoint"

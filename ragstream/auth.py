@@ -58,7 +58,6 @@ access token is good for ``ttl_s`` and names a server-side session that can be r
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time

@@ -7,7 +7,7 @@ import the stages: those apply what is computed here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from ragstream.admin import STAGE_INPUTS, Grant, ensure_acls, ensure_scram_users
 from ragstream.kafka import ADMIN, API, CONNECT, PRODUCER, local_credentials, stage_principal
