@@ -5,7 +5,8 @@ holding a query word: ~30,000 for "the" at 100k chunks), which made the lexical 
 hybrid search cost 3-6x the dense leg (bench/README.md, "At 100k chunks"). :class:`ArrayBM25Index`
 is milvus-lite's ``SparseInvertedIndex`` with the same index (it is a subclass: built, cached
 and persisted by milvus-lite as before) whose postings are also kept as numpy arrays, built
-on a term's first query, and scored a term at a time over the whole array.
+on a term's first query (12 bytes per posting, next to the ~70 of milvus-lite's own
+Python tuple), and scored a term at a time over the whole array.
 
 The scores are bit for bit those of milvus-lite: the same float32 arithmetic (NumPy 2's
 rules for a Python float meeting a float32 — it is converted to float32 — apply to arrays as
@@ -53,7 +54,7 @@ class _Arrays:
             posting = self._posting_lists.get(term)  # type: ignore[attr-defined]
             if not posting:
                 return None
-            rows = np.fromiter((p[0] for p in posting), dtype=np.int64, count=len(posting))
+            rows = np.fromiter((p[0] for p in posting), dtype=np.int32, count=len(posting))
             tf = np.fromiter((p[1] for p in posting), dtype=np.float64, count=len(posting))
             # milvus-lite computes tf * (k1 + 1) on Python floats, then meets float32 (the
             # document length): the product is rounded to float32 once, as here.
