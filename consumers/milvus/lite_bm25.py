@@ -5,8 +5,8 @@ holding a query word: ~30,000 for "the" at 100k chunks), which made the lexical 
 hybrid search cost 3-6x the dense leg (bench/README.md, "At 100k chunks"). :class:`ArrayBM25Index`
 is milvus-lite's ``SparseInvertedIndex`` with the same index (it is a subclass: built, cached
 and persisted by milvus-lite as before) whose postings are also kept as numpy arrays, built
-on a term's first query (12 bytes per posting, next to the ~70 of milvus-lite's own
-Python tuple), and scored a term at a time over the whole array.
+on a term's first query (12 bytes per posting, a fraction of what milvus-lite's own
+Python tuples take), and scored a term at a time over the whole array.
 
 The scores are bit for bit those of milvus-lite: the same float32 arithmetic (NumPy 2's
 rules for a Python float meeting a float32 — it is converted to float32 — apply to arrays as
