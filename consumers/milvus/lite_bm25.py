@@ -1,8 +1,9 @@
 """BM25 scoring for milvus-lite with numpy, result for result the same as milvus-lite's own.
 
 milvus-lite 3.2 scores a BM25 query in pure Python, one loop step per posting (every chunk
-holding a query word: ~30,000 for "the" at 100k chunks), which made the lexical leg of a
-hybrid search cost 3-6x the dense leg (bench/README.md, "At 100k chunks"). :class:`ArrayBM25Index`
+holding a query word, and most chunks hold "the"), which made a lexical search at 100k chunks
+cost 4x a dense one for a caller who sees everything (p50 341 against 82 ms: bench/README.md,
+"At 100k chunks"). :class:`ArrayBM25Index`
 is milvus-lite's ``SparseInvertedIndex`` with the same index (it is a subclass: built, cached
 and persisted by milvus-lite as before) whose postings are also kept as numpy arrays, built
 on a term's first query (12 bytes per posting, a fraction of what milvus-lite's own
