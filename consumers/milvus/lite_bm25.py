@@ -4,8 +4,8 @@ milvus-lite 3.2 scores a BM25 query in pure Python, one loop step per posting (e
 holding a query word, and most chunks hold "the"), which made a lexical search at 100k chunks
 cost 4x a dense one for a caller who sees everything (p50 341 against 82 ms: bench/README.md,
 "At 100k chunks"). :class:`ArrayBM25Index`
-is milvus-lite's ``SparseInvertedIndex`` with the same index (it is a subclass: built, cached
-and persisted by milvus-lite as before) whose postings are also kept as numpy arrays, built
+is milvus-lite's ``SparseInvertedIndex`` with the same index (it is a subclass: built and
+cached by milvus-lite as before) whose postings are also kept as numpy arrays, built
 on a term's first query (12 bytes per posting, a fraction of what milvus-lite's own
 Python tuples take), and scored a term at a time over the whole array.
 
@@ -64,6 +64,7 @@ class _Arrays:
         return got
 
     def build(self, sparse_vectors: List[Dict[int, float]], valid_mask: Optional[np.ndarray] = None) -> None:
+        self._arrays = {}  # before and after: no search may pair old arrays with new statistics
         super().build(sparse_vectors, valid_mask)  # type: ignore[misc]
         self._arrays = {}
 

@@ -33,9 +33,9 @@ def test_the_array_scorer_ranks_and_scores_as_milvus_lite_does(seed: int) -> Non
     docs = corpus(rng, rng.choice([1, 50, 800, 3000]), rng.choice([5, 40, 500]))
     k1, b = rng.choice([(1.5, 0.75), (1.2, 0.0), (2.0, 1.0)])
     theirs, ours = SparseInvertedIndex(k1=k1, b=b), array_index_class()(k1=k1, b=b)
-    deleted = np.array([rng.random() > 0.1 for _ in docs])
-    theirs.build(docs, deleted)
-    ours.build(docs, deleted)
+    kept = np.array([rng.random() > 0.1 for _ in docs])  # the rest deleted
+    theirs.build(docs, kept)
+    ours.build(docs, kept)
     queries = [{int(40 * rng.random() ** 2): float(rng.choice([1, 1, 2])) for _ in range(rng.randint(1, 14))}
                for _ in range(25)] + [{}, {10**9: 1.0}]
     for top_k in (1, 10, 30, 5000):
@@ -62,3 +62,13 @@ def test_installed_milvus_lite_builds_the_array_scorer_for_bm25_fields() -> None
     assert isinstance(index, array_index_class()) and index.k1 == 1.2
     assert sparse_factory.sparse_index_matches(index, "BM25", {"bm25_k1": 1.2})
     assert not isinstance(sparse_factory.create_sparse_index("IP", {}), array_index_class())
+
+
+def test_another_milvus_lite_release_keeps_its_own_scorer(monkeypatch) -> None:
+    import milvus_lite
+    from milvus_lite.index import sparse_factory
+
+    monkeypatch.setattr(sparse_factory, "SparseInvertedIndex", SparseInvertedIndex)
+    monkeypatch.setattr(milvus_lite, "__version__", "9.9.9")
+    assert not install()
+    assert type(sparse_factory.create_sparse_index("BM25", {})) is SparseInvertedIndex

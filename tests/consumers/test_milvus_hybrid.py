@@ -85,6 +85,8 @@ def test_the_lexical_leg_and_its_identifiers_are_one_request(notes, embedder, mo
     assert sent == [[query, "E1234-X", "E4321-X"]]
     assert [[h.chunk_id for h in leg] for leg in [ranked, *verbatim]] == [[h.chunk_id for h in leg] for leg in apart]
     assert [h.doc_id for h in verbatim[1]] == ["runbooks:E4321-X"]
+    few, _ = notes._lexical(query, exact_terms(query), expr, 3)  # cut from the wider request
+    assert [h.chunk_id for h in few] == [h.chunk_id for h in notes._bm25(query, expr, 3)] and len(few) == 3
     sent.clear()
     hits = notes.search(embedder.embed([query])[0], ["group:ops"], 5, query=query, mode="lexical")
     assert len(sent) == 1 and {h.doc_id for h in hits[:2]} == {"runbooks:E1234-X", "runbooks:E4321-X"}
