@@ -27,6 +27,8 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from milvus_lite.index.sparse_common import empty_results, validate_mask
+from milvus_lite.index.sparse_inverted import SparseInvertedIndex
 
 from ragstream.logging import get_logger
 
@@ -36,51 +38,44 @@ log = get_logger(__name__)
 FOR_RELEASE = "3.2.2"
 
 
-def _base() -> type:
-    from milvus_lite.index.sparse_inverted import SparseInvertedIndex
+class ArrayBM25Index(SparseInvertedIndex):
+    """milvus-lite's BM25 index, its postings also as numpy arrays, searched a term at a time."""
 
-    return SparseInvertedIndex
-
-
-class _Arrays:
-    """Mixin over milvus-lite's SparseInvertedIndex: numpy postings and a vectorized search."""
-
-    _arrays: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]]
+    def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
+        super().__init__(k1=k1, b=b)
+        self._arrays: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _postings(self, term: int) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(rows, tf as float32, tf x (k1 + 1) as float32) of ``term``, or None when no row holds it."""
-        arrays = self.__dict__.setdefault("_arrays", {})
-        got = arrays.get(term)
+        got = self._arrays.get(term)
         if got is None:
-            posting = self._posting_lists.get(term)  # type: ignore[attr-defined]
+            posting = self._posting_lists.get(term)
             if not posting:
                 return None
             rows = np.fromiter((p[0] for p in posting), dtype=np.int32, count=len(posting))
             tf = np.fromiter((p[1] for p in posting), dtype=np.float64, count=len(posting))
             # milvus-lite computes tf * (k1 + 1) on Python floats, then meets float32 (the
             # document length): the product is rounded to float32 once, as here.
-            got = (rows, tf.astype(np.float32), (tf * (self.k1 + 1.0)).astype(np.float32))  # type: ignore[attr-defined]
-            arrays[term] = got  # a race computes the same arrays twice, harmlessly
+            got = (rows, tf.astype(np.float32), (tf * (self.k1 + 1.0)).astype(np.float32))
+            self._arrays[term] = got  # a race computes the same arrays twice, harmlessly
         return got
 
     def build(self, sparse_vectors: List[Dict[int, float]], valid_mask: Optional[np.ndarray] = None) -> None:
         self._arrays = {}  # before and after: no search may pair old arrays with new statistics
-        super().build(sparse_vectors, valid_mask)  # type: ignore[misc]
+        super().build(sparse_vectors, valid_mask)
         self._arrays = {}
 
     def search(self, query_sparse_vectors: List[Dict[int, float]], top_k: int,
                valid_mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        from milvus_lite.index.sparse_common import empty_results, validate_mask
-
-        lengths = self._doc_lengths  # type: ignore[attr-defined]
+        lengths = self._doc_lengths
         valid_mask = validate_mask(valid_mask, len(lengths))
         nq = len(query_sparse_vectors)
         all_ids, all_dists = empty_results(nq, top_k)
-        if self.doc_count == 0 or top_k == 0:  # type: ignore[attr-defined]
+        if self.doc_count == 0 or top_k == 0:
             return all_ids, all_dists
-        n_docs = self.doc_count  # type: ignore[attr-defined]
-        k1, b = self.k1, self.b  # type: ignore[attr-defined]
-        avgdl = self.avgdl if self.avgdl > 0 else 1.0  # type: ignore[attr-defined]
+        n_docs = self.doc_count
+        k1, b = self.k1, self.b
+        avgdl = self.avgdl if self.avgdl > 0 else 1.0
         # The length part of the denominator, per row: float32 as milvus-lite computes it
         # (b * dl / avgdl on a float32 dl, then 1 - b + …, then k1 x …).
         norm = np.float32(k1) * (np.float32(1.0 - b) + np.float32(b) * lengths / np.float32(avgdl))
@@ -99,7 +94,7 @@ class _Arrays:
                     rows, tf, tf_k1 = rows[keep], tf[keep], tf_k1[keep]
                     if not len(rows):
                         continue
-                df = self._df[term]  # type: ignore[attr-defined]
+                df = self._df[term]
                 idf = math.log((n_docs - df + 0.5) / (df + 0.5) + 1.0)
                 contribution = np.float32(idf) * (tf_k1 / (tf + norm[rows])) * np.float32(weight)
                 scores[rows] += contribution  # rows are distinct within a posting list
@@ -117,30 +112,18 @@ class _Arrays:
         return all_ids, all_dists
 
 
-_CLASS: Optional[type] = None
-
-
-def array_index_class() -> type:
-    """ArrayBM25Index: the mixin over this milvus-lite's SparseInvertedIndex (made once)."""
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = type("ArrayBM25Index", (_Arrays, _base()), {"__doc__": __doc__.splitlines()[0]})
-    return _CLASS
-
-
 def install() -> bool:
     """Make milvus-lite's sparse index factory build :class:`ArrayBM25Index` for BM25 fields.
     True when installed (or already); False, with a warning, on another milvus-lite release."""
     import milvus_lite
     from milvus_lite.index import sparse_factory
 
-    cls = array_index_class()
-    if sparse_factory.SparseInvertedIndex is cls:
+    if sparse_factory.SparseInvertedIndex is ArrayBM25Index:
         return True
     release = getattr(milvus_lite, "__version__", "?")
     if release != FOR_RELEASE:
         log.warning("milvus_lite.bm25_scorer_not_installed", release=release, written_for=FOR_RELEASE,
                     consequence="BM25 searches use milvus-lite's own (slower) scorer")
         return False
-    sparse_factory.SparseInvertedIndex = cls
+    sparse_factory.SparseInvertedIndex = ArrayBM25Index
     return True

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from milvus_lite.index.sparse_inverted import SparseInvertedIndex
 
-from consumers.milvus.lite_bm25 import array_index_class, install
+from consumers.milvus.lite_bm25 import ArrayBM25Index, install
 
 
 def corpus(rng: random.Random, rows: int, vocabulary: int) -> list[dict[int, float]]:
@@ -32,7 +32,7 @@ def test_the_array_scorer_ranks_and_scores_as_milvus_lite_does(seed: int) -> Non
     rng = random.Random(seed)
     docs = corpus(rng, rng.choice([1, 50, 800, 3000]), rng.choice([5, 40, 500]))
     k1, b = rng.choice([(1.5, 0.75), (1.2, 0.0), (2.0, 1.0)])
-    theirs, ours = SparseInvertedIndex(k1=k1, b=b), array_index_class()(k1=k1, b=b)
+    theirs, ours = SparseInvertedIndex(k1=k1, b=b), ArrayBM25Index(k1=k1, b=b)
     kept = np.array([rng.random() > 0.1 for _ in docs])  # the rest deleted
     theirs.build(docs, kept)
     ours.build(docs, kept)
@@ -48,7 +48,7 @@ def test_the_array_scorer_ranks_and_scores_as_milvus_lite_does(seed: int) -> Non
 
 
 def test_a_bad_mask_is_refused_as_milvus_lite_refuses_it() -> None:
-    ours = array_index_class()()
+    ours = ArrayBM25Index()
     ours.build([{1: 1.0}, {2: 1.0}])
     with pytest.raises(ValueError, match="valid_mask"):
         ours.search([{1: 1.0}], 5, valid_mask=np.array([True]))
@@ -59,9 +59,9 @@ def test_installed_milvus_lite_builds_the_array_scorer_for_bm25_fields() -> None
 
     assert install()
     index = sparse_factory.create_sparse_index("BM25", {"bm25_k1": 1.2})
-    assert isinstance(index, array_index_class()) and index.k1 == 1.2
+    assert isinstance(index, ArrayBM25Index) and index.k1 == 1.2
     assert sparse_factory.sparse_index_matches(index, "BM25", {"bm25_k1": 1.2})
-    assert not isinstance(sparse_factory.create_sparse_index("IP", {}), array_index_class())
+    assert not isinstance(sparse_factory.create_sparse_index("IP", {}), ArrayBM25Index)
 
 
 def test_another_milvus_lite_release_keeps_its_own_scorer(monkeypatch) -> None:
