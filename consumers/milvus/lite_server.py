@@ -64,9 +64,10 @@ def build_server(data_dir: str, token: str, max_workers: int = 10) -> tuple[grpc
     from milvus_lite.db import MilvusLite
     from pymilvus.grpc_gen import milvus_pb2_grpc
 
-    from consumers.milvus.lite_bm25 import install
+    from consumers.milvus import lite_bm25, lite_live
 
-    install()  # BM25 scored with numpy (lite_bm25.py), the same results as milvus-lite's own scorer
+    lite_bm25.install()  # BM25 scored with numpy, the same results as milvus-lite's own scorer
+    lite_live.install()  # live rows found by hashing the suspect keys, not a Python step per row
     size = getattr(lite_server, "_MAX_MESSAGE_SIZE", 256 * 1024 * 1024)
     db = MilvusLite(data_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
