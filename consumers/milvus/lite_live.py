@@ -24,6 +24,8 @@ key twice (milvus-lite never writes one) is handed to the original function.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -48,6 +50,40 @@ def repeated(key_maps: Sequence[Mapping[Any, Any]]) -> set:
         twice |= seen.intersection(keys)
         seen.update(keys)
     return twice
+
+
+#: (the segments' key lists, every key, keys in more than one segment) of recent segment sets.
+_SEGMENT_KEYS: "OrderedDict[Tuple[int, ...], Tuple[Tuple[list, ...], frozenset, frozenset]]" = OrderedDict()
+_SEGMENT_KEYS_LOCK = threading.Lock()
+_SEGMENT_KEYS_KEPT = 4
+
+
+def in_many(segments: Sequence[Any], memtable_keys: Mapping[Any, Any]) -> set:
+    """The keys stored in more than one of ``segments`` and the memtable (``memtable_keys``).
+
+    Segments never change (a flush or compaction makes new ones), so what their keys are is
+    kept for the last few sets of segments, found again by the identity of their key lists
+    (held here, so an identity is never another list's); a search then hashes only the
+    memtable's keys."""
+    ident = tuple(id(s.pks) for s in segments)
+    with _SEGMENT_KEYS_LOCK:
+        got = _SEGMENT_KEYS.get(ident)
+        if got is not None and all(a is s.pks for a, s in zip(got[0], segments)):
+            _SEGMENT_KEYS.move_to_end(ident)
+        else:
+            got = None
+    if got is None:
+        maps = [s.pk_to_row for s in segments]
+        every: set = set()
+        for keys in maps:
+            every.update(keys)
+        got = (tuple(s.pks for s in segments), frozenset(every), frozenset(repeated(maps)))
+        with _SEGMENT_KEYS_LOCK:
+            _SEGMENT_KEYS[ident] = got
+            while len(_SEGMENT_KEYS) > _SEGMENT_KEYS_KEPT:
+                _SEGMENT_KEYS.popitem(last=False)
+    _, every, twice = got
+    return set(twice) | every.intersection(memtable_keys) if memtable_keys else set(twice)
 
 
 def newest_seqs(twice: Iterable[Any], sources: Sequence[Tuple[Mapping[Any, int], Any]]) -> Dict[Any, int]:
@@ -134,9 +170,8 @@ def execute_search_with_index(
             partition_names=partition_names, compiled_filter=compiled_filter, output_fields=output_fields,
             indexed_filter_plan=indexed_filter_plan, project_record_fn=project_record_fn,
             search_params=search_params)
-    key_maps = [*seg_rows, mt_rows] if mt_pks else seg_rows
-    seq_arrays = [*(s.seqs for s in in_scope_segments), mt_seqs] if mt_pks else [s.seqs for s in in_scope_segments]
-    newest = newest_seqs(repeated(key_maps), list(zip(key_maps, seq_arrays)))
+    newest = newest_seqs(in_many(in_scope_segments, mt_rows),
+                         [*zip(seg_rows, (s.seqs for s in in_scope_segments)), (mt_rows, mt_seqs)])
     mt_deletes = memtable.delete_index_snapshot()
     deleted = delta_index._map
 
@@ -252,8 +287,7 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
                                           expr=expr, output_fields=output_fields, timezone=timezone)
     mt_index = {pk: seq for pk, (_, _, seq) in self._memtable.pk_index_snapshot()}
     mt_rows = {pk: i for i, pk in enumerate(mt_index)}
-    key_maps = [*seg_rows, mt_rows]
-    newest = newest_seqs(repeated(key_maps),
+    newest = newest_seqs(in_many(seg_snapshot, mt_rows),
                          [*zip(seg_rows, (s.seqs for s in seg_snapshot)), (mt_rows, list(mt_index.values()))])
     global_pk_seq = newest  # read below only for memtable rows: keys stored once are their own newest
     deleted = delta_snap._map
@@ -321,6 +355,9 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
     def _is_memtable_sparse_ref(source: Any) -> bool:
         return isinstance(source, tuple) and bool(source) and isinstance(source[0], dict)
 
+    plan = projection_plan
+    dynamic = plan.include_all_dynamic or plan.explicit_dynamic_fields or plan.include_raw_meta
+    wanted = None if dynamic else set(plan.response_schema_fields)
     results: List[List[dict]] = []
     for qi in range(nq):
         pk_best: dict = {}
@@ -341,14 +378,77 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
                 entity = project_record(source[0], self._schema, projection_plan)
             else:
                 tbl, row_i = source
+                # ragstream: only the columns the projection keeps (it keeps no dynamic field).
                 record = {name: tbl.column(name)[row_i].as_py() for name in tbl.column_names
-                          if name not in ("_seq", "_partition")}
+                          if name not in ("_seq", "_partition") and (wanted is None or name in wanted)}
                 entity = project_record(record, self._schema, projection_plan)
             hits.append({"id": pk, "distance": dist, "entity": entity})
             if len(hits) >= top_k:
                 break
         results.append(hits)
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# milvus_lite/engine/collection.py, Collection.query (3.2.2), with assemble_candidates and
+# build_valid_mask folded in; changed where marked.
+def query(self: Any, expr: Optional[str] = None, output_fields: Optional[List[str]] = None,
+          partition_names: Optional[List[str]] = None, limit: Optional[int] = None, offset: int = 0,
+          timezone: Optional[str] = None, order_by_pk: bool = False) -> List[dict]:
+    """Pure scalar query (milvus-lite's, live rows found by :func:`live_mask`, source by source)."""
+    from milvus_lite.engine.projection import build_projection_plan, project_record
+    from milvus_lite.search.filter import evaluate_mask
+    from milvus_lite.search.indexed_filter import evaluate_segment_filter
+
+    if expr is not None and not isinstance(expr, str):
+        raise TypeError("query() expr must be a string or None")
+    self._require_loaded()
+    compiled_filter = self._compile_filter(expr, timezone=timezone) if expr else None
+    projection_plan = build_projection_plan(output_fields, self._schema, api_kind="query")
+    indexed_filter_plan = self._indexed_filter_plan(compiled_filter)
+    seg_snap, delta_snap = self._read_snapshot()
+
+    # ragstream: assemble_candidates' sources, without a reference per row.
+    partition_filter = set(partition_names) if partition_names else None
+    segments = [seg for seg in seg_snap
+                if (partition_filter is None or seg.partition in partition_filter) and seg.num_rows > 0]
+    mt_pks, mt_seqs, _vecs, mt_row_refs, mt_table = self._memtable.to_search_snapshot(
+        vector_field=self._vector_name, partition_names=partition_names, include_table=compiled_filter is not None)
+    seg_rows = [_segment_rows(seg) for seg in segments]
+    mt_rows = _rows(mt_pks) if mt_pks else {}
+    if mt_rows is None or any(r is None for r in seg_rows) or (
+            mt_pks and compiled_filter is not None and mt_table is None):
+        return _ORIGINAL["query"](self, expr=expr, output_fields=output_fields, partition_names=partition_names,
+                                  limit=limit, offset=offset, timezone=timezone, order_by_pk=order_by_pk)
+    if not segments and not mt_pks:
+        return []
+    # ragstream: build_valid_mask's rule (newest version over these sources, no later delete
+    # on disk or in the memtable), by live_mask.
+    newest = newest_seqs(in_many(segments, mt_rows),
+                         [*zip(seg_rows, (seg.seqs for seg in segments)), (mt_rows, mt_seqs)])
+    deleted, pending = delta_snap._map, self._memtable.delete_index_snapshot()
+    live: List[Tuple[Callable[[int], dict], List[Any], np.ndarray]] = []
+    for seg, rows in zip(segments, seg_rows):
+        mask = live_mask(rows, seg.seqs, seg.num_rows, newest, deleted, pending)
+        if compiled_filter is not None:
+            mask &= evaluate_segment_filter(seg, compiled_filter, indexed_filter_plan).astype(bool)
+        live.append((seg.row_to_dict, seg.pks, np.flatnonzero(mask)))
+    if mt_pks:
+        mask = live_mask(mt_rows, mt_seqs, len(mt_pks), newest, deleted, pending)
+        if compiled_filter is not None:
+            mask &= evaluate_mask(compiled_filter, mt_table).astype(bool)
+        live.append((lambda i: self._memtable.materialize_row(*mt_row_refs[i]), mt_pks, np.flatnonzero(mask)))
+
+    effective_limit = (offset + limit) if limit is not None else None
+    refs = ((row_of, pks, int(i)) for row_of, pks, kept in live for i in kept)
+    if order_by_pk:
+        refs = iter(sorted(refs, key=lambda ref: ref[1][ref[2]]))
+    out: List[dict] = []
+    for row_of, _pks, i in refs:
+        out.append(project_record(row_of(i), self._schema, projection_plan))
+        if effective_limit is not None and len(out) >= effective_limit:
+            break
+    return out[offset:]
 
 
 def install() -> bool:
@@ -366,6 +466,8 @@ def install() -> bool:
         return False
     _ORIGINAL.setdefault("execute_search_with_index", collection.execute_search_with_index)
     _ORIGINAL.setdefault("_search_sparse", collection.Collection._search_sparse)
+    _ORIGINAL.setdefault("query", collection.Collection.query)
     collection.execute_search_with_index = execute_search_with_index
     collection.Collection._search_sparse = _search_sparse
+    collection.Collection.query = query
     return True

@@ -3,8 +3,9 @@
 Random histories of inserts, upserts (some moving a key to another partition), deletes
 (of one partition or all), flushes and the compactions they start, on an embedded
 milvus-lite collection with a dense and a BM25 field; after each step the same searches
-(filtered or not, one partition or all) run through milvus-lite's functions and through
-lite_live's, and must agree hit for hit: ids, distances and entities.
+and queries (filtered or not, one partition or all, limits and offsets) run through
+milvus-lite's functions and through lite_live's, and must agree hit for hit: ids,
+distances, entities and their order.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ DIM = 8
 def milvus_lites_own() -> Iterator[None]:
     """milvus-lite's original search functions for the duration."""
     assert lite_live.install()
-    mine = (lite_collection.execute_search_with_index, lite_collection.Collection._search_sparse)
+    mine = (lite_collection.execute_search_with_index, lite_collection.Collection._search_sparse,
+            lite_collection.Collection.query)
     lite_collection.execute_search_with_index = lite_live._ORIGINAL["execute_search_with_index"]
     lite_collection.Collection._search_sparse = lite_live._ORIGINAL["_search_sparse"]
+    lite_collection.Collection.query = lite_live._ORIGINAL["query"]
     try:
         yield
     finally:
-        lite_collection.execute_search_with_index, lite_collection.Collection._search_sparse = mine
+        (lite_collection.execute_search_with_index, lite_collection.Collection._search_sparse,
+         lite_collection.Collection.query) = mine
 
 
 def make_collection(path):
@@ -70,6 +74,11 @@ def searches(rng: random.Random, col) -> list:
             kw["partition_names"] = [rng.choice(["_default", "p1"])]
         out.append(col.search([[rng.uniform(-1, 1) for _ in range(DIM)]], anns_field="vec", **kw))
         out.append(col.search([" ".join(rng.choices(WORDS, k=3))], anns_field="sparse", metric_type="BM25", **kw))
+        del kw["top_k"]
+        if rng.random() < 0.5:
+            kw["expr"] = f'text like "%{rng.choice(WORDS)}%"'
+        out.append(col.query(limit=rng.choice([None, 5, 30]), offset=rng.choice([0, 0, 3]),
+                             order_by_pk=rng.random() < 0.3, **kw))
     return out
 
 
@@ -133,6 +142,7 @@ def test_another_milvus_lite_release_keeps_its_own_search(monkeypatch) -> None:
     lite_live.install()
     monkeypatch.setattr(lite_collection, "execute_search_with_index", lite_live._ORIGINAL["execute_search_with_index"])
     monkeypatch.setattr(lite_collection.Collection, "_search_sparse", lite_live._ORIGINAL["_search_sparse"])
+    monkeypatch.setattr(lite_collection.Collection, "query", lite_live._ORIGINAL["query"])
     monkeypatch.setattr(milvus_lite, "__version__", "9.9.9")
     assert lite_live.install() is False
     assert lite_collection.execute_search_with_index is lite_live._ORIGINAL["execute_search_with_index"]
