@@ -15,15 +15,18 @@ delete against it, so it is live; the suspects are judged by milvus-lite's own r
 by row. The result is the same mask: tests/consumers/test_lite_live.py compares searches
 through both on random histories of inserts, upserts, deletes, flushes and compactions.
 
-:func:`install` swaps the two functions that hold the loops (the dense executor,
-``execute_search_with_index``, and ``Collection._search_sparse`` for BM25): copies of
-milvus-lite 3.2.2's, changed only where marked ``ragstream:``. Like lite_bm25.py it
-installs on that release only (pyproject pins it) and warns on another; a segment with a
-key twice (milvus-lite never writes one) is handed to the original function.
+:func:`install` swaps the three functions that hold the loops (the dense executor,
+``execute_search_with_index``; ``Collection._search_sparse`` for BM25; ``Collection.query``,
+which delete-by-filter also runs): copies of milvus-lite 3.2.2's, changed only where marked
+``ragstream:`` (there also: a hit materializes only the columns its projection keeps, not
+the row's vectors). Like lite_bm25.py it installs on that release only (pyproject pins it)
+and warns on another; a segment with a key twice (milvus-lite never writes one) is handed
+to the original function.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -52,24 +55,34 @@ def repeated(key_maps: Sequence[Mapping[Any, Any]]) -> set:
     return twice
 
 
-#: (the segments' key lists, every key, keys in more than one segment) of recent segment sets.
-_SEGMENT_KEYS: "OrderedDict[Tuple[int, ...], Tuple[Tuple[list, ...], frozenset, frozenset]]" = OrderedDict()
+#: Per collection (its directory), the last segment set searched: (the segments' key lists,
+#: every key, keys in more than one segment).
+_SEGMENT_KEYS: "OrderedDict[str, Tuple[Tuple[list, ...], frozenset, frozenset]]" = OrderedDict()
 _SEGMENT_KEYS_LOCK = threading.Lock()
-_SEGMENT_KEYS_KEPT = 4
+_COLLECTIONS_KEPT = 32
+
+
+def _collection_dir(segments: Sequence[Any]) -> str:
+    path = segments[0].file_path
+    cut = path.rfind(f"{os.sep}partitions{os.sep}")
+    return path[:cut] if cut >= 0 else path
 
 
 def in_many(segments: Sequence[Any], memtable_keys: Mapping[Any, Any]) -> set:
     """The keys stored in more than one of ``segments`` and the memtable (``memtable_keys``).
 
     Segments never change (a flush or compaction makes new ones), so what their keys are is
-    kept for the last few sets of segments, found again by the identity of their key lists
-    (held here, so an identity is never another list's); a search then hashes only the
-    memtable's keys."""
-    ident = tuple(id(s.pks) for s in segments)
+    kept per collection for the last set of segments searched, recognised by the identity of
+    their key lists (held here, so an identity is never another list's; released when the
+    collection's next set replaces it); a search then hashes only the memtable's keys."""
+    segments = [s for s in segments if s.pks]  # an empty one holds no key (and dense search skips it)
+    if not segments:
+        return set()  # the memtable holds each key once
+    where = _collection_dir(segments)
     with _SEGMENT_KEYS_LOCK:
-        got = _SEGMENT_KEYS.get(ident)
-        if got is not None and all(a is s.pks for a, s in zip(got[0], segments)):
-            _SEGMENT_KEYS.move_to_end(ident)
+        got = _SEGMENT_KEYS.get(where)
+        if got is not None and len(got[0]) == len(segments) and all(a is s.pks for a, s in zip(got[0], segments)):
+            _SEGMENT_KEYS.move_to_end(where)
         else:
             got = None
     if got is None:
@@ -79,8 +92,9 @@ def in_many(segments: Sequence[Any], memtable_keys: Mapping[Any, Any]) -> set:
             every.update(keys)
         got = (tuple(s.pks for s in segments), frozenset(every), frozenset(repeated(maps)))
         with _SEGMENT_KEYS_LOCK:
-            _SEGMENT_KEYS[ident] = got
-            while len(_SEGMENT_KEYS) > _SEGMENT_KEYS_KEPT:
+            _SEGMENT_KEYS[where] = got
+            _SEGMENT_KEYS.move_to_end(where)
+            while len(_SEGMENT_KEYS) > _COLLECTIONS_KEPT:
                 _SEGMENT_KEYS.popitem(last=False)
     _, every, twice = got
     return set(twice) | every.intersection(memtable_keys) if memtable_keys else set(twice)
@@ -234,9 +248,17 @@ def execute_search_with_index(
         def project_entity(record: dict) -> dict:
             return {k: record[k] for k in keep if k in record}
 
+    # ragstream: a segment row materializes only the requested columns (and the key) when the
+    # projection can keep nothing else (no "*", no dynamic fields), not its vectors too.
+    wanted = None if output_fields is None or {"*", "$meta"} & set(output_fields) else {*output_fields, pk_field}
+
     def _materialize_record(source_idx: int, local_id: int) -> dict:
         if source_idx < n_segments:
-            return in_scope_segments[source_idx].row_to_dict(local_id)
+            seg = in_scope_segments[source_idx]
+            names = seg.table.column_names
+            if wanted is None or "$meta" in names:
+                return seg.row_to_dict(local_id)
+            return {name: seg.table.column(name)[local_id].as_py() for name in names if name in wanted}
         batch_idx, row_idx = mt_row_refs[local_id]
         return memtable.materialize_row(batch_idx, row_idx)
 
@@ -452,12 +474,13 @@ def query(self: Any, expr: Optional[str] = None, output_fields: Optional[List[st
 
 
 def install() -> bool:
-    """Put :func:`execute_search_with_index` and :func:`_search_sparse` in milvus-lite's place.
+    """Put :func:`execute_search_with_index`, :func:`_search_sparse` and :func:`query` in milvus-lite's place.
     True when installed (or already); False, with a warning, on another milvus-lite release."""
     import milvus_lite
     from milvus_lite.engine import collection
 
-    if collection.execute_search_with_index is execute_search_with_index:
+    if (collection.execute_search_with_index is execute_search_with_index
+            and collection.Collection._search_sparse is _search_sparse and collection.Collection.query is query):
         return True
     release = getattr(milvus_lite, "__version__", "?")
     if release != FOR_RELEASE:
