@@ -64,10 +64,11 @@ def build_server(data_dir: str, token: str, max_workers: int = 10) -> tuple[grpc
     from milvus_lite.db import MilvusLite
     from pymilvus.grpc_gen import milvus_pb2_grpc
 
-    from consumers.milvus import lite_bm25, lite_live
+    from consumers.milvus import lite_bm25, lite_hnsw, lite_live
 
     lite_bm25.install()  # BM25 scored with numpy, the same results as milvus-lite's own scorer
     lite_live.install()  # live rows found by hashing the suspect keys, not a Python step per row
+    lite_hnsw.install()  # a filter that keeps few rows gets an exact search, as in Milvus
     size = getattr(lite_server, "_MAX_MESSAGE_SIZE", 256 * 1024 * 1024)
     db = MilvusLite(data_dir)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),

@@ -70,15 +70,12 @@ def exact(vectors, query: np.ndarray, principals: set[str], limit: int) -> list[
 def test_a_caller_who_sees_few_chunks_gets_a_full_page_of_the_nearest_of_them(filled):
     idx, vectors, rng = filled
     (expr, _), probe = idx.search_plan(["user:rare"]), list(unit(rng))
-    if idx.engine.name == "milvus-lite":
-        # Precondition: the plain filtered HNSW search starves here (otherwise this test would
-        # prove nothing about the wider beam). "Finished" is reported before the index serves
-        # searches, so wait for it to be in use. (On the Milvus server the precondition is not
-        # asserted: its filtered search is its own; the page must be full all the same.)
-        deadline = time.monotonic() + 60
-        while len(idx._ann(probe, expr, 10, 64)) == 10:
-            assert time.monotonic() < deadline, "the filtered HNSW search never came back short"
-            time.sleep(0.5)
+    lite = idx.engine.name == "milvus-lite"
+    if lite:
+        # milvus-lite compares the query with every row when the filter keeps few of them, as
+        # Milvus does (consumers/milvus/lite_hnsw.py): even a narrow beam fills the page. (Its
+        # own graph walk came back short here; the Milvus server's filtered search is its own.)
+        assert len(idx._ann(probe, expr, 10, 16)) == 10
     recall = []
     for _ in range(10):
         q = np.array(unit(rng), dtype=np.float32)
@@ -87,6 +84,8 @@ def test_a_caller_who_sees_few_chunks_gets_a_full_page_of_the_nearest_of_them(fi
         assert all(h.doc_id in ("s:d3", "s:d250") for h in hits)
         recall.append(len({h.chunk_id for h in hits} & set(exact(vectors, q, {"user:rare"}, 10))) / 10)
     assert sum(recall) / len(recall) >= 0.8, f"recall@10 {recall}"
+    if lite:
+        assert min(recall) == 1.0, f"an exact search missed: recall@10 {recall}"
 
 
 def test_scores_are_cosine_similarities_and_nothing_invisible_comes_back(filled):
