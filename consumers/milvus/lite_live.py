@@ -342,7 +342,7 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
                 lid = int(local_ids[qi, j])
                 if lid < 0:
                     break
-                per_query_candidates[qi].append((float(dists[qi, j]), pks[lid], (table, lid)))
+                per_query_candidates[qi].append((float(dists[qi, j]), pks[lid], (table, lid, int(seg.seqs[lid]))))
 
     mt = self._memtable
     mt_pks: list = []
@@ -377,37 +377,47 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
     def _is_memtable_sparse_ref(source: Any) -> bool:
         return isinstance(source, tuple) and bool(source) and isinstance(source[0], dict)
 
+    # ragstream: a segment's hits are read in one take() of the projected columns (and the
+    # projection done here) where milvus-lite reads every column of every hit one value at a
+    # time; the seq for the dedup comes with the candidate.
     plan = projection_plan
     dynamic = plan.include_all_dynamic or plan.explicit_dynamic_fields or plan.include_raw_meta
-    wanted = None if dynamic else set(plan.response_schema_fields)
-    results: List[List[dict]] = []
+    pk_name = self._pk_name
+    chosen: List[List[Tuple[float, Any, Any]]] = []
     for qi in range(nq):
         pk_best: dict = {}
         for cand in per_query_candidates[qi]:
             dist, pk, source = cand
-            if _is_memtable_sparse_ref(source):
-                seq = int(source[1])
-            else:
-                tbl, row_i = source
-                seq = int(tbl.column("_seq")[row_i].as_py())
+            seq = int(source[1]) if _is_memtable_sparse_ref(source) else source[2]
             if pk not in pk_best or seq > pk_best[pk][0]:
                 pk_best[pk] = (seq, cand)
         deduped = [v[1] for v in pk_best.values()]
         deduped.sort(key=lambda c: c[0])
-        hits: list = []
-        for dist, pk, source in deduped:
+        chosen.append(deduped[:top_k])
+    rows_of: Dict[int, Tuple[Any, List[int]]] = {}
+    for hits in chosen:
+        for _dist, _pk, source in hits:
+            if not _is_memtable_sparse_ref(source):
+                rows_of.setdefault(id(source[0]), (source[0], []))[1].append(source[1])
+    read: Dict[Tuple[int, int], dict] = {}
+    for key, (tbl, rows) in rows_of.items():
+        columns = [name for name in tbl.column_names if name not in ("_seq", "_partition")
+                   and (dynamic or name in plan.response_schema_fields)]
+        for row_i, record in zip(rows, tbl.select(columns).take(rows).to_pylist()):
+            read[(key, row_i)] = record
+    results: List[List[dict]] = []
+    for hits in chosen:
+        out: list = []
+        for dist, pk, source in hits:
             if _is_memtable_sparse_ref(source):
                 entity = project_record(source[0], self._schema, projection_plan)
             else:
-                tbl, row_i = source
-                # ragstream: only the columns the projection keeps (it keeps no dynamic field).
-                record = {name: tbl.column(name)[row_i].as_py() for name in tbl.column_names
-                          if name not in ("_seq", "_partition") and (wanted is None or name in wanted)}
-                entity = project_record(record, self._schema, projection_plan)
-            hits.append({"id": pk, "distance": dist, "entity": entity})
-            if len(hits) >= top_k:
-                break
-        results.append(hits)
+                record = read[(id(source[0]), source[1])]
+                entity = (project_record(record, self._schema, projection_plan) if dynamic else
+                          {name: record[name] for name in plan.response_schema_fields
+                           if name != pk_name and name in record})
+            out.append({"id": pk, "distance": dist, "entity": entity})
+        results.append(out)
     return results
 
 
