@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 from bench.acl_search import normalized, settle  # noqa: E402
 from bench.search_quality import corpus  # noqa: E402
 from consumers.milvus import MilvusIndex, acl_key, encode_acl  # noqa: E402
+from consumers.milvus.search import exact_terms  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "search_latency.json"
 DIM = 384
@@ -105,6 +106,7 @@ def main() -> None:
                 start = rng.randrange(max(1, len(words) - 14))
                 vec = normalized(centres[rng.randrange(TOPICS)] + 0.06 * gen.standard_normal(DIM, dtype=np.float32))
                 queries.append((" ".join(words[start:start + 14]), vec.tolist()))
+            identifiers = [bool(exact_terms(q)) for q, _ in queries]
             results: dict[str, dict] = {}
             for caller in (["group:bench"], ["group:narrow"]):
                 for mode in ("dense", "lexical", "hybrid"):
@@ -115,15 +117,21 @@ def main() -> None:
                         t0 = time.perf_counter()
                         index.search(v, caller, 10, query=q, mode=mode)
                         times.append(1000 * (time.perf_counter() - t0))
-                    results.setdefault(caller[0], {})[mode] = {"p50_ms": round(pct(times, 50), 1),
-                                                               "p95_ms": round(pct(times, 95), 1)}
+                    split = {kind: [t for t, has in zip(times, identifiers) if has == (kind == "with")]
+                             for kind in ("with", "without")}
+                    results.setdefault(caller[0], {})[mode] = {
+                        "p50_ms": round(pct(times, 50), 1), "p95_ms": round(pct(times, 95), 1),
+                        # the queries holding an identifier (a verbatim lookup each) and the others
+                        **{f"{kind}_identifiers_p50_ms": round(pct(ts, 50), 1) for kind, ts in split.items() if len(ts) > 1},
+                        **{f"{kind}_identifiers_p95_ms": round(pct(ts, 95), 1) for kind, ts in split.items() if len(ts) > 1}}
                 r = results[caller[0]]
                 r["hybrid_p95_vs_dense"] = round(r["hybrid"]["p95_ms"] / r["dense"]["p95_ms"], 2)
         finally:
             stack.down()
     out = {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "command": "bench/search_latency.py " + " ".join(sys.argv[1:]), "rows": args.rows,
-           "distinct_texts": len(set(texts)), "queries": args.queries, "limit": 10,
+           "distinct_texts": len(set(texts)), "queries": args.queries,
+           "queries_with_identifiers": sum(identifiers), "limit": 10,
            "fill_seconds": round(fill_s, 1), "settle_seconds": round(settle_s, 1), "results": results,
            "goal": "hybrid p95 <= 1.5x dense p95",
            "goal_met": all(r["hybrid_p95_vs_dense"] <= 1.5 for r in results.values())}
