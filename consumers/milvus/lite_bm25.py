@@ -30,12 +30,7 @@ import numpy as np
 from milvus_lite.index.sparse_common import empty_results, validate_mask
 from milvus_lite.index.sparse_inverted import SparseInvertedIndex
 
-from ragstream.logging import get_logger
-
-log = get_logger(__name__)
-
-#: The milvus-lite release whose SparseInvertedIndex this class was written against.
-FOR_RELEASE = "3.2.2"
+from consumers.milvus.lite_patch import on_written_release
 
 
 class ArrayBM25Index(SparseInvertedIndex):
@@ -115,15 +110,11 @@ class ArrayBM25Index(SparseInvertedIndex):
 def install() -> bool:
     """Make milvus-lite's sparse index factory build :class:`ArrayBM25Index` for BM25 fields.
     True when installed (or already); False, with a warning, on another milvus-lite release."""
-    import milvus_lite
     from milvus_lite.index import sparse_factory
 
     if sparse_factory.SparseInvertedIndex is ArrayBM25Index:
         return True
-    release = getattr(milvus_lite, "__version__", "?")
-    if release != FOR_RELEASE:
-        log.warning("milvus_lite.bm25_scorer_not_installed", release=release, written_for=FOR_RELEASE,
-                    consequence="BM25 searches use milvus-lite's own (slower) scorer")
+    if not on_written_release("bm25_scorer", "BM25 searches use milvus-lite's own (slower) scorer"):
         return False
     sparse_factory.SparseInvertedIndex = ArrayBM25Index
     return True

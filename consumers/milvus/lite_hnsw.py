@@ -22,11 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ragstream.logging import get_logger
-
-log = get_logger(__name__)
-
-FOR_RELEASE = "3.2.2"
+from consumers.milvus.lite_patch import on_written_release
 
 #: knowhere's thresholds: search exactly when the filter drops at least this share of the
 #: rows, or when k is at least this share of the rows it keeps.
@@ -77,15 +73,12 @@ def search(self: Any, queries: np.ndarray, top_k: int, valid_mask: Optional[np.n
 def install() -> bool:
     """Put :func:`search` in ``FaissHnswIndex``'s place. True when installed (or already);
     False, with a warning, on another milvus-lite release."""
-    import milvus_lite
     from milvus_lite.index.faiss_hnsw import FaissHnswIndex
 
     if FaissHnswIndex.search is search:
         return True
-    release = getattr(milvus_lite, "__version__", "?")
-    if release != FOR_RELEASE:
-        log.warning("milvus_lite.exact_filtered_search_not_installed", release=release, written_for=FOR_RELEASE,
-                    consequence="a search a filter keeps few rows for walks the HNSW graph and can miss the nearest")
+    if not on_written_release("exact_filtered_search",
+                              "a search a filter keeps few rows for walks the HNSW graph and can miss the nearest"):
         return False
     _ORIGINAL.setdefault("search", FaissHnswIndex.search)
     FaissHnswIndex.search = search

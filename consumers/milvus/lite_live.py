@@ -34,12 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 from milvus_lite.index.brute_force import BruteForceIndex
 
-from ragstream.logging import get_logger
-
-log = get_logger(__name__)
-
-#: The milvus-lite release whose search functions are copied here.
-FOR_RELEASE = "3.2.2"
+from consumers.milvus.lite_patch import on_written_release
 
 _ORIGINAL: Dict[str, Callable[..., Any]] = {}
 
@@ -486,16 +481,12 @@ def query(self: Any, expr: Optional[str] = None, output_fields: Optional[List[st
 def install() -> bool:
     """Put :func:`execute_search_with_index`, :func:`_search_sparse` and :func:`query` in milvus-lite's place.
     True when installed (or already); False, with a warning, on another milvus-lite release."""
-    import milvus_lite
     from milvus_lite.engine import collection
 
     if (collection.execute_search_with_index is execute_search_with_index
             and collection.Collection._search_sparse is _search_sparse and collection.Collection.query is query):
         return True
-    release = getattr(milvus_lite, "__version__", "?")
-    if release != FOR_RELEASE:
-        log.warning("milvus_lite.live_rows_not_installed", release=release, written_for=FOR_RELEASE,
-                    consequence="every search walks every stored row in Python (slower at scale)")
+    if not on_written_release("live_rows", "every search walks every stored row in Python (slower at scale)"):
         return False
     _ORIGINAL.setdefault("execute_search_with_index", collection.execute_search_with_index)
     _ORIGINAL.setdefault("_search_sparse", collection.Collection._search_sparse)

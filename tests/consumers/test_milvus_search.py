@@ -1,7 +1,8 @@
 """ACL-filtered search at a size where the engine builds its HNSW index, on both engines
 (milvus-lite embedded in a file of its own, and the real Milvus server: tests/consumers/conftest.py):
 the caller gets exactly the nearest chunks among those they may see, whether the visible set is
-a handful (milvus-lite's filtered HNSW walk starves; the wider retry finds them) or most rows.
+a handful (milvus-lite searches those exactly, consumers/milvus/lite_hnsw.py; on the server a
+wider beam finds them) or most rows.
 """
 
 from __future__ import annotations
