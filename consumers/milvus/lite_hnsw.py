@@ -56,7 +56,7 @@ def search(self: Any, queries: np.ndarray, top_k: int, valid_mask: Optional[np.n
     bits = np.packbits(valid_mask.astype(bool), bitorder="little")
     storage = faiss.downcast_index(self._index.storage)
     dists, ids = storage.search(np.ascontiguousarray(queries, dtype=np.float32), top_k,
-                                params=faiss.SearchParameters(sel=faiss.IDSelectorBitmap(self.num_vectors, faiss.swig_ptr(bits))))
+                                params=faiss.SearchParameters(sel=faiss.IDSelectorBitmap(bits)))
     nq = int(queries.shape[0])
     result_ids = np.full((nq, top_k), -1, dtype=np.int64)
     result_dists = np.full((nq, top_k), np.inf, dtype=np.float32)

@@ -398,7 +398,8 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
     for key, (tbl, rows) in rows_of.items():
         columns = [name for name in tbl.column_names if name not in ("_seq", "_partition")
                    and (dynamic or name in plan.response_schema_fields)]
-        for row_i, record in zip(rows, tbl.select(columns).take(rows).to_pylist()):
+        records = tbl.select(columns).take(rows).to_pylist() if columns else [{} for _ in rows]  # no column: no rows
+        for row_i, record in zip(rows, records):
             read[(key, row_i)] = record
     results: List[List[dict]] = []
     for hits in chosen:

@@ -89,7 +89,7 @@ def row(rng: random.Random, pk, dynamic: bool) -> dict:
 
 def searches(rng: random.Random, col, dynamic: bool) -> list:
     out = []
-    fields = [["grp", "text"], ["text"], None, ["*"]] + ([["grp", "colour"], ["$meta"]] if dynamic else [])
+    fields = [["grp", "text"], ["text"], None, ["*"], []] + ([["grp", "colour"], ["$meta"]] if dynamic else [])
     for _ in range(4):
         kw = {"top_k": rng.choice([3, 10, 50, 1000]), "output_fields": rng.choice(fields)}
         if rng.random() < 0.5:
