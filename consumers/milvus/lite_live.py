@@ -306,7 +306,6 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
     mt_rows = {pk: i for i, pk in enumerate(mt_index)}
     newest = newest_seqs(in_many(seg_snapshot, mt_rows),
                          [*zip(seg_rows, (s.seqs for s in seg_snapshot)), (mt_rows, list(mt_index.values()))])
-    global_pk_seq = newest  # read below only for memtable rows: keys stored once are their own newest
     deleted = delta_snap._map
 
     for seg, rows in zip(seg_snapshot, seg_rows):
@@ -344,7 +343,8 @@ def _search_sparse(self: Any, query_vectors: List, vector_field: str, top_k: int
     mt_sparse: list = []
     mt_refs: list = []
     for pk, seq, record in mt.active_record_snapshots(partition_names=partition_names):
-        if delta_snap.is_deleted(pk, seq) or global_pk_seq.get(pk, -1) > seq:
+        # ragstream: newest holds the keys stored more than once; one stored once is its own newest
+        if delta_snap.is_deleted(pk, seq) or newest.get(pk, -1) > seq:
             continue
         raw = record.get(vector_field)
         mt_pks.append(pk)
