@@ -6,8 +6,11 @@ cost 4x a dense one for a caller who sees everything (p50 341 against 82 ms: ben
 "At 100k chunks"). :class:`ArrayBM25Index`
 is milvus-lite's ``SparseInvertedIndex`` with the same index (it is a subclass: built and
 cached by milvus-lite as before) whose postings are also kept as numpy arrays, built
-on a term's first query (12 bytes per posting, a fraction of what milvus-lite's own
-Python tuples take), and scored a term at a time over the whole array.
+on a term's first query (8 bytes per posting — the row, and the term's BM25 weight in it but
+for idf and the query's weight — a fraction of what milvus-lite's own Python tuples take),
+and scored a term at a time over the whole array: a multiply and a scatter-add per posting.
+A filter that keeps every row costs nothing per term, and the tie order is looked up only
+for the rows that can make the top k.
 
 The scores are bit for bit those of milvus-lite: the same float32 arithmetic (NumPy 2's
 rules for a Python float meeting a float32 — it is converted to float32 — apply to arrays as
@@ -38,10 +41,13 @@ class ArrayBM25Index(SparseInvertedIndex):
 
     def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
         super().__init__(k1=k1, b=b)
-        self._arrays: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._arrays: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._norms: Optional[np.ndarray] = None
 
-    def _postings(self, term: int) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(rows, tf as float32, tf x (k1 + 1) as float32) of ``term``, or None when no row holds it."""
+    def _postings(self, term: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(rows ascending, tf x (k1 + 1) / (tf + the row's length part) as float32) of
+        ``term``, or None when no row holds it. The second is the term's BM25 weight in each
+        row but for idf and the query's weight: fixed until the next build (a new index)."""
         got = self._arrays.get(term)
         if got is None:
             posting = self._posting_lists.get(term)
@@ -49,58 +55,78 @@ class ArrayBM25Index(SparseInvertedIndex):
                 return None
             rows = np.fromiter((p[0] for p in posting), dtype=np.int32, count=len(posting))
             tf = np.fromiter((p[1] for p in posting), dtype=np.float64, count=len(posting))
+            if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):  # built in row order; kept so
+                order = np.argsort(rows, kind="stable")
+                rows, tf = rows[order], tf[order]
             # milvus-lite computes tf * (k1 + 1) on Python floats, then meets float32 (the
             # document length): the product is rounded to float32 once, as here.
-            got = (rows, tf.astype(np.float32), (tf * (self.k1 + 1.0)).astype(np.float32))
+            tf_k1 = (tf * (self.k1 + 1.0)).astype(np.float32)
+            got = (rows, tf_k1 / (tf.astype(np.float32) + self._norm()[rows]))
             self._arrays[term] = got  # a race computes the same arrays twice, harmlessly
         return got
 
+    def _norm(self) -> np.ndarray:
+        """The length part of the denominator, per row: float32 as milvus-lite computes it
+        (b * dl / avgdl on a float32 dl, then 1 - b + …, then k1 x …)."""
+        norm = self._norms
+        if norm is None or len(norm) != len(self._doc_lengths):
+            k1, b = self.k1, self.b
+            avgdl = self.avgdl if self.avgdl > 0 else 1.0
+            norm = np.float32(k1) * (np.float32(1.0 - b) + np.float32(b) * self._doc_lengths / np.float32(avgdl))
+            self._norms = norm
+        return norm
+
     def build(self, sparse_vectors: List[Dict[int, float]], valid_mask: Optional[np.ndarray] = None) -> None:
-        self._arrays = {}  # before and after: no search may pair old arrays with new statistics
+        self._arrays, self._norms = {}, None  # before and after: no search may pair old arrays with new statistics
         super().build(sparse_vectors, valid_mask)
-        self._arrays = {}
+        self._arrays, self._norms = {}, None
 
     def search(self, query_sparse_vectors: List[Dict[int, float]], top_k: int,
                valid_mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-        lengths = self._doc_lengths
-        valid_mask = validate_mask(valid_mask, len(lengths))
+        rows_total = len(self._doc_lengths)
+        valid_mask = validate_mask(valid_mask, rows_total)
+        if valid_mask is not None and bool(valid_mask.all()):
+            valid_mask = None  # every row may match: no per-term filtering
         nq = len(query_sparse_vectors)
         all_ids, all_dists = empty_results(nq, top_k)
         if self.doc_count == 0 or top_k == 0:
             return all_ids, all_dists
         n_docs = self.doc_count
-        k1, b = self.k1, self.b
-        avgdl = self.avgdl if self.avgdl > 0 else 1.0
-        # The length part of the denominator, per row: float32 as milvus-lite computes it
-        # (b * dl / avgdl on a float32 dl, then 1 - b + …, then k1 x …).
-        norm = np.float32(k1) * (np.float32(1.0 - b) + np.float32(b) * lengths / np.float32(avgdl))
         for qi, query in enumerate(query_sparse_vectors):
             if not query:
                 continue
-            scores = np.zeros(len(lengths), dtype=np.float32)
-            first = np.full(len(lengths), len(query), dtype=np.int64)  # the first query term a row matched
+            scores = np.zeros(rows_total, dtype=np.float32)
+            matched = np.zeros(rows_total, dtype=bool)
+            postings = []  # (query position, rows) of the terms some row holds
             for t, (term, weight) in enumerate(query.items()):
                 got = self._postings(term)
                 if got is None:
                     continue
-                rows, tf, tf_k1 = got
+                rows, part = got
+                postings.append((t, rows))
                 if valid_mask is not None:
                     keep = valid_mask[rows]
-                    rows, tf, tf_k1 = rows[keep], tf[keep], tf_k1[keep]
+                    rows, part = rows[keep], part[keep]
                     if not len(rows):
                         continue
                 df = self._df[term]
                 idf = math.log((n_docs - df + 0.5) / (df + 0.5) + 1.0)
-                contribution = np.float32(idf) * (tf_k1 / (tf + norm[rows])) * np.float32(weight)
-                scores[rows] += contribution  # rows are distinct within a posting list
-                first[rows] = np.minimum(first[rows], t)  # distinct rows: a plain assignment
-            hit = np.flatnonzero(first < len(query))
+                scores[rows] += np.float32(idf) * part * np.float32(weight)  # distinct rows per posting list
+                matched[rows] = True
+            hit = np.flatnonzero(matched)
             if not len(hit):
                 continue
             if len(hit) > top_k:  # only the rows that can be in the top k need ordering
                 kth = np.partition(scores[hit], len(hit) - top_k)[len(hit) - top_k]
                 hit = hit[scores[hit] >= kth]
-            order = np.lexsort((hit, first[hit], -scores[hit]))[:top_k]
+            # Ties keep milvus-lite's order: the row whose first matching term comes first in
+            # the query, then the lower row; looked up for these rows only (rows ascending).
+            first = np.full(len(hit), len(query), dtype=np.int64)
+            for t, rows in postings:
+                at = np.minimum(np.searchsorted(rows, hit), len(rows) - 1)
+                holds = rows[at] == hit
+                first[holds] = np.minimum(first[holds], t)
+            order = np.lexsort((hit, first, -scores[hit]))[:top_k]
             best = hit[order]
             all_ids[qi, :len(best)] = best
             all_dists[qi, :len(best)] = -scores[best]

@@ -39,7 +39,7 @@ def test_the_array_scorer_ranks_and_scores_as_milvus_lite_does(seed: int) -> Non
     queries = [{int(40 * rng.random() ** 2): float(rng.choice([1, 1, 2])) for _ in range(rng.randint(1, 14))}
                for _ in range(25)] + [{}, {10**9: 1.0}]
     for top_k in (1, 10, 30, 5000):
-        for mask in (None, np.array([rng.random() < 0.3 for _ in docs])):
+        for mask in (None, np.array([rng.random() < 0.3 for _ in docs]), np.ones(len(docs), dtype=bool)):
             want_ids, want_dists = theirs.search(queries, top_k, valid_mask=mask)
             got_ids, got_dists = ours.search(queries, top_k, valid_mask=mask)
             assert got_ids.dtype == want_ids.dtype and got_dists.dtype == want_dists.dtype
