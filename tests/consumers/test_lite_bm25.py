@@ -45,6 +45,8 @@ def test_the_array_scorer_ranks_and_scores_as_milvus_lite_does(seed: int) -> Non
             assert got_ids.dtype == want_ids.dtype and got_dists.dtype == want_dists.dtype
             np.testing.assert_array_equal(got_ids, want_ids)
             np.testing.assert_array_equal(got_dists, want_dists)  # exact, not approximately
+    if len(docs) >= 800:  # both forms of a term's arrays were used: listed rows, and every row
+        assert {held is None for _, _, held in ours._arrays.values()} == {True, False}
 
 
 def test_a_bad_mask_is_refused_as_milvus_lite_refuses_it() -> None:
