@@ -107,6 +107,11 @@ def _hit(h: Any, score: float) -> Hit:
                uri=e.get("uri"), heading=e.get("heading"), text=e.get("text"))
 
 
+def _holding(term: str, hits: Iterable[Hit], limit: int) -> list[Hit]:
+    """The first ``limit`` of ``hits`` whose text holds ``term`` as written, scored 1."""
+    return [replace(h, score=1.0) for h in hits if term in (h.text or "")][:limit]
+
+
 def _fuse(ranked: list[list[Hit]], verbatim: list[list[Hit]], limit: int,
           weights: list[float] | None = None) -> list[Hit]:
     """The ``limit`` best hits of the legs by (weighted) reciprocal rank, scored by it. A
@@ -174,7 +179,7 @@ class SearchMixin:
                     raise ValueError("hybrid search needs the query's vector")
                 legs.append(self._dense(vector, expr, k, ef))
                 weights = [1.0, QUESTION_LEXICAL_WEIGHT if is_question(query) else 1.0]
-            bm25, verbatim = self._lexical(query, exact_terms(query), expr, k)
+            bm25, verbatim = self._lexical(query, exact_terms(query), expr, k, seen=[h for leg in legs for h in leg])
             return _fuse([*legs, bm25], verbatim, limit, weights)
         except MilvusException as exc:
             raise self._transient(f"Milvus search failed: {exc}", exc) from exc
@@ -232,14 +237,22 @@ class SearchMixin:
         # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
         return [[_hit(h, abs(float(h.distance))) for h in hits] for hits in res]
 
-    def _lexical(self, query: str, terms: list[str], expr: str, limit: int) -> tuple[list[Hit], list[list[Hit]]]:
-        """The BM25 leg of ``query`` and the verbatim leg of each of ``terms``, their BM25
-        lookups in one request: milvus-lite pays a pass over every row per request (its
-        deletion and version checks), whatever the request asks (bench/README.md, "At 100k
-        chunks")."""
-        wide = max(limit, VERBATIM_CANDIDATES) if terms else limit
-        ranked, *candidates = self._bm25_each([query, *terms], expr, wide)
-        return ranked[:limit], [self._verbatim(t, expr, limit, hits) for t, hits in zip(terms, candidates)]
+    def _lexical(self, query: str, terms: list[str], expr: str, limit: int,
+                 seen: Iterable[Hit] = ()) -> tuple[list[Hit], list[list[Hit]]]:
+        """The BM25 leg of ``query`` (its ``limit`` best) and the verbatim leg of each of
+        ``terms`` (:meth:`_verbatim`), the chunks the legs found (this BM25 leg and ``seen``,
+        e.g. the dense leg's) looked at first. A term's own lookups, in one request for all
+        terms that need them, only when no chunk at hand holds it: a request costs milvus-lite
+        a pass over every row (bench/README.md, "At 100k chunks")."""
+        ranked = self._bm25(query, expr, limit)
+        at_hand = list({h.chunk_id: h for h in [*ranked, *seen]}.values())
+        verbatim = {t: _holding(t, at_hand, limit) for t in terms}
+        missing = [t for t, found in verbatim.items() if not found]
+        if missing:
+            wide = max(limit, VERBATIM_CANDIDATES)
+            for t, candidates in zip(missing, self._bm25_each(missing, expr, wide)):
+                verbatim[t] = self._verbatim(t, expr, limit, candidates)
+        return ranked, [verbatim[t] for t in terms]
 
     def _verbatim(self, term: str, expr: str, limit: int, candidates: list[Hit] | None = None) -> list[Hit]:
         """Chunks holding ``term`` exactly as written (case and punctuation included).
@@ -252,7 +265,7 @@ class SearchMixin:
         ``4.2.1``, in a crowd of others) are not looked at."""
         if candidates is None:
             candidates = self._bm25(term, expr, max(limit, VERBATIM_CANDIDATES))
-        found = [replace(h, score=1.0) for h in candidates if term in (h.text or "")][:limit]
+        found = _holding(term, candidates, limit)
         if found:
             return found
         rows = self.client.query(collection_name=self.target, filter=f'({expr}) and text like "%{escape_like(term)}%"',

@@ -70,25 +70,40 @@ def test_an_exact_identifier_is_found_by_hybrid_search_where_dense_search_misses
         assert hits[0].score > hits[1].score, "the verbatim match ranks alone at the top"
 
 
-def test_the_lexical_leg_and_its_identifiers_are_one_request(notes, embedder, monkeypatch):
-    """milvus-lite pays a pass over every row per request, so the BM25 leg and the verbatim
-    lookups of the query's identifiers go to Milvus together; the results are those of
-    separate lookups."""
+def test_identifiers_are_looked_for_among_the_legs_chunks_first(notes, embedder, monkeypatch):
+    """A request costs milvus-lite a pass over every row, so the verbatim leg looks first
+    among the chunks the legs found; only the identifiers none of them holds get lookups of
+    their own, one request for all of them; the results are those of separate lookups."""
     if not notes.engine.full_text:
         pytest.skip("Milvus < 2.5: no lexical leg (searches are dense-only)")
     query = "error E1234-X or E4321-X during the backup"
+    terms = exact_terms(query)
     expr, _ = notes.search_plan(["group:ops"], 5)
-    apart = [notes._bm25(query, expr, 30), notes._verbatim("E1234-X", expr, 30), notes._verbatim("E4321-X", expr, 30)]
+    apart = [notes._verbatim(t, expr, 30) for t in terms]
     sent, search = [], notes.client.search
     monkeypatch.setattr(notes.client, "search", lambda *a, **kw: sent.append(kw["data"]) or search(*a, **kw))
-    ranked, verbatim = notes._lexical(query, exact_terms(query), expr, 30)
-    assert sent == [[query, "E1234-X", "E4321-X"]]
-    assert [[h.chunk_id for h in leg] for leg in [ranked, *verbatim]] == [[h.chunk_id for h in leg] for leg in apart]
+    ranked, verbatim = notes._lexical(query, terms, expr, 30)
+    assert sent == [[query]], "every identifier is in a chunk the BM25 leg found: no lookups of their own"
+    assert [h.chunk_id for h in ranked] == [h.chunk_id for h in notes._bm25(query, expr, 30)]
+    assert [{h.chunk_id for h in leg} for leg in verbatim] == [{h.chunk_id for h in leg} for leg in apart]
     assert [h.doc_id for h in verbatim[1]] == ["runbooks:E4321-X"]
-    few, _ = notes._lexical(query, exact_terms(query), expr, 3)  # cut from the wider request
-    assert [h.chunk_id for h in few] == [h.chunk_id for h in notes._bm25(query, expr, 3)] and len(few) == 3
+    assert {h.doc_id for h in verbatim[0]} == {"runbooks:E1234-X", "runbooks:E1234-XX"}  # as written, within
+    # A BM25 leg of one chunk holds one of the two at most: the other is looked up, alone.
     sent.clear()
-    hits = notes.search(embedder.embed([query])[0], ["group:ops"], 5, query=query, mode="lexical")
+    ranked, verbatim = notes._lexical(query, terms, expr, 1)
+    held = [t for t in terms if t in ranked[0].text]
+    assert len(held) == 1 and sent == [[query], [t for t in terms if t not in held]]
+    for t, leg in zip(terms, verbatim):
+        want = ranked if t in held else notes._verbatim(t, expr, 1)
+        assert [h.chunk_id for h in leg] == [h.chunk_id for h in want] and len(leg) == 1, t
+    # The dense leg's chunks count too: a hybrid search holding both in its legs asks no more.
+    vector = embedder.embed([query])[0]
+    sent.clear()
+    hits = notes.search(vector, ["group:ops"], 5, query=query, mode="hybrid")
+    texts = [data for data in sent if isinstance(data[0], str)]  # the dense leg may widen its beam
+    assert texts == [[query]] and {h.doc_id for h in hits[:2]} == {"runbooks:E1234-X", "runbooks:E4321-X"}
+    sent.clear()
+    hits = notes.search(vector, ["group:ops"], 5, query=query, mode="lexical")
     assert len(sent) == 1 and {h.doc_id for h in hits[:2]} == {"runbooks:E1234-X", "runbooks:E4321-X"}
 
 
