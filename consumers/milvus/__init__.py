@@ -53,12 +53,13 @@ Hybrid search (``mode``): a **dense** leg (the HNSW walk above) and a **lexical*
 over ``text``, computed by Milvus itself: ``text`` is analyzed (:data:`ANALYZER`) and a BM25
 ``Function`` fills the ``sparse`` field on every insert and upsert, so writers never write
 it (and must not: :meth:`MilvusIndex.writable_fields`). The legs' candidates are fused by
-reciprocal rank (:func:`rrf`), in Python rather than with ``hybrid_search``: the dense leg
+reciprocal rank (:func:`rrf`), in Python rather than with ``hybrid_search`` (the two legs run
+at once, the dense one in a worker thread): the dense leg
 keeps its widen-the-beam retry and a third, **exact** leg can join — identifiers in the
 query (``E1234-X``, ``JIRA-4711``, ``4.2.1``, anything in double quotes) are looked up
-verbatim (among the VERBATIM_CANDIDATES chunks BM25 ranks best for the identifier alone,
-those whose text holds it as written: an index lookup; a ``text like "%…%"`` scan of every
-visible chunk only when none of them holds it), because the analyzer splits ``E1234-X``
+verbatim (first among the chunks the legs found, then among the VERBATIM_CANDIDATES chunks
+BM25 ranks best for the identifier alone — an index lookup — and a ``text like "%…%"`` scan
+of every visible chunk only when none of those holds it as written), because the analyzer splits ``E1234-X``
 into ``e1234`` and ``x`` and BM25 then also ranks ``E1234-Y``. Every leg carries the same ACL expression from
 :meth:`MilvusIndex.search_plan`; filters (source, classification, modified time) are ANDed
 to it. A collection made before hybrid search (no ``sparse`` field) is searched dense-only

@@ -137,10 +137,10 @@ QUESTION_LEXICAL_WEIGHT = 0.3
 FUSION_CANDIDATES = 30
 #: At most this many verbatim identifiers are looked up per query (one BM25 lookup each).
 EXACT_TERMS_MAX = 3
-#: The verbatim leg looks for an identifier among the chunks BM25 ranks best for the
-#: identifier alone, this many: an index lookup; a ``like`` scan of every visible chunk (over
-#: a second at 100k chunks on milvus-lite; bench/README.md, "At 100k chunks") only when none
-#: of them holds it.
+#: The verbatim leg looks for an identifier among the chunks the legs found; when none holds
+#: it, among the chunks BM25 ranks best for the identifier alone, this many: an index lookup;
+#: a ``like`` scan of every visible chunk (over a second at 100k chunks on milvus-lite;
+#: bench/README.md, "At 100k chunks") only when none of those holds it either.
 VERBATIM_CANDIDATES = 200
 #: A caller who may see at least this share of the ACL sets gets dense search without the
 #: ACL filter in Milvus: the ``limit`` / share x POSTFILTER_OVERSAMPLE nearest chunks (at most

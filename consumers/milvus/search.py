@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 from consumers.milvus.schema import EF_MAX, EF_PER_SELECTIVITY, EF_SEARCH, EXACT_TERMS_MAX, FUSION_CANDIDATES, IndexSchemaError, KEYS_PER_PRINCIPAL_MAX, MODES, MODIFIED_FIELD, POSTFILTER_MAX, POSTFILTER_MIN_SHARE, POSTFILTER_OVERSAMPLE, QUESTION_LEXICAL_WEIGHT, RRF_K, SPARSE_FIELD, VERBATIM_CANDIDATES
@@ -12,6 +13,10 @@ from pymilvus.exceptions import MilvusException
 from ragstream.logging import get_logger
 
 log = get_logger(__name__)
+
+#: Runs a hybrid search's dense leg while the calling thread runs its BM25 leg (threads start
+#: on first use; one per concurrent hybrid search, up to this many, then they queue).
+_LEGS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search-leg")
 
 
 @dataclass(frozen=True)
@@ -173,13 +178,18 @@ class SearchMixin:
             if not query or not query.strip():
                 raise ValueError(f"{mode} search needs the query's text")
             k = max(FUSION_CANDIDATES, 3 * limit)
-            legs, weights = [], [1.0]
-            if mode == "hybrid":
-                if vector is None:
-                    raise ValueError("hybrid search needs the query's vector")
-                legs.append(self._dense(vector, expr, k, ef))
-                weights = [1.0, QUESTION_LEXICAL_WEIGHT if is_question(query) else 1.0]
-            bm25, verbatim = self._lexical(query, exact_terms(query), expr, k, seen=[h for leg in legs for h in leg])
+            if mode == "lexical":
+                bm25, verbatim = self._lexical(query, exact_terms(query), expr, k)
+                return _fuse([bm25], verbatim, limit)
+            if vector is None:
+                raise ValueError("hybrid search needs the query's vector")
+            # The legs run at once: the engine's HNSW walk and BM25 scoring overlap (both
+            # release the GIL in a milvus-lite server; a Milvus server runs them in parallel).
+            dense = _LEGS.submit(self._dense, vector, expr, k, ef)
+            bm25 = self._bm25(query, expr, k)  # on an error here the dense leg ends unread
+            legs = [dense.result()]  # its error, if any, raised here
+            weights = [1.0, QUESTION_LEXICAL_WEIGHT if is_question(query) else 1.0]
+            verbatim = self._verbatim_legs(exact_terms(query), [*bm25, *legs[0]], expr, k)
             return _fuse([*legs, bm25], verbatim, limit, weights)
         except MilvusException as exc:
             raise self._transient(f"Milvus search failed: {exc}", exc) from exc
@@ -237,22 +247,25 @@ class SearchMixin:
         # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
         return [[_hit(h, abs(float(h.distance))) for h in hits] for hits in res]
 
-    def _lexical(self, query: str, terms: list[str], expr: str, limit: int,
-                 seen: Iterable[Hit] = ()) -> tuple[list[Hit], list[list[Hit]]]:
+    def _lexical(self, query: str, terms: list[str], expr: str, limit: int) -> tuple[list[Hit], list[list[Hit]]]:
         """The BM25 leg of ``query`` (its ``limit`` best) and the verbatim leg of each of
-        ``terms`` (:meth:`_verbatim`), the chunks the legs found (this BM25 leg and ``seen``,
-        e.g. the dense leg's) looked at first. A term's own lookups, in one request for all
-        terms that need them, only when no chunk at hand holds it: a request costs milvus-lite
-        a pass over every row (bench/README.md, "At 100k chunks")."""
+        ``terms`` (:meth:`_verbatim_legs`)."""
         ranked = self._bm25(query, expr, limit)
-        at_hand = list({h.chunk_id: h for h in [*ranked, *seen]}.values())
+        return ranked, self._verbatim_legs(terms, ranked, expr, limit)
+
+    def _verbatim_legs(self, terms: list[str], at_hand: list[Hit], expr: str, limit: int) -> list[list[Hit]]:
+        """The verbatim leg of each of ``terms`` (:meth:`_verbatim`), looked for first among
+        the chunks the other legs found (``at_hand``). A term's own lookups, in one request
+        for all the terms that need them, only when no chunk at hand holds it: a request costs
+        milvus-lite a pass over every row (bench/README.md, "At 100k chunks")."""
+        at_hand = list({h.chunk_id: h for h in at_hand}.values())
         verbatim = {t: _holding(t, at_hand, limit) for t in terms}
         missing = [t for t, found in verbatim.items() if not found]
         if missing:
             wide = max(limit, VERBATIM_CANDIDATES)
             for t, candidates in zip(missing, self._bm25_each(missing, expr, wide)):
                 verbatim[t] = self._verbatim(t, expr, limit, candidates)
-        return ranked, [verbatim[t] for t in terms]
+        return [verbatim[t] for t in terms]
 
     def _verbatim(self, term: str, expr: str, limit: int, candidates: list[Hit] | None = None) -> list[Hit]:
         """Chunks holding ``term`` exactly as written (case and punctuation included).
