@@ -67,7 +67,9 @@ class ArrayBM25Index(SparseInvertedIndex):
                 return None
             rows = np.fromiter((p[0] for p in posting), dtype=np.int32, count=len(posting))
             tf = np.fromiter((p[1] for p in posting), dtype=np.float64, count=len(posting))
-            if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):  # built in row order; kept so
+            # milvus-lite's build and load list a term's rows once each, ascending (its tie
+            # order is that order); kept so should a release change that.
+            if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):
                 order = np.argsort(rows, kind="stable")
                 rows, tf = rows[order], tf[order]
             # milvus-lite computes tf * (k1 + 1) on Python floats, then meets float32 (the
@@ -104,6 +106,10 @@ class ArrayBM25Index(SparseInvertedIndex):
 
     def search(self, query_sparse_vectors: List[Dict[int, float]], top_k: int,
                valid_mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        if not all(math.isfinite(w) for query in query_sparse_vectors for w in query.values()):
+            # not from the BM25 function (counts of the query's words): milvus-lite's own
+            # arithmetic for it (0 x inf over every row would be NaN here)
+            return super().search(query_sparse_vectors, top_k, valid_mask)
         rows_total = len(self._doc_lengths)
         valid_mask = validate_mask(valid_mask, rows_total)
         if valid_mask is not None and bool(valid_mask.all()):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
@@ -14,9 +16,19 @@ from ragstream.logging import get_logger
 
 log = get_logger(__name__)
 
-#: Runs a hybrid search's dense leg while the calling thread runs its BM25 leg (threads start
-#: on first use; one per concurrent hybrid search, up to this many, then they queue).
-_LEGS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search-leg")
+#: Workers that run hybrid searches' dense legs while the calling threads run the BM25 legs.
+LEG_WORKERS = 8
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _legs() -> ThreadPoolExecutor:
+    """This process's leg workers (threads start on first use; a forked child makes its own)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=LEG_WORKERS, thread_name_prefix="search-leg"))
+        return _pool[1]
 
 
 @dataclass(frozen=True)
@@ -179,17 +191,19 @@ class SearchMixin:
                 raise ValueError(f"{mode} search needs the query's text")
             k = max(FUSION_CANDIDATES, 3 * limit)
             if mode == "lexical":
-                bm25, verbatim = self._lexical(query, exact_terms(query), expr, k)
+                bm25, verbatim = self._lexical(query, exact_terms(query), expr, k, limit)
                 return _fuse([bm25], verbatim, limit)
             if vector is None:
                 raise ValueError("hybrid search needs the query's vector")
-            # The legs run at once: the engine's HNSW walk and BM25 scoring overlap (both
-            # release the GIL in a milvus-lite server; a Milvus server runs them in parallel).
-            dense = _LEGS.submit(self._dense, vector, expr, k, ef)
+            # The legs run at once, the dense one in a worker thread: they overlap in part (a
+            # milvus-lite server's HNSW walk and numpy BM25 scoring release the GIL; bench/README.md,
+            # "At 100k chunks"). A dense leg still queued when the BM25 leg ends (every worker
+            # busy) runs here instead: never slower than one leg after the other.
+            dense = _legs().submit(self._dense, vector, expr, k, ef)
             bm25 = self._bm25(query, expr, k)  # on an error here the dense leg ends unread
-            legs = [dense.result()]  # its error, if any, raised here
+            legs = [self._dense(vector, expr, k, ef) if dense.cancel() else dense.result()]  # its error raised here
             weights = [1.0, QUESTION_LEXICAL_WEIGHT if is_question(query) else 1.0]
-            verbatim = self._verbatim_legs(exact_terms(query), [*bm25, *legs[0]], expr, k)
+            verbatim = self._verbatim_legs(exact_terms(query), [*bm25, *legs[0]], expr, k, limit)
             return _fuse([*legs, bm25], verbatim, limit, weights)
         except MilvusException as exc:
             raise self._transient(f"Milvus search failed: {exc}", exc) from exc
@@ -247,20 +261,28 @@ class SearchMixin:
         # BM25 is never negative; milvus-lite reports it negated (smaller distance = better).
         return [[_hit(h, abs(float(h.distance))) for h in hits] for hits in res]
 
-    def _lexical(self, query: str, terms: list[str], expr: str, limit: int) -> tuple[list[Hit], list[list[Hit]]]:
+    def _lexical(self, query: str, terms: list[str], expr: str, limit: int,
+                 page: int) -> tuple[list[Hit], list[list[Hit]]]:
         """The BM25 leg of ``query`` (its ``limit`` best) and the verbatim leg of each of
-        ``terms`` (:meth:`_verbatim_legs`)."""
+        ``terms`` (:meth:`_verbatim_legs`) for a page of ``page`` results."""
         ranked = self._bm25(query, expr, limit)
-        return ranked, self._verbatim_legs(terms, ranked, expr, limit)
+        return ranked, self._verbatim_legs(terms, ranked, expr, limit, page)
 
-    def _verbatim_legs(self, terms: list[str], at_hand: list[Hit], expr: str, limit: int) -> list[list[Hit]]:
-        """The verbatim leg of each of ``terms`` (:meth:`_verbatim`), looked for first among
-        the chunks the other legs found (``at_hand``). A term's own lookups, in one request
-        for all the terms that need them, only when no chunk at hand holds it: a request costs
-        milvus-lite a pass over every row (bench/README.md, "At 100k chunks")."""
+    def _verbatim_legs(self, terms: list[str], at_hand: list[Hit], expr: str, limit: int,
+                       page: int) -> list[list[Hit]]:
+        """The verbatim leg of each of ``terms`` (:meth:`_verbatim`) for a page of ``page``
+        results, the chunks the other legs found (``at_hand``) looked at first.
+
+        When ``page`` of them hold a term as written, its own lookups are skipped: a chunk
+        holding it that no leg found would score 1 / (RRF_K + 1) in the fusion, below each of
+        those ``page`` (the same, plus their leg's rank), so it could not reach the page.
+        (With several identifiers, a chunk no leg found that holds more of them than those
+        do could; that is the price.) Otherwise the term is looked up (:meth:`_verbatim`),
+        one request for all the terms that need it: a request costs milvus-lite a pass over
+        every row (bench/README.md, "At 100k chunks")."""
         at_hand = list({h.chunk_id: h for h in at_hand}.values())
         verbatim = {t: _holding(t, at_hand, limit) for t in terms}
-        missing = [t for t, found in verbatim.items() if not found]
+        missing = [t for t, found in verbatim.items() if len(found) < min(page, limit)]
         if missing:
             wide = max(limit, VERBATIM_CANDIDATES)
             for t, candidates in zip(missing, self._bm25_each(missing, expr, wide)):

@@ -49,6 +49,19 @@ def test_the_array_scorer_ranks_and_scores_as_milvus_lite_does(seed: int) -> Non
         assert {held is None for _, _, held in ours._arrays.values()} == {True, False}
 
 
+def test_a_query_weight_no_bm25_function_makes_gets_milvus_lite_s_own_arithmetic() -> None:
+    rng = random.Random(7)
+    docs = corpus(rng, 800, 40)
+    theirs, ours = SparseInvertedIndex(), ArrayBM25Index()
+    theirs.build(docs)
+    ours.build(docs)
+    queries = [{0: float("inf"), 3: 1.0}, {1: float("nan")}, {0: 1.0, 2: 2.0}]
+    want_ids, want_dists = theirs.search(queries, 10)
+    got_ids, got_dists = ours.search(queries, 10)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_array_equal(got_dists, want_dists)
+
+
 def test_a_bad_mask_is_refused_as_milvus_lite_refuses_it() -> None:
     ours = ArrayBM25Index()
     ours.build([{1: 1.0}, {2: 1.0}])

@@ -72,8 +72,9 @@ def test_an_exact_identifier_is_found_by_hybrid_search_where_dense_search_misses
 
 def test_identifiers_are_looked_for_among_the_legs_chunks_first(notes, embedder, monkeypatch):
     """A request costs milvus-lite a pass over every row, so the verbatim leg looks first
-    among the chunks the legs found; only the identifiers none of them holds get lookups of
-    their own, one request for all of them; the results are those of separate lookups."""
+    among the chunks the legs found: when a page's worth of them hold an identifier, it gets
+    no lookup of its own (no chunk beyond them could reach the page); the others are looked
+    up, one request for all of them, with the results of separate lookups."""
     if not notes.engine.full_text:
         pytest.skip("Milvus < 2.5: no lexical leg (searches are dense-only)")
     query = "error E1234-X or E4321-X during the backup"
@@ -82,29 +83,64 @@ def test_identifiers_are_looked_for_among_the_legs_chunks_first(notes, embedder,
     apart = [notes._verbatim(t, expr, 30) for t in terms]
     sent, search = [], notes.client.search
     monkeypatch.setattr(notes.client, "search", lambda *a, **kw: sent.append(kw["data"]) or search(*a, **kw))
-    ranked, verbatim = notes._lexical(query, terms, expr, 30)
-    assert sent == [[query]], "every identifier is in a chunk the BM25 leg found: no lookups of their own"
+    # A page of 2: E1234-X is held by 2 of the chunks found (E1234-X and E1234-XX), E4321-X by 1.
+    ranked, verbatim = notes._lexical(query, terms, expr, 30, 2)
     assert [h.chunk_id for h in ranked] == [h.chunk_id for h in notes._bm25(query, expr, 30)]
-    assert [{h.chunk_id for h in leg} for leg in verbatim] == [{h.chunk_id for h in leg} for leg in apart]
-    assert [h.doc_id for h in verbatim[1]] == ["runbooks:E4321-X"]
+    assert sent[:2] == [[query], ["E4321-X"]] and len(sent) == 3  # the third: _bm25 just above
     assert {h.doc_id for h in verbatim[0]} == {"runbooks:E1234-X", "runbooks:E1234-XX"}  # as written, within
-    # A BM25 leg of one chunk holds one of the two at most: the other is looked up, alone.
+    assert [[h.chunk_id for h in leg] for leg in verbatim[1:]] == [[h.chunk_id for h in apart[1]]]
+    # A page of 1: both held by a chunk found, no lookup.
     sent.clear()
-    ranked, verbatim = notes._lexical(query, terms, expr, 1)
-    held = [t for t in terms if t in ranked[0].text]
-    assert len(held) == 1 and sent == [[query], [t for t in terms if t not in held]]
-    for t, leg in zip(terms, verbatim):
-        want = ranked if t in held else notes._verbatim(t, expr, 1)
-        assert [h.chunk_id for h in leg] == [h.chunk_id for h in want] and len(leg) == 1, t
-    # The dense leg's chunks count too: a hybrid search holding both in its legs asks no more.
+    _, verbatim = notes._lexical(query, terms, expr, 30, 1)
+    assert sent == [[query]]
+    assert [{h.chunk_id for h in leg} for leg in verbatim] == [{h.chunk_id for h in leg} for leg in apart]
+    # A page of 5: neither is held by 5 chunks, both looked up in one request, as apart.
+    sent.clear()
+    _, verbatim = notes._lexical(query, terms, expr, 30, 5)
+    assert sent == [[query], terms]
+    assert [[h.chunk_id for h in leg] for leg in verbatim] == [[h.chunk_id for h in leg] for leg in apart]
+    # The dense leg's chunks count too.
     vector = embedder.embed([query])[0]
     sent.clear()
-    hits = notes.search(vector, ["group:ops"], 5, query=query, mode="hybrid")
+    hits = notes.search(vector, ["group:ops"], 1, query=query, mode="hybrid")
     texts = [data for data in sent if isinstance(data[0], str)]  # the dense leg may widen its beam
-    assert texts == [[query]] and {h.doc_id for h in hits[:2]} == {"runbooks:E1234-X", "runbooks:E4321-X"}
+    assert texts == [[query]] and hits[0].doc_id in {"runbooks:E1234-X", "runbooks:E4321-X"}
     sent.clear()
     hits = notes.search(vector, ["group:ops"], 5, query=query, mode="lexical")
-    assert len(sent) == 1 and {h.doc_id for h in hits[:2]} == {"runbooks:E1234-X", "runbooks:E4321-X"}
+    assert len(sent) == 2 and {h.doc_id for h in hits[:2]} == {"runbooks:E1234-X", "runbooks:E4321-X"}
+
+
+def test_a_page_of_identifier_holders_is_found_beyond_the_legs():
+    """Fifteen chunks hold the identifier; the query's BM25 leg found one of them among
+    chunks that share its other word: the page is the holders all the same."""
+    from consumers.milvus.search import Hit, SearchMixin, _fuse
+
+    holders = [Hit(f"h{i:02d}", f"d:h{i}", 0.0, "s", "t", "u", "", f"log E1234-X line {i}") for i in range(15)]
+    others = [Hit(f"b{i:02d}", f"d:b{i}", 0.0, "s", "t", "u", "", f"backup notes {i}") for i in range(40)]
+
+    class Index(SearchMixin):
+        def _bm25_each(self, queries, expr, limit):
+            return [(holders if q == "E1234-X" else [holders[0], *others])[:limit] for q in queries]
+
+    ranked, verbatim = Index()._lexical("E1234-X backup", ["E1234-X"], "true", 30, 10)
+    assert [h.doc_id for h in _fuse([ranked], verbatim, 10)] == [h.doc_id for h in holders[:10]]
+
+
+def test_an_error_in_the_dense_leg_is_the_search_s_error(notes, embedder, monkeypatch):
+    """The dense leg runs in a worker thread; Milvus failing there fails the search as a
+    transient index error, as on the caller's own thread."""
+    from pymilvus.exceptions import MilvusException
+
+    if not notes.engine.full_text:
+        pytest.skip("Milvus < 2.5: hybrid searches are dense-only, on the caller's thread")
+
+    def broken(*a, **kw):
+        raise MilvusException(message="dense leg down")
+
+    monkeypatch.setattr(notes, "_ann", broken)
+    with pytest.raises(Exception, match="dense leg down") as caught:
+        notes.search(embedder.embed(["backup"])[0], ["group:ops"], 3, query="backup", mode="hybrid")
+    assert type(caught.value).__name__ == "TransientIndexError"
 
 
 def test_every_leg_is_acl_filtered(notes, embedder):
