@@ -38,8 +38,8 @@ from consumers.milvus.lite_patch import on_written_release
 
 #: A term held by at least this share of the rows ("the", "and", "of") is kept as arrays
 #: over every row (5 bytes a row, 2.5x its posting list's 8 at the threshold, less above it)
-#: and scored by one vectorized add instead of a gather and a scatter: at 100k rows 0.03 ms
-#: against 0.2 ms at a quarter of the rows held, 0.7 ms at nine tenths.
+#: and scored by one vectorized add over every row instead of a gather and a scatter per
+#: listed row, which costs several times more from a quarter of the rows up.
 DENSE_SHARE = 0.25
 
 #: A term's arrays: (rows ascending, weight) with the weight per listed row, or (None,
