@@ -9,8 +9,8 @@ cached by milvus-lite as before) whose postings are also kept as numpy arrays, b
 on a term's first query (8 bytes per posting — the row, and the term's BM25 weight in it but
 for idf and the query's weight — a fraction of what milvus-lite's own Python tuples take),
 and scored a term at a time over the whole array: a multiply and a scatter-add per posting.
-A filter that keeps every row costs nothing per term, and the tie order is looked up only
-for the rows that can make the top k.
+A filter is applied once, to the rows matched, and the tie order is looked up only for the
+rows that can make the top k.
 
 The scores are bit for bit those of milvus-lite: the same float32 arithmetic (NumPy 2's
 rules for a Python float meeting a float32 — it is converted to float32 — apply to arrays as
@@ -112,8 +112,6 @@ class ArrayBM25Index(SparseInvertedIndex):
             return super().search(query_sparse_vectors, top_k, valid_mask)
         rows_total = len(self._doc_lengths)
         valid_mask = validate_mask(valid_mask, rows_total)
-        if valid_mask is not None and bool(valid_mask.all()):
-            valid_mask = None  # every row may match: no per-term filtering
         nq = len(query_sparse_vectors)
         all_ids, all_dists = empty_results(nq, top_k)
         if self.doc_count == 0 or top_k == 0:
