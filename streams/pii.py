@@ -239,6 +239,9 @@ _INTRO = re.compile(rf"\b(?i:i'm|i\s+am|this\s+is|it's|it\s+is|under|ask|contact
                     rf"submitted|reported|posted|painted|founded)\s+by|"
                     rf"(?:last|first|family|given|maiden|middle|full|sur)\s?name\s*(?:is|was|:|\?))[:,]?\s+"
                     rf"({_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,2}})")
+# Speech attributed after the verb, in news and minutes: '…," says Morrison', "said Ana Ruiz".
+# Only known names: "said Microsoft", "according to Reuters" are no one.
+_SAID = re.compile(rf"\b(?i:says|said|added|explained|according\s+to)[:,]?\s+({_UPPER_WORD}(?:\s+{_UPPER_WORD})?)(?![\w-])")
 # Appositions in news and HR text: "tennis player Ana Ruiz", "CEO Ana Ruiz", "spokeswoman Ana Ruiz".
 _ROLE = re.compile(rf"\b(?i:player|minister|president|senator|governor|mayor|actor|actress|singer|rapper|artist|"
                    rf"ceo|cfo|cto|chairman|chairwoman|chair|director|spokesman|spokeswoman|spokesperson|coach|"
@@ -800,6 +803,13 @@ def _persons(text: str) -> Iterator[Finding]:
                     and words[0].rstrip(".") not in _HONORIFICS \
                     and _is_name_words(words, first, last):
                 yield Finding(m.start(1), m.start(1) + len(" ".join(words)), "PERSON", score, "name:cue")
+    for m in _SAID.finditer(text):
+        words = m.group(1).split()
+        if words[-1].lower() in STOP_WORDS or words[-1].lower() in _NOT_SURNAME:
+            words.pop()
+        if words and words[0] not in _places() and words[0].rstrip(".") not in _HONORIFICS \
+                and (words[0] in first or words[-1] in last) and _is_name_words(words, first, last):
+            yield Finding(m.start(1), m.start(1) + len(" ".join(words)), "PERSON", 0.6, "name:cue")
     for m in _GIVEN_VERB.finditer(text):
         given, surname = m.group(1), m.group(2)
         if given.lower() in _NOT_SURNAME or (surname and f"{given} {surname}" in _places()):

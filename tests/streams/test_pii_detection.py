@@ -68,6 +68,24 @@ def test_a_name_in_a_news_sentence(detector, text, name):
     assert any(t == "PERSON" and name in v for t, v in found(detector, text))
 
 
+@pytest.mark.parametrize("text, name", [
+    ('"Prices will not fall before spring," says Morrison.', "Morrison"),
+    ("The plant stays open, said Ingrid Solberg on Tuesday.", "Ingrid Solberg"),
+    ("according to Harrington, the audit found nothing", "Harrington"),
+])
+def test_a_name_the_speech_is_attributed_to(detector, text, name):
+    assert ("PERSON", name) in found(detector, text)
+
+
+@pytest.mark.parametrize("text", [
+    "he said Microsoft would ship the fix",
+    "according to Reuters, the deal is off",
+    "The rate fell, said Monday's report.",
+])
+def test_speech_attributed_to_no_known_name_is_no_person(detector, text):
+    assert not any(t == "PERSON" for t, _ in found(detector, text)), found(detector, text)
+
+
 @pytest.mark.parametrize("text, number", [
     ("Call me on +41 (0)44 668 18 00 tomorrow.", "+41 (0)44 668 18 00"),
     ("You can reach me at 030 901820 during the day.", "030 901820"),
