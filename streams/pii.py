@@ -239,9 +239,6 @@ _INTRO = re.compile(rf"\b(?i:i'm|i\s+am|this\s+is|it's|it\s+is|under|ask|contact
                     rf"submitted|reported|posted|painted|founded)\s+by|"
                     rf"(?:last|first|family|given|maiden|middle|full|sur)\s?name\s*(?:is|was|:|\?))[:,]?\s+"
                     rf"({_UPPER_WORD}(?:\s+{_UPPER_WORD}){{0,2}})")
-# Speech attributed after the verb, in news and minutes: '…," says Morrison', "said Ana Ruiz".
-# Only known names: "said Microsoft", "according to Reuters" are no one.
-_SAID = re.compile(rf"\b(?i:says|said|added|explained|according\s+to)[:,]?\s+({_UPPER_WORD}(?:\s+{_UPPER_WORD})?)(?![\w-])")
 # Appositions in news and HR text: "tennis player Ana Ruiz", "CEO Ana Ruiz", "spokeswoman Ana Ruiz".
 _ROLE = re.compile(rf"\b(?i:player|minister|president|senator|governor|mayor|actor|actress|singer|rapper|artist|"
                    rf"ceo|cfo|cto|chairman|chairwoman|chair|director|spokesman|spokeswoman|spokesperson|coach|"
@@ -803,13 +800,6 @@ def _persons(text: str) -> Iterator[Finding]:
                     and words[0].rstrip(".") not in _HONORIFICS \
                     and _is_name_words(words, first, last):
                 yield Finding(m.start(1), m.start(1) + len(" ".join(words)), "PERSON", score, "name:cue")
-    for m in _SAID.finditer(text):
-        words = m.group(1).split()
-        if words[-1].lower() in STOP_WORDS or words[-1].lower() in _NOT_SURNAME:
-            words.pop()
-        if words and words[0] not in _places() and words[0].rstrip(".") not in _HONORIFICS \
-                and (words[0] in first or words[-1] in last) and _is_name_words(words, first, last):
-            yield Finding(m.start(1), m.start(1) + len(" ".join(words)), "PERSON", 0.6, "name:cue")
     for m in _GIVEN_VERB.finditer(text):
         given, surname = m.group(1), m.group(2)
         if given.lower() in _NOT_SURNAME or (surname and f"{given} {surname}" in _places()):
@@ -1108,8 +1098,21 @@ _PERSON_AFTER = re.compile(
     r"|\s+(?:said|says|shouted|asked|told|replied|answered|whispered|smiled|laughed|lives|lived|began writing|"
     r"had given|was born|is very reliable|was influenced|married|divorced|died|resigned|retired)\b)")
 _PERSON_BEFORE = re.compile(
-    r"(?:\b(?:said|says|asked|told|thanked|married|divorced|Hi|Hello|Dear|(?i:follow up with)|between him and|"
-    r"between her and|shouted at|leave me)[ \t]+)$")
+    r"(?:\b(?:(?P<speech>said|says|asked|told|added|explained|(?i:according to))|thanked|married|divorced|Hi|Hello|"
+    r"Dear|(?i:follow up with)|between him and|between her and|shouted at|leave me)[ \t]+)$")
+
+
+def _person_context(text: str, start: int, end: int, *, place: bool) -> bool:
+    """Do the words around ``text[start:end]`` say a person: what only a person does or has
+    ("Naile said", "Marina's address", "shouted at Mary")? For words that also name a place
+    (``place``) only speech attributed to them does ('…," says Morrison', "according to
+    Harrington"): a town has an address and a history, it does not talk."""
+    before = _PERSON_BEFORE.search(text, max(0, start - 24), start)
+    if place:
+        return before is not None and before.group("speech") is not None
+    return before is not None or _PERSON_AFTER.match(text, end) is not None
+
+
 _CUED_CAPS = re.compile(rf"(?<![\w'’-])({_UPPER_WORD}(?:[ ](?:[A-Z]\.?|{_UPPER_WORD})){{0,2}})(?![\w-])")
 # Lines of a transcript: "Mineko: What a wife." — a speaker label at the start of a line.
 _SPEAKER = re.compile(rf"^[ \t]*({_UPPER_WORD}(?:[ ][A-Z]\.?)?(?:[ ]{_UPPER_WORD}){{0,2}})[ \t]*:(?=[ \t]*\S)", re.MULTILINE)
@@ -1148,8 +1151,8 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
                 # a cue rule said person ("her maiden name is X", "Dr. X") where the model said place
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+names")
             elif f.recognizer.startswith("ner:") and len(words) <= 4 and not _ORG_SUFFIX.search(value) \
-                    and any(w in first or w in last for w in words) and not _is_place(value) \
-                    and (_PERSON_AFTER.match(text, f.end) or _PERSON_BEFORE.search(text, max(0, f.start - 24), f.start)):
+                    and any(w in first or w in last for w in words) \
+                    and _person_context(text, f.start, f.end, place=_is_place(value)):
                 # what only a person does or has: "Naile said", "said Naile", "Marina's address"
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+context")
         if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
@@ -1175,18 +1178,19 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
         if len(speakers) >= 2 or m.group(1).split()[0] in first:
             persons.append(Finding(m.start(1), m.end(1), "PERSON", 0.75, "name:speaker"))
     # What only a person does or has, around capitalised words the model did not tag:
-    # "Antonsson began writing", "says Morrison", "shouted at Mary".
+    # "Antonsson began writing", "says Morrison", "according to Harrington", "shouted at Mary".
     tagged_starts = [f.start for f in out]  # out is sorted and does not overlap
     for m in _CUED_CAPS.finditer(text):
         s_, e_ = m.span(1)
-        if not (_PERSON_AFTER.match(text, e_) or _PERSON_BEFORE.search(text, max(0, s_ - 24), s_)):
+        if not _person_context(text, s_, e_, place=False):
             continue
         i = bisect.bisect_left(tagged_starts, e_) - 1
         if i >= 0 and out[i].end > s_:
             continue  # the model or a rule already typed these words
         names = m.group(1).split()
         if all(w in first or w in last or _name_word_ok(w) for w in names if len(w.rstrip(".")) > 1) \
-                and any(w in first or w in last for w in names) and not _is_place(m.group(1)):
+                and any(w in first or w in last for w in names) \
+                and _person_context(text, s_, e_, place=_is_place(m.group(1))):
             persons.append(Finding(s_, e_, "PERSON", 0.65, "name:context"))
     # Lists: when one item is a person, and every item could be one, all are.
     person_spans = [(f.start, f.end) for f in out if f.entity_type == "PERSON"]
