@@ -8,7 +8,9 @@ import threading
 import time
 from typing import Callable, Iterable
 from schemas.events import Acl
-from consumers.milvus.schema import CLOCK_SLACK_MS, FULL_RELOAD_EVERY, IndexInputError, MAX_ACL
+from collections import OrderedDict
+from consumers.milvus.schema import (CLOCK_SLACK_MS, FULL_RELOAD_EVERY, IndexInputError, MAX_ACL, SHARE_OBSERVED_KEPT,
+                                     SHARE_OBSERVED_MIN, SHARE_OBSERVED_ROWS, SHARE_OBSERVED_TTL_S)
 
 
 def escape_literal(value: str) -> str:
@@ -87,6 +89,8 @@ class AclSets:
         self._first = threading.Lock()
         self._newest_ms: int | None = None
         self._keys: set[str] = set()
+        # frozenset(keys) -> [rows seen, of them visible, monotonic time of the first]
+        self._observed: OrderedDict[frozenset[str], list[float]] = OrderedDict()
 
     def add(self, key: str, acl: str) -> None:
         self._merge([(key, acl, 0)])
@@ -106,9 +110,35 @@ class AclSets:
             return key in self._keys
 
     def share(self, keys: set[str]) -> float:
-        """These keys' share of all sets: the estimate of the share of rows they select."""
+        """The estimate of the share of rows these keys select: the share of the nearest rows
+        they were seen to select (:meth:`observe`) once enough were seen, else their share of
+        all sets. It picks a search strategy and a beam width, never what a caller sees."""
         with self._lock:
+            seen = self._observed.get(frozenset(keys))
+            if seen is not None and time.monotonic() - seen[2] > SHARE_OBSERVED_TTL_S:
+                del self._observed[frozenset(keys)]
+                seen = None
+            if seen is not None and seen[0] >= SHARE_OBSERVED_MIN:
+                return (seen[1] + 1) / (seen[0] + 1)  # never 0: one more visible row than seen
             return len(keys) / max(1, len(self._keys))
+
+    def observe(self, keys: set[str], rows: int, visible: int) -> None:
+        """Of ``rows`` rows an unfiltered search returned, ``visible`` were in ``keys``' sets."""
+        if rows <= 0:
+            return
+        k = frozenset(keys)
+        with self._lock:
+            seen = self._observed.get(k)
+            if seen is None:
+                seen = self._observed[k] = [0, 0, time.monotonic()]
+            if seen[0] + rows > SHARE_OBSERVED_ROWS:  # older rows fade to make room
+                scale = max(0.0, SHARE_OBSERVED_ROWS - rows) / seen[0]
+                seen[0], seen[1] = seen[0] * scale, seen[1] * scale
+            seen[0] += rows
+            seen[1] += visible
+            self._observed.move_to_end(k)
+            while len(self._observed) > SHARE_OBSERVED_KEPT:
+                self._observed.popitem(last=False)
 
     def _merge(self, rows: list[tuple[str, str, int]]) -> int:
         """Add these sets; return the newest registration time seen."""

@@ -151,6 +151,16 @@ VERBATIM_CANDIDATES = 200
 POSTFILTER_MIN_SHARE = 0.1
 POSTFILTER_OVERSAMPLE = 3
 POSTFILTER_MAX = 1000
+#: A caller's share of the ACL sets can be far from their share of the rows (one set may
+#: hold most documents: "all staff"). Each unfiltered dense search shows what share of the
+#: nearest rows the caller may see; once SHARE_OBSERVED_MIN rows have been seen, that
+#: observed share replaces the estimate for these principals' sets (older rows fade: each
+#: search's rows scale those before them down so that all count as at most
+#: SHARE_OBSERVED_ROWS), for SHARE_OBSERVED_TTL_S, in at most SHARE_OBSERVED_KEPT entries.
+SHARE_OBSERVED_MIN = 100
+SHARE_OBSERVED_ROWS = 2000
+SHARE_OBSERVED_TTL_S = 600.0
+SHARE_OBSERVED_KEPT = 1024
 
 #: HNSW beam width: at least EF_SEARCH, at most EF_MAX, and EF_PER_SELECTIVITY x limit /
 #: the share of rows the caller may see (estimated as their share of the ACL sets). A walk

@@ -248,6 +248,7 @@ class SearchMixin:
                                  search_params={"metric_type": "COSINE", "ef": min(EF_MAX, max(EF_SEARCH, 2 * k))},
                                  consistency_level=self.search_consistency)
         visible = [_hit(h, float(h.distance)) for h in res[0] if h.entity.get("acl_key") in keys]
+        self.acl_sets.observe(keys, len(res[0]), len(visible))  # the share estimate learns from it
         return visible[:limit] if len(visible) >= limit else None
 
     def _bm25(self, query: str, expr: str, limit: int) -> list[Hit]:

@@ -64,6 +64,43 @@ def test_a_caller_who_sees_much_is_filtered_after_the_walk_and_gets_only_their_o
     assert filters[0] == "" and filters[-1].startswith("acl_key in [")
 
 
+def test_a_caller_whose_share_of_rows_is_far_below_their_share_of_sets_stops_paying_the_post_filter(
+        request, milvus_engine, tmp_path, monkeypatch):
+    # Two ACL sets, one of them holding 38 of 40 documents ("all staff"): a caller of the
+    # other may see 1 of 2 sets but 2 of 40 rows. The first searches walk unfiltered, keep
+    # the caller's rows, find too few and search again filtered; what they saw teaches the
+    # share estimate, and later searches go to the filtered walk at once. Every answer is the
+    # caller's two documents, nothing else.
+    from consumers.milvus.schema import SHARE_OBSERVED_MIN
+
+    idx = open_index(request, milvus_engine, tmp_path, "skewed", 2, timeout=120)
+    try:
+        idx.ensure()
+        for i in range(40):
+            few = i in (7, 23)
+            idx.apply(vector_set(f"d{i}", ["group:all", "group:few"] if few else ["group:all"]))
+        keys = idx.acl_sets.keys_for(["group:few"])
+        assert idx.acl_sets.share(keys) == 0.5  # by sets: 1 of 2
+        filters: list[str] = []
+        real = idx.client.search
+        monkeypatch.setattr(idx.client, "search", lambda *a, **kw: filters.append(kw.get("filter")) or real(*a, **kw))
+        searches = 0
+        while idx.acl_sets.share(keys) >= 0.1:
+            assert docs(idx.search([1.0, 0.0], ["group:few"], limit=10)) == {"d7", "d23"}
+            searches += 1
+            assert searches * 40 <= SHARE_OBSERVED_MIN + 40, "the observed share never took over"
+        assert idx.acl_sets.share(keys) < 0.1  # (2 visible + 1) / (rows seen + 1)
+        filters.clear()
+        assert docs(idx.search([1.0, 0.0], ["group:few"], limit=10)) == {"d7", "d23"}
+        assert all(f.startswith("acl_key in [") for f in filters), filters  # no unfiltered walk first
+        # a caller who sees everything keeps the unfiltered walk
+        filters.clear()
+        assert len(idx.search([1.0, 0.0], ["group:all"], limit=10)) == 10
+        assert filters == [""]
+    finally:
+        idx.client.close()
+
+
 def test_subject_filter_finds_exactly_the_documents_of_a_ref(index):
     if not index.engine.infix_like:
         # Milvus 2.3 parses only prefix patterns: the subject index needs Milvus >= 2.4 (or
