@@ -142,7 +142,7 @@ EXACT_TERMS_MAX = 3
 #: a ``like`` scan of every visible chunk (over a second at 100k chunks on milvus-lite;
 #: bench/README.md, "At 100k chunks") only when none of those holds it either.
 VERBATIM_CANDIDATES = 200
-#: A caller who may see at least this share of the ACL sets gets dense search without the
+#: A caller who may see at least this share of the rows (AclSets.share) gets dense search without the
 #: ACL filter in Milvus: the ``limit`` / share x POSTFILTER_OVERSAMPLE nearest chunks (at most
 #: POSTFILTER_MAX), kept when their ACL set is the caller's, with a filtered search when fewer
 #: than ``limit`` remain. A long ``acl_key in [...]`` (1,850 keys for a caller who sees 18.5%)
@@ -163,7 +163,7 @@ SHARE_OBSERVED_TTL_S = 600.0
 SHARE_OBSERVED_KEPT = 1024
 
 #: HNSW beam width: at least EF_SEARCH, at most EF_MAX, and EF_PER_SELECTIVITY x limit /
-#: the share of rows the caller may see (estimated as their share of the ACL sets). A walk
+#: the share of rows the caller may see (AclSets.share: their share of the ACL sets, or of the rows seen). A walk
 #: filtered to a small share must look at more of the graph to find ``limit`` visible
 #: neighbours; measured at 100k rows, recall@10 of ef 128 → 4096: 2% visible 0.49 → 0.99,
 #: 0.05% visible 0.16 → 0.85, 19% visible 0.96 → 1.0 (bench/README.md).
