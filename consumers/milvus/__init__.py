@@ -44,7 +44,10 @@ few of the visible chunks, and not the nearest, when they are rare (measured: 1.
 results for a caller who may see 50 of 100k chunks, recall@10 0.49 for one who sees 2%).
 The beam (``ef``) therefore grows as the caller's visible share shrinks (see
 :data:`EF_PER_SELECTIVITY`), and a search that still comes back short is repeated at
-:data:`EF_MAX`.
+:data:`EF_MAX`. A caller who may see much (at least ``schema.POSTFILTER_MIN_SHARE``) gets the
+unfiltered walk instead, their own rows kept in this process (post-filter), and the filtered
+search when too few remain. Both choices read :meth:`AclSets.share`: the caller's share of
+the sets at first, then of the rows their unfiltered walks saw (one set may hold most rows).
 
 Search reads the alias (``RAGSTREAM_COLLECTION``); a reindex fills a new collection and
 moves the alias, so readers never see a half-built index.
