@@ -1098,18 +1098,18 @@ _PERSON_AFTER = re.compile(
     r"|\s+(?:said|says|shouted|asked|told|replied|answered|whispered|smiled|laughed|lives|lived|began writing|"
     r"had given|was born|is very reliable|was influenced|married|divorced|died|resigned|retired)\b)")
 _PERSON_BEFORE = re.compile(
-    r"(?:\b(?:(?P<speech>said|says|asked|told|added|explained|(?i:according to))|thanked|married|divorced|Hi|Hello|"
-    r"Dear|(?i:follow up with)|between him and|between her and|shouted at|leave me)[ \t]+)$")
+    r"(?:(?P<quoted>[,.!?]['\"”’][ \t]*(?:says|said)[ \t]+)|\b(?:said|says|asked|told|thanked|married|divorced|Hi|"
+    r"Hello|Dear|(?i:follow up with)|between him and|between her and|shouted at|leave me)[ \t]+)$")
 
 
 def _person_context(text: str, start: int, end: int, *, place: bool) -> bool:
     """Do the words around ``text[start:end]`` say a person: what only a person does or has
     ("Naile said", "Marina's address", "shouted at Mary")? For words that also name a place
-    (``place``) only speech attributed to them does ('…," says Morrison', "according to
-    Harrington"): a town has an address and a history, it does not talk."""
+    (``place``) only a quotation attributed to them does ('…," says Morrison'): "said Paris
+    would host", "told Jordan's ministry" are about places."""
     before = _PERSON_BEFORE.search(text, max(0, start - 24), start)
     if place:
-        return before is not None and before.group("speech") is not None
+        return before is not None and before.group("quoted") is not None
     return before is not None or _PERSON_AFTER.match(text, end) is not None
 
 
@@ -1178,7 +1178,7 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
         if len(speakers) >= 2 or m.group(1).split()[0] in first:
             persons.append(Finding(m.start(1), m.end(1), "PERSON", 0.75, "name:speaker"))
     # What only a person does or has, around capitalised words the model did not tag:
-    # "Antonsson began writing", "says Morrison", "according to Harrington", "shouted at Mary".
+    # "Antonsson began writing", "says Morrison", "shouted at Mary".
     tagged_starts = [f.start for f in out]  # out is sorted and does not overlap
     for m in _CUED_CAPS.finditer(text):
         s_, e_ = m.span(1)

