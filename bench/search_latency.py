@@ -62,9 +62,8 @@ def one_request(index: MilvusIndex, caller: list[str]):
 
     from consumers.milvus.schema import FUSION_CANDIDATES, RRF_K, SPARSE_FIELD
 
-    expr, ef = index.search_plan(caller, 10)
-
     def run(query: str, vector: list[float]) -> None:
+        expr, ef = index.search_plan(caller, 10)  # per search, as ragstream's: the share estimate learns
         legs = [AnnSearchRequest(data=[vector], anns_field="vector", limit=FUSION_CANDIDATES, expr=expr,
                                  param={"metric_type": "COSINE", "params": {"ef": ef}}),
                 AnnSearchRequest(data=[query], anns_field=SPARSE_FIELD, limit=FUSION_CANDIDATES, expr=expr,

@@ -89,8 +89,9 @@ class AclSets:
         self._first = threading.Lock()
         self._newest_ms: int | None = None
         self._keys: set[str] = set()
-        # frozenset(keys) -> [rows seen, of them visible, monotonic time of the first]
+        # frozenset(keys) -> [rows seen, of them visible, clock time of the first]
         self._observed: OrderedDict[frozenset[str], list[float]] = OrderedDict()
+        self.clock: Callable[[], float] = time.monotonic
 
     def add(self, key: str, acl: str) -> None:
         self._merge([(key, acl, 0)])
@@ -112,10 +113,16 @@ class AclSets:
     def share(self, keys: set[str]) -> float:
         """The estimate of the share of rows these keys select: the share of the nearest rows
         they were seen to select (:meth:`observe`) once enough were seen, else their share of
-        all sets. It picks a search strategy and a beam width, never what a caller sees."""
+        all sets. It picks a search strategy and a beam width, never what a caller sees.
+
+        Rows are seen only by unfiltered walks, which a share below POSTFILTER_MIN_SHARE does
+        not get: an estimate learns downward (one set of two holding 5% of the rows) and is
+        judged again when it expires (SHARE_OBSERVED_TTL_S after its first row), never upward
+        from a small share of the sets (one set of fifty holding most rows keeps the filtered
+        walk and a wide beam: exact, slower)."""
         with self._lock:
             seen = self._observed.get(frozenset(keys))
-            if seen is not None and time.monotonic() - seen[2] > SHARE_OBSERVED_TTL_S:
+            if seen is not None and self.clock() - seen[2] > SHARE_OBSERVED_TTL_S:
                 del self._observed[frozenset(keys)]
                 seen = None
             if seen is not None and seen[0] >= SHARE_OBSERVED_MIN:
@@ -130,8 +137,8 @@ class AclSets:
         with self._lock:
             seen = self._observed.get(k)
             if seen is None:
-                seen = self._observed[k] = [0, 0, time.monotonic()]
-            if seen[0] + rows > SHARE_OBSERVED_ROWS:  # older rows fade to make room
+                seen = self._observed[k] = [0, 0, self.clock()]
+            if seen[0] and seen[0] + rows > SHARE_OBSERVED_ROWS:  # older rows fade to make room
                 scale = max(0.0, SHARE_OBSERVED_ROWS - rows) / seen[0]
                 seen[0], seen[1] = seen[0] * scale, seen[1] * scale
             seen[0] += rows

@@ -8,7 +8,7 @@ import pytest
 
 from consumers.milvus import acl as acl_module
 from consumers.milvus.acl import AclSets
-from consumers.milvus.schema import SHARE_OBSERVED_MIN, SHARE_OBSERVED_ROWS
+from consumers.milvus.schema import SHARE_OBSERVED_MIN, SHARE_OBSERVED_ROWS, SHARE_OBSERVED_TTL_S
 
 
 @pytest.fixture
@@ -41,11 +41,24 @@ def test_newer_rows_count_more(sets):
     assert sets.share(mine) > 0.9
 
 
-def test_an_observation_is_forgotten_after_its_time(sets, monkeypatch):
+def test_an_observation_is_forgotten_after_its_time(sets):
     mine = {"k0"}
     now = [1000.0]
-    monkeypatch.setattr(acl_module.time, "monotonic", lambda: now[0])
+    sets.clock = lambda: now[0]
     sets.observe(mine, 2 * SHARE_OBSERVED_MIN, 0)
     assert sets.share(mine) < 0.01
-    now[0] += acl_module.SHARE_OBSERVED_TTL_S + 1
+    now[0] += SHARE_OBSERVED_TTL_S + 1
     assert sets.share(mine) == 0.25
+
+
+def test_one_search_with_more_rows_than_are_kept_counts_alone(sets):
+    sets.observe({"k0"}, SHARE_OBSERVED_ROWS + 500, 0)  # never 0 / 0 when nothing was seen before
+    assert sets.share({"k0"}) < 0.01
+
+
+def test_at_most_so_many_estimates_are_kept(sets, monkeypatch):
+    monkeypatch.setattr(acl_module, "SHARE_OBSERVED_KEPT", 2)
+    for k in ("k0", "k1", "k2"):
+        sets.observe({k}, 2 * SHARE_OBSERVED_MIN, 0)
+    assert sets.share({"k0"}) == 0.25  # the oldest went
+    assert sets.share({"k1"}) < 0.01 and sets.share({"k2"}) < 0.01
