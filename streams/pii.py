@@ -47,6 +47,7 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")  # never fetch o
 import bisect
 import importlib
 import ipaddress
+import itertools
 import logging
 import sys
 import re
@@ -520,7 +521,15 @@ _STREET_LINE = re.compile(
     rf"^[^\w\n]{{0,4}}[ \t]*((?:\d{{1,6}}[A-Za-z]?[ \t]+){{0,2}}(?:[^\W\d_]{{1,5}}\.[ \t]+)?{_UPPER_WORD}\.?"
     rf"(?:[ \t]+(?:{_UPPER_WORD}\.?|{_PARTICLE_WORDS}))*?(?:[ \t]+\d{{1,5}}[A-Za-z]?\.?)?)[ \t]*$",
     re.MULTILINE)
+# ... or at the end of a line after a cue, when it starts with a building number: "it is 774
+# Erbenova 1334\nBemmel, GE 65692", "arrived at 7924 Dosseringen 83\nMOSS\n, nan\n Norway".
+_STREET_LINE_END = re.compile(
+    rf"(?:\b(?i:at|is|to|in|on|from|address)|:)[ \t]+((?:\d{{1,6}}[A-Za-z]?[ \t]+){{1,2}}{_UPPER_WORD}\.?"
+    rf"(?:[ \t]+(?:{_UPPER_WORD}\.?|{_PARTICLE_WORDS}))*?(?:[ \t]+\d{{1,5}}[A-Za-z]?\.?)?)[ \t]*$",
+    re.MULTILINE)
 _BLOCK_LINE = re.compile(r"^[^\w\n]{0,4}[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+# A North American town line confirms the street line above it: "Bemmel, GE 65692".
+_TOWN_REGION_ZIP = re.compile(rf"{_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,3}},?[ \t]+[A-Z]{{2}}[ \t]+\d{{5}}(?:-\d{{4}})?")
 
 
 def _block_streets(text: str) -> Iterator[Finding]:
@@ -529,7 +538,7 @@ def _block_streets(text: str) -> Iterator[Finding]:
     complete_addresses then joins the lines below it."""
     if "\n" not in text:
         return
-    for m in _STREET_LINE.finditer(text):
+    for m in itertools.chain(_STREET_LINE.finditer(text), _STREET_LINE_END.finditer(text)):
         value = m.group(1)
         if not _HAS_DIGIT.search(value) or not re.search(r"\d", value[:1] + value[-4:]):
             continue  # a building number at one end: "12 Oak Road", "Laukaantie 26"
@@ -545,7 +554,10 @@ def _block_streets(text: str) -> Iterator[Finding]:
                 break
             content = line.group(1).strip(" ,")
             bare = re.sub(rf"[ \t,]*(?:{_POSTCODE})$", "", content).strip(" ,")
-            if _UNIT_WORD.match(content) or bare in _places():
+            # "Norway 81042 last night." (the pattern is cached by re)
+            lead = re.match(rf"({_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,2}}),?[ \t]+(?:{_POSTCODE})\b", content)
+            if _UNIT_WORD.match(content) or bare in _places() or _TOWN_REGION_ZIP.fullmatch(content) \
+                    or (lead and lead.group(1) in _places()):
                 ok = True
                 break
             pos = line.end()
@@ -553,8 +565,34 @@ def _block_streets(text: str) -> Iterator[Finding]:
             yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.8, "regex:STREET_ADDRESS")
 
 
+# A street and house number followed by its postcode and town, as most of Europe writes a postal
+# line: "Erbenova 1334, 500 03 Hradec Králové", "Dosseringen 83, 2200 København N",
+# "Rynek Główny 1, 31-042 Kraków", "Mühlenkamp 5\n22303 Hamburg". The postcode and town confirm
+# a street without a known suffix; "Windows 10, 2020 Edition" and "Chapter 3, 1998 Berlin" are
+# not streets (English words only), see _postal_streets.
+_POSTAL_STREET = re.compile(
+    rf"(?<![\w-])((?:\d{{1,6}}[ \t]+)?{_UPPER_WORD}(?:[ \t]+(?:{_UPPER_WORD}|{_PARTICLE_WORDS})){{0,3}}"
+    rf"[ \t]+\d{{1,5}}(?:[A-Za-z]\b|/\d{{1,4}})?)"
+    rf"(?:,[ \t]*|[ \t]*\n[ \t]*)(?:[A-Z]{{1,2}}-)?(\d{{2}}-\d{{3}}|\d{{3}}[ ]\d{{2}}|\d{{4}}-\d{{3}}|\d{{4}}[ ]?[A-Z]{{2}}|\d{{4,5}})"
+    rf"[ \t]+({_UPPER_WORD})")
+
+
+def _postal_streets(text: str) -> Iterator[Finding]:
+    for m in _POSTAL_STREET.finditer(text):
+        street, code, town = m.group(1), m.group(2), m.group(3)
+        words = [w for w in re.findall(_UPPER_WORD, street)]
+        if not words or all(_is_common(w) for w in words):
+            continue  # "Windows 10, 2020 Edition", "Chapter 3, 1998 Berlin"
+        if _is_common(town) and not _is_place(town):
+            continue  # "Nordstrom 12, 2021 Report"
+        if _YEARLIKE.fullmatch(code) and not _is_place(town):
+            continue  # "Tesla 3, 2019 Model": a year, not a postcode, unless a known town follows
+        yield Finding(m.start(1), m.end(1), "STREET_ADDRESS", 0.85, "regex:STREET_ADDRESS")
+
+
 def _streets(text: str) -> Iterator[Finding]:
     yield from _block_streets(text)
+    yield from _postal_streets(text)
     for pattern in (_MILITARY, _PO_BOX, _NUMBER_FIRST_STREET, _UNIT_ANCHORED, _UNIT_FIRST):
         for m in pattern.finditer(text):
             yield Finding(m.start(), m.end(), "STREET_ADDRESS", 0.9, "regex:STREET_ADDRESS")

@@ -268,6 +268,29 @@ def test_post_boxes_and_european_streets(detector, text, address):
     assert any(t == "STREET_ADDRESS" and v.startswith(address) for t, v in got), got
 
 
+# A street without a known suffix, confirmed by the postcode and town that follow it (the
+# postal line of most of Europe), or by the town lines below a cued street: written by hand.
+@pytest.mark.parametrize("text, address", [
+    ("Please send it to Erbenova 1334, 500 03 Hradec Králové.", "Erbenova 1334"),
+    ("Our office: Dosseringen 83, 2200 København N", "Dosseringen 83"),
+    ("Write to Rynek Główny 1, 31-042 Kraków, Poland.", "Rynek Główny 1"),
+    ("Adresse: Mühlenkamp 5\n22303 Hamburg", "Mühlenkamp 5"),
+    ("Bitte an Grünauer Hof 12/3, A-1100 Wien schicken.", "Grünauer Hof 12/3"),
+    ("it is 774 Ruská 13\nBemmel, GE 65692", "774 Ruská 13"),
+    ("The parcel went to 7924 Ringvej 83\nMOSS\n Norway 81042 on Monday.", "7924 Ringvej 83"),
+])
+def test_a_street_confirmed_by_the_postcode_and_town_after_it(detector, text, address):
+    got = found(detector, text)  # may start early: "Bitte an Grünauer Hof 12/3" (capitalised words before it)
+    assert any(t == "STREET_ADDRESS" and address in v for t, v in got), got
+
+
+@pytest.mark.parametrize("text", ["Windows 10, 2020 Edition", "Chapter 3, 1998 Berlin conference",
+                                  "Version 2, 2022 Release", "see Table 4, 1200 Patients enrolled",
+                                  "Total is 12 Apples\nBoston, MA 02115"])
+def test_no_street_from_words_a_number_and_a_year_or_count(detector, text):
+    assert not any(t == "STREET_ADDRESS" for t, _ in found(detector, text)), found(detector, text)
+
+
 def test_an_iban_in_lower_case_and_a_hash_that_is_not_one(detector):
     assert ("IBAN_CODE", "de89 3704 0044 0532 0130 00") in found(detector, "iban: de89 3704 0044 0532 0130 00 thanks")
     assert not found(detector, "reverted in commit de34a1b2c3d4e5f6a7b8c9d0e1f2 yesterday")
