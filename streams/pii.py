@@ -1140,6 +1140,42 @@ _PERSON_BEFORE = re.compile(
     r"Hello|Dear|(?i:follow up with)|between him and|between her and|shouted at|leave me)[ \t]+)$")
 
 
+# Cues that only a person fits — a firm or a town is not greeted, married, shouted at or
+# anyone's daughter — so they need no known name: "Hi Keiran,", "Hijacinta's kid", "my kid
+# Fern", "Sue, can I …", "Nanase Oyokawa, the Production manager, said", "I'm so jealous! said
+# Naile". ("Naile said", "says Morrison" fit a firm as well: those keep needing a known name.)
+_PERSON_ONLY_AFTER = re.compile(
+    r"(?:['’]s\s+(?:kids?|son|daughter|wife|husband|mother|father|brother|sister|parents|children|birthday|"
+    r"funeral|memoir|diary|biography)\b"
+    r"|\s+(?:was born|began writing|smiled|laughed|whispered|shouted at|married|divorced)\b"
+    r"|,[ \t]+the[ \t]+[A-Za-z][\w -]{2,40},[ \t]+(?:said|says|added|explained)\b)")
+_PERSON_ONLY_BEFORE = re.compile(
+    r"(?:\b(?:Hi|Hello|Dear|married|divorced|between (?:him|her) and|shouted at|calls? me|(?i:follow up with))"
+    r"|[!?][ \t]*(?:said|says|asked)"
+    r"|\b(?i:my|his|her|our|their)[ \t]+(?:kid|son|daughter|wife|husband|mother|father|brother|sister|"
+    r"grandson|granddaughter|nephew|niece|uncle|aunt|cousin|fianc[eé]e?|boyfriend|girlfriend))[ \t]+$")
+# A name someone is addressed by, at the start of a sentence: "Sue, can I please speak to …"
+_VOCATIVE_AFTER = re.compile(r",[ \t]+(?:can|could|would|will)[ \t]+(?:I|you|we)\b")
+_SENTENCE_START = re.compile(r"(?:^|[.!?][\"'”’)]?[ \t]+|\n[ \t]*)$")
+
+
+def _person_only_context(text: str, start: int, end: int) -> bool:
+    if _PERSON_ONLY_BEFORE.search(text, max(0, start - 24), start) or _PERSON_ONLY_AFTER.match(text, end):
+        return True
+    return _VOCATIVE_AFTER.match(text, end) is not None \
+        and _SENTENCE_START.search(text, max(0, start - 4), start) is not None
+
+
+def _person_only_words(words: list[str]) -> bool:
+    """Words a person-only cue may call a name: no English word (but for given names), no
+    country or state, no code in capitals, no honorific."""
+    return 1 <= len(words) <= 3 and len(words[0].rstrip(".")) > 1 and all(
+        (len(w.rstrip(".")) == 1 and w[0].isupper())
+        or (len(w) > 1 and w[:1].isupper() and not w.isupper() and w not in _HONORIFICS and w not in _NOT_NAMED
+            and (not _is_common(w) or _english_given(w)) and w not in _places())
+        for w in words)
+
+
 def _person_context(text: str, start: int, end: int, *, place: bool) -> bool:
     """Do the words around ``text[start:end]`` say a person: what only a person does or has
     ("Naile said", "Marina's address", "shouted at Mary")? For words that also name a place
@@ -1151,7 +1187,7 @@ def _person_context(text: str, start: int, end: int, *, place: bool) -> bool:
     return before is not None or _PERSON_AFTER.match(text, end) is not None
 
 
-_CUED_CAPS = re.compile(rf"(?<![\w'’-])({_UPPER_WORD}(?:[ ](?:[A-Z]\.?|{_UPPER_WORD})){{0,2}})(?![\w-])")
+_CUED_CAPS = re.compile(rf"(?<![\w'’-])(?!(?:Hi|Hello|Dear)\b)({_UPPER_WORD}(?:[ ](?:[A-Z]\.?|{_UPPER_WORD})){{0,2}})(?![\w-])")
 # Lines of a transcript: "Mineko: What a wife." — a speaker label at the start of a line.
 _SPEAKER = re.compile(rf"^[ \t]*({_UPPER_WORD}(?:[ ][A-Z]\.?)?(?:[ ]{_UPPER_WORD}){{0,2}})[ \t]*:(?=[ \t]*\S)", re.MULTILINE)
 # Coordinated single capitalised words: "Platt, David, Claudia and Oscar", "Eriksson and Kim".
@@ -1193,6 +1229,9 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
                     and _person_context(text, f.start, f.end, place=_is_place(value)):
                 # what only a person does or has: "Naile said", "said Naile", "Marina's address"
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+context")
+            elif f.recognizer.startswith("ner:") and not _ORG_SUFFIX.search(value) \
+                    and _person_only_words(words) and _person_only_context(text, f.start, f.end):
+                f = Finding(f.start, f.end, "PERSON", 0.7, "ner+context")  # "Hi Keiran,", "Hijacinta's kid"
         if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
             value = text[f.start:f.end]
             words = value.split()
@@ -1220,13 +1259,16 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
     tagged_starts = [f.start for f in out]  # out is sorted and does not overlap
     for m in _CUED_CAPS.finditer(text):
         s_, e_ = m.span(1)
-        if not _person_context(text, s_, e_, place=False):
+        strong = _person_only_context(text, s_, e_)
+        if not strong and not _person_context(text, s_, e_, place=False):
             continue
         i = bisect.bisect_left(tagged_starts, e_) - 1
         if i >= 0 and out[i].end > s_:
             continue  # the model or a rule already typed these words
         names = m.group(1).split()
-        if all(w in first or w in last or _name_word_ok(w) for w in names if len(w.rstrip(".")) > 1) \
+        if strong and _person_only_words(names):
+            persons.append(Finding(s_, e_, "PERSON", 0.65, "name:context"))
+        elif all(w in first or w in last or _name_word_ok(w) for w in names if len(w.rstrip(".")) > 1) \
                 and any(w in first or w in last for w in names) \
                 and _person_context(text, s_, e_, place=_is_place(m.group(1))):
             persons.append(Finding(s_, e_, "PERSON", 0.65, "name:context"))

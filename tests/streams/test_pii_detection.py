@@ -97,6 +97,31 @@ def test_speech_attributed_to_no_known_name_is_no_person(detector, text):
     assert not any(t == "PERSON" for t, _ in found(detector, text)), found(detector, text)
 
 
+# Cues only a person fits need no known name (written by hand; the names are in no list).
+@pytest.mark.parametrize("text, name", [
+    ("Hi Tavita, the scan results are attached.", "Tavita"),
+    ("We spoke with Oyelaran's daughter about the bill.", "Oyelaran"),
+    ("Please add my nephew Kwabenah to the policy.", "Kwabenah"),
+    ("Ngozika, could you sign the consent form today?", "Ngozika"),
+    ("Thandeka Mbeki-Zulu, the chief nurse, said the ward is full.", "Thandeka Mbeki-Zulu"),
+    ("Why now? asked Ruairidh at the meeting.", "Ruairidh"),
+])
+def test_a_name_only_a_person_cue_fits(detector, text, name):
+    assert ("PERSON", name) in found(detector, text), found(detector, text)
+
+
+@pytest.mark.parametrize("text", [
+    "Hi Team, the build is green.",
+    "Monday, can you call the pharmacy?",
+    "Dear Customer, your order has shipped.",
+    "Hello France, can you hear us?",
+    "Sales, the largest unit, said no.",
+    "Hello I moved, please update my address.",
+])
+def test_person_cues_do_not_make_words_or_places_persons(detector, text):
+    assert not any(t == "PERSON" for t, _ in found(detector, text)), found(detector, text)
+
+
 @pytest.mark.parametrize("text, number", [
     ("Call me on +41 (0)44 668 18 00 tomorrow.", "+41 (0)44 668 18 00"),
     ("You can reach me at 030 901820 during the day.", "030 901820"),
@@ -325,7 +350,7 @@ def test_independent_presidio_evaluator_set_floors():
                        Detector(phone_regions=PRESIDIO_REGIONS)).summary()
     per = summary["per_type"]
     assert summary["any_pii"]["recall"] >= 0.78 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
-    assert per["PERSON"]["recall"] >= 0.86 and per["PERSON"]["precision"] >= 0.88, per["PERSON"]
+    assert per["PERSON"]["recall"] >= 0.88 and per["PERSON"]["precision"] >= 0.88, per["PERSON"]
     assert per["STREET_ADDRESS"]["recall"] >= 0.90, per["STREET_ADDRESS"]
     # Days of the week are dates since 2026-11-26 ("on Tuesday morning"); the set leaves a few
     # unlabelled ("the last Sunday before Labor Day"), so precision fell from 1.0 to 0.95.
@@ -348,7 +373,7 @@ def test_independent_presidio_research_set_floors(detector):
     per = summary["per_type"]
     assert summary["structured"]["recall"] >= 0.94 and summary["structured"]["precision"] >= 0.94, summary["structured"]
     assert per["PHONE_NUMBER"]["recall"] >= 0.93 and per["PHONE_NUMBER"]["precision"] >= 0.95, per["PHONE_NUMBER"]
-    assert summary["person"]["recall"] >= 0.80 and summary["person"]["precision"] >= 0.83, summary["person"]
+    assert summary["person"]["recall"] >= 0.81 and summary["person"]["precision"] >= 0.83, summary["person"]
     assert summary["location_organization"]["recall"] >= 0.64, summary["location_organization"]
     assert summary["any_pii"]["recall"] >= 0.83 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
 
