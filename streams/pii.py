@@ -253,8 +253,8 @@ _GIVEN_VERB = re.compile(rf"\b({_UPPER_WORD})(?:\s+({_UPPER_WORD}))?\s+(?:is|was
                          rf"approved|agreed|and\s+I)\b")
 
 # A form field that holds a name: "Name: Kosara N Reišl", "User: Csenger M Gábor".
-_NAME_LABEL = re.compile(rf"\b(?:Name|Full name|User|Customer|Patient|Employee|Applicant|Account holder)[ \t]*:[ \t]*"
-                         rf"({_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{0,3}})(?![\w-])")
+_NAME_LABEL = re.compile(rf"\b(?P<label>Name|Full name|User|Customer|Patient|Employee|Applicant|Account holder)[ \t]*:[ \t]*"
+                         rf"(?P<value>{_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{0,3}})(?![\w-])")
 _GIVEN_ALONE = re.compile(rf"(?<![\w'’-])({_UPPER_WORD})(?:\s+([A-Z])\.?)?(?:\s+({_UPPER_WORD}))?(?![\w-])")
 
 _OFFICES = frozenset("""President Speaker Chairman Chairwoman Chair Secretary Mayor Governor Ambassador Minister
@@ -851,10 +851,13 @@ def _persons(text: str) -> Iterator[Finding]:
     # an initial and a surname after it if they follow: only a name that is no English word and
     # no place (``_is_person_name``); the model misses lone names that have no other cue.
     for m in _NAME_LABEL.finditer(text):
-        words = [w for w in m.group(1).split() if len(w.rstrip(".")) > 1]
-        if words and words[0] not in _HONORIFICS and _is_name_words(words, first, last) \
-                and any(w in first or w in last for w in words):  # "User: Admin" is no one
-            yield Finding(m.start(1), m.end(1), "PERSON", 0.8, "name:cue")
+        words = [w for w in m.group("value").split() if len(w.rstrip(".")) > 1]
+        if not words or words[0] in _HONORIFICS or not _is_name_words(words, first, last):
+            continue
+        # "User: Admin" is no one: a label that may hold a role needs a known name; "Name:" does not
+        if any(w in first or w in last for w in words) \
+                or (m.group("label") in ("Name", "Full name", "Account holder") and _person_only_words(words)):
+            yield Finding(m.start("value"), m.end("value"), "PERSON", 0.8, "name:cue")
     for m in _GIVEN_ALONE.finditer(text):
         given, surname = m.group(1), m.group(3)
         if given in first and _is_person_name([given]):
@@ -1148,6 +1151,7 @@ _PERSON_ONLY_AFTER = re.compile(
     r"(?:['’]s\s+(?:kids?|son|daughter|wife|husband|mother|father|brother|sister|parents|children|birthday|"
     r"funeral|memoir|diary|biography)\b"
     r"|\s+(?:was born|began writing|smiled|laughed|whispered|shouted at|married|divorced)\b"
+    r"|\s+(?:his|her)\s+(?:address|phone number|e-?mail|details|keys|password)\b"  # "had given Maja his address"
     r"|,[ \t]+the[ \t]+[A-Za-z][\w -]{2,40},[ \t]+(?:said|says|added|explained)\b)")
 _PERSON_ONLY_BEFORE = re.compile(
     r"(?:\b(?:Hi|Hello|Dear|married|divorced|between (?:him|her) and|shouted at|calls? me|(?i:follow up with))"

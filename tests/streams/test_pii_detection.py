@@ -105,6 +105,8 @@ def test_speech_attributed_to_no_known_name_is_no_person(detector, text):
     ("Ngozika, could you sign the consent form today?", "Ngozika"),
     ("Thandeka Mbeki-Zulu, the chief nurse, said the ward is full.", "Thandeka Mbeki-Zulu"),
     ("Why now? asked Ruairidh at the meeting.", "Ruairidh"),
+    ("Ticket 4471\nName: Oyelaran T Adebayo-Kuti\nPhone: 0803 555 0199", "Oyelaran T Adebayo-Kuti"),
+    ("The clerk had given Tavita her password by mistake.", "Tavita"),
 ])
 def test_a_name_only_a_person_cue_fits(detector, text, name):
     assert ("PERSON", name) in found(detector, text), found(detector, text)
@@ -117,6 +119,7 @@ def test_a_name_only_a_person_cue_fits(detector, text, name):
     "Hello France, can you hear us?",
     "Sales, the largest unit, said no.",
     "Hello I moved, please update my address.",
+    "Status: open\nUser: Admin",
 ])
 def test_person_cues_do_not_make_words_or_places_persons(detector, text):
     assert not any(t == "PERSON" for t, _ in found(detector, text)), found(detector, text)
