@@ -255,6 +255,10 @@ _GIVEN_VERB = re.compile(rf"\b({_UPPER_WORD})(?:\s+({_UPPER_WORD}))?\s+(?:is|was
 # A form field that holds a name: "Name: Kosara N Reišl", "User: Csenger M Gábor".
 _NAME_LABEL = re.compile(rf"\b(?P<label>Name|Full name|User|Customer|Patient|Employee|Applicant|Account holder)[ \t]*:[ \t]*"
                          rf"(?P<value>{_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{0,3}})(?![\w-])")
+# A given name, a middle initial and a surname: "Mimount Y Bijster", "Beaufort B. Grandpré".
+# The shape is a name's even when neither word is in a list ("Vitamin D Receptor", "Section A
+# Overview" have English words; "Hepatitis B Vaccine" too).
+_INITIAL_NAME = re.compile(rf"(?<![\w'’-])({_CAP})[ \t]+[A-Z]\.?[ \t]+({_CAP})(?![\w'’-])")
 _GIVEN_ALONE = re.compile(rf"(?<![\w'’-])({_UPPER_WORD})(?:\s+([A-Z])\.?)?(?:\s+({_UPPER_WORD}))?(?![\w-])")
 
 _OFFICES = frozenset("""President Speaker Chairman Chairwoman Chair Secretary Mayor Governor Ambassador Minister
@@ -858,6 +862,13 @@ def _persons(text: str) -> Iterator[Finding]:
         if any(w in first or w in last for w in words) \
                 or (m.group("label") in ("Name", "Full name", "Account holder") and _person_only_words(words)):
             yield Finding(m.start("value"), m.end("value"), "PERSON", 0.8, "name:cue")
+    for m in _INITIAL_NAME.finditer(text):
+        given, surname = m.group(1), m.group(2)
+        if given in _OFFICES or given in _HONORIFICS or given in _places() or surname in _places():
+            continue
+        if (given in first or not _is_common(given) or _english_given(given)) \
+                and (surname in last or not _is_common(surname)) and not (_is_place(given) and given not in first):
+            yield Finding(m.start(1), m.end(2), "PERSON", 0.7, "name:initial")
     for m in _GIVEN_ALONE.finditer(text):
         given, surname = m.group(1), m.group(3)
         if given in first and _is_person_name([given]):
@@ -1149,16 +1160,19 @@ _PERSON_BEFORE = re.compile(
 # Naile". ("Naile said", "says Morrison" fit a firm as well: those keep needing a known name.)
 _PERSON_ONLY_AFTER = re.compile(
     r"(?:['’]s\s+(?:kids?|son|daughter|wife|husband|mother|father|brother|sister|parents|children|birthday|"
-    r"funeral|memoir|diary|biography)\b"
+    r"funeral|memoir|diary|biography|address(?!\s+(?:space|bar|book|range|field|line|family|format|mode)))\b"
     r"|\s+(?:was born|began writing|smiled|laughed|whispered|shouted at|married|divorced)\b"
     r"|\s+(?:his|her)\s+(?:address|phone number|e-?mail|details|keys|password)\b"  # "had given Maja his address"
     r"|,[ \t]+the[ \t]+[A-Za-z][\w -]{2,40},[ \t]+(?:said|says|added|explained)\b)")
 _PERSON_ONLY_BEFORE = re.compile(
-    r"(?:\b(?:Hi|Hello|Dear|married|divorced|between (?:him|her) and|shouted at|calls? me|(?i:follow up with))"
+    r"(?:\b(?:Hi|Hello|Dear|married|divorced|between (?:him|her) and|shouted at|calls? me|leave me|(?i:follow up with))"
     r"|[!?][ \t]*(?:said|says|asked)"
     r"|\b(?i:my|his|her|our|their)[ \t]+(?:kid|son|daughter|wife|husband|mother|father|brother|sister|"
     r"grandson|granddaughter|nephew|niece|uncle|aunt|cousin|fianc[eé]e?|boyfriend|girlfriend))[ \t]+$")
 # A name someone is addressed by, at the start of a sentence: "Sue, can I please speak to …"
+# A list of people announced as such: "our 3 founders: Guibord, Cannon and Moore".
+_PEOPLE_LIST_CUE = re.compile(r"\b(?i:founders|co-founders|authors|co-authors|siblings|sons|daughters|"
+                              r"children|grandchildren|parents|witnesses|signatories|attendees)[ \t]*(?::|were|are)?[ \t]*$")
 _VOCATIVE_AFTER = re.compile(r",[ \t]+(?:can|could|would|will)[ \t]+(?:I|you|we)\b")
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"'”’)]?[ \t]+|\n[ \t]*)$")
 
@@ -1173,11 +1187,12 @@ def _person_only_context(text: str, start: int, end: int) -> bool:
 def _person_only_words(words: list[str]) -> bool:
     """Words a person-only cue may call a name: no English word (but for given names), no
     country or state, no code in capitals, no honorific."""
+    _, last, _ = _names()
     return 1 <= len(words) <= 3 and len(words[0].rstrip(".")) > 1 and all(
         (len(w.rstrip(".")) == 1 and w[0].isupper())
         or (len(w) > 1 and w[:1].isupper() and not w.isupper() and w not in _HONORIFICS and w not in _NOT_NAMED
-            and (not _is_common(w) or _english_given(w)) and w not in _places())
-        for w in words)
+            and (not _is_common(w) or _english_given(w) or (i > 0 and w in last)) and w not in _places())
+        for i, w in enumerate(words))  # a surname after the first word may be a word too: "Kaua C Lima"
 
 
 def _person_context(text: str, start: int, end: int, *, place: bool) -> bool:
@@ -1239,7 +1254,8 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
         if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
             value = text[f.start:f.end]
             words = value.split()
-            person = _is_person_name(words) or all(w in first or w in last for w in words) or f.start in cued
+            person = _is_person_name(words) or all(w in first or w in last for w in words) or f.start in cued \
+                or (f.entity_type == "PERSON" and _person_only_context(text, f.start, f.end))  # "to Oyelaran's address"
             # A locative cue ("to", "from" …) alone does not make a model's two-word person a place
             # ("the assistant to Marik Kwiatkowski"): only a single word or an organisation/group.
             name_like = f.entity_type == "PERSON" and len(words) > 1 and all(
@@ -1281,9 +1297,15 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
     for m in _WORD_LIST.finditer(text):
         items = list(_LIST_ITEM.finditer(m.group(1)))
         items = [i for i in items if i.group() not in ("and",)]
+        spans = [(m.start(1) + i.start(), m.start(1) + i.end()) for i in items]
+        if _PEOPLE_LIST_CUE.search(text, max(0, m.start(1) - 32), m.start(1)) and all(
+                (_name_word_ok(i.group()) or i.group() in first or i.group() in last)
+                and i.group() not in _places() for i in items):
+            # "our 3 founders: Guibord, Cannon and Moore": surnames that are also words
+            persons += [Finding(s, e, "PERSON", 0.75, "name:list") for s, e in spans]
+            continue
         if not all(_name_word_ok(i.group()) for i in items):
             continue
-        spans = [(m.start(1) + i.start(), m.start(1) + i.end()) for i in items]
         if any(ps < e and s < pe for s, e in spans for ps, pe in person_spans) \
                 or sum(i.group() in first or i.group() in last for i in items) * 2 > len(items):
             persons += [Finding(s, e, "PERSON", 0.75, "name:list") for s, e in spans]

@@ -107,8 +107,12 @@ def test_speech_attributed_to_no_known_name_is_no_person(detector, text):
     ("Why now? asked Ruairidh at the meeting.", "Ruairidh"),
     ("Ticket 4471\nName: Oyelaran T Adebayo-Kuti\nPhone: 0803 555 0199", "Oyelaran T Adebayo-Kuti"),
     ("The clerk had given Tavita her password by mistake.", "Tavita"),
+    ("Please forward the file to Oyelaran's address in Lagos.", "Oyelaran"),
+    ("Escalated by Ngozika T Okonkwo-Ibe on Friday.", "Ngozika T Okonkwo-Ibe"),
+    ("Signed: Tavita F. Faleolo", "Tavita F. Faleolo"),
 ])
 def test_a_name_only_a_person_cue_fits(detector, text, name):
+    # (also a given name, an initial and a surname: the shape of a name)
     assert ("PERSON", name) in found(detector, text), found(detector, text)
 
 
@@ -120,9 +124,22 @@ def test_a_name_only_a_person_cue_fits(detector, text, name):
     "Sales, the largest unit, said no.",
     "Hello I moved, please update my address.",
     "Status: open\nUser: Admin",
+    "IPv6's address space is large.",
 ])
 def test_person_cues_do_not_make_words_or_places_persons(detector, text):
     assert not any(t == "PERSON" for t, _ in found(detector, text)), found(detector, text)
+
+
+def test_a_word_an_initial_and_a_word_is_no_name(detector):
+    text = "Vitamin D Receptor levels and Hepatitis B Vaccine uptake, see Section A Overview."
+    assert not [f for f in detector.analyze(text) if f.recognizer == "name:initial"]
+
+
+def test_a_list_announced_as_people_takes_surnames_that_are_words(detector):
+    got = found(detector, "The firm is the brainchild of our 3 founders: Guibord, Cannon and Moore.")
+    assert {("PERSON", "Guibord"), ("PERSON", "Cannon"), ("PERSON", "Moore")} <= got, got
+    got = found(detector, "The members: France, Germany and Italy.")
+    assert not any(t == "PERSON" for t, _ in got), got
 
 
 @pytest.mark.parametrize("text, number", [
@@ -353,7 +370,7 @@ def test_independent_presidio_evaluator_set_floors():
                        Detector(phone_regions=PRESIDIO_REGIONS)).summary()
     per = summary["per_type"]
     assert summary["any_pii"]["recall"] >= 0.78 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
-    assert per["PERSON"]["recall"] >= 0.88 and per["PERSON"]["precision"] >= 0.88, per["PERSON"]
+    assert per["PERSON"]["recall"] >= 0.91 and per["PERSON"]["precision"] >= 0.88, per["PERSON"]
     assert per["STREET_ADDRESS"]["recall"] >= 0.90, per["STREET_ADDRESS"]
     # Days of the week are dates since 2026-11-26 ("on Tuesday morning"); the set leaves a few
     # unlabelled ("the last Sunday before Labor Day"), so precision fell from 1.0 to 0.95.
@@ -376,7 +393,7 @@ def test_independent_presidio_research_set_floors(detector):
     per = summary["per_type"]
     assert summary["structured"]["recall"] >= 0.94 and summary["structured"]["precision"] >= 0.94, summary["structured"]
     assert per["PHONE_NUMBER"]["recall"] >= 0.93 and per["PHONE_NUMBER"]["precision"] >= 0.95, per["PHONE_NUMBER"]
-    assert summary["person"]["recall"] >= 0.81 and summary["person"]["precision"] >= 0.83, summary["person"]
+    assert summary["person"]["recall"] >= 0.83 and summary["person"]["precision"] >= 0.83, summary["person"]
     assert summary["location_organization"]["recall"] >= 0.64, summary["location_organization"]
     assert summary["any_pii"]["recall"] >= 0.83 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
 
