@@ -1081,7 +1081,46 @@ class Detector:
         if self.ner:
             cued = frozenset(f.start for f in found if f.entity_type == "PERSON" and f.recognizer in _CUE_RULES)
             resolved = in_context(text, resolved, cued)
-        return complete_addresses(text, resolved)
+        resolved = complete_addresses(text, resolved)
+        return addressees(text, resolved) if self.ner else resolved
+
+
+# The name line of a postal address block: "Genghis Avdeyev\n\n14386 137 Avenue Teboulbi …",
+# "Mira Jovanović\nAcme Ltd\n2207 Šantićeva 14 …" (a firm's line may sit between).
+_NAME_LINE = re.compile(rf"^[^\w\n]{{0,4}}[ \t]*({_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{1,3}})[ \t]*$", re.MULTILINE)
+
+
+def addressees(text: str, findings: list[Finding]) -> list[Finding]:
+    """A line of two to four name-shaped words right above a street address (or above a firm's
+    line above it) is the addressee: a person, whatever the model guessed for it."""
+    streets = [f for f in findings if f.entity_type == "STREET_ADDRESS"]
+    if not streets:
+        return findings
+    out = list(findings)
+    for street in streets:
+        line_start = text.rfind("\n", 0, street.start) + 1
+        if text[line_start:street.start].strip(" \t>}|*-"):
+            continue  # the street does not start its line
+        pos, hops = line_start, 0
+        while pos > 0 and hops < 2:
+            prev_end = pos - 1
+            while prev_end > 0 and text[prev_end - 1] == "\n":
+                prev_end -= 1  # blank lines
+            prev_start = text.rfind("\n", 0, prev_end) + 1
+            m = _NAME_LINE.fullmatch(text, prev_start, prev_end)
+            if m is None:
+                break
+            org = any(f.entity_type == "ORGANIZATION" and f.start <= m.start(1) and f.end >= m.end(1) for f in out)
+            if org or _ORG_SUFFIX.search(m.group(1)):
+                pos, hops = prev_start, hops + 1
+                continue  # "Acme Ltd" between the name and the street
+            if _person_only_words(m.group(1).split()) and not _is_place(m.group(1)):
+                s_, e_ = m.span(1)
+                out = [f for f in out if not (f.start < e_ and s_ < f.end and f.entity_type in ("LOCATION", "ORGANIZATION", "NRP"))]
+                if not any(f.start < e_ and s_ < f.end for f in out):
+                    out.append(Finding(s_, e_, "PERSON", 0.7, "name:addressee"))
+            break
+    return sorted(out, key=lambda f: f.start)
 
 
 # -- names in their document ----------------------------------------------------------------
@@ -1177,8 +1216,20 @@ _VOCATIVE_AFTER = re.compile(r",[ \t]+(?:can|could|would|will)[ \t]+(?:I|you|we)
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"'”’)]?[ \t]+|\n[ \t]*)$")
 
 
+# "Unlike the Antall novel": a writer's name as the novel's adjective.
+_THE_BEFORE = re.compile(r"\b[Tt]he[ \t]+$")
+_WORK_AFTER = re.compile(r"[ \t]+(?:novels?|memoirs?|biography|autobiography|poems?)\b")
+# "Dmitar Ruedl listed his top 20": a deed with his or her own thing — a person, unless the
+# words name a place ("Oxford awarded her a degree").
+_OWN_DEED_AFTER = re.compile(r"[ \t]+[a-z]{3,}ed[ \t]+(?:his|her)\b")
+
+
 def _person_only_context(text: str, start: int, end: int) -> bool:
     if _PERSON_ONLY_BEFORE.search(text, max(0, start - 24), start) or _PERSON_ONLY_AFTER.match(text, end):
+        return True
+    if _WORK_AFTER.match(text, end) and _THE_BEFORE.search(text, max(0, start - 8), start):
+        return True
+    if _OWN_DEED_AFTER.match(text, end) and not _is_place(text[start:end]):
         return True
     return _VOCATIVE_AFTER.match(text, end) is not None \
         and _SENTENCE_START.search(text, max(0, start - 4), start) is not None

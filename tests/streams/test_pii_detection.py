@@ -97,19 +97,23 @@ def test_speech_attributed_to_no_known_name_is_no_person(detector, text):
     assert not any(t == "PERSON" for t, _ in found(detector, text)), found(detector, text)
 
 
-# Cues only a person fits need no known name (written by hand; the names are in no list).
+# Cues only a person fits need no known name (written by hand; the names are in no list, and
+# the model alone misses each of them in these sentences: it calls them places or firms).
 @pytest.mark.parametrize("text, name", [
-    ("Hi Tavita, the scan results are attached.", "Tavita"),
-    ("We spoke with Oyelaran's daughter about the bill.", "Oyelaran"),
-    ("Please add my nephew Kwabenah to the policy.", "Kwabenah"),
-    ("Ngozika, could you sign the consent form today?", "Ngozika"),
+    ("Hi Tamaz, the scan results are attached.", "Tamaz"),
+    ("We spoke with Brekkan's daughter about the bill.", "Brekkan"),
+    ("Please add my nephew Kvirikashvili to the policy.", "Kvirikashvili"),
+    ("Vaiana, could you sign the consent form today?", "Vaiana"),
+    ("Why now? asked Mahina at the meeting.", "Mahina"),
+    ("Please forward the file to Oyelaran's address in Lagos.", "Oyelaran"),
+    ("Unlike the Ruairidh novel, this one is short.", "Ruairidh"),
+    ("Tamaz K Brekkan from Cornerstone Building Brands called.", "Tamaz K Brekkan"),
+    ("Brekkan Y Vaiana from Cornerstone Building Brands called.", "Brekkan Y Vaiana"),
+    # and some the model may find itself, kept as regressions
     ("Thandeka Mbeki-Zulu, the chief nurse, said the ward is full.", "Thandeka Mbeki-Zulu"),
-    ("Why now? asked Ruairidh at the meeting.", "Ruairidh"),
     ("Ticket 4471\nName: Oyelaran T Adebayo-Kuti\nPhone: 0803 555 0199", "Oyelaran T Adebayo-Kuti"),
     ("The clerk had given Tavita her password by mistake.", "Tavita"),
-    ("Please forward the file to Oyelaran's address in Lagos.", "Oyelaran"),
-    ("Escalated by Ngozika T Okonkwo-Ibe on Friday.", "Ngozika T Okonkwo-Ibe"),
-    ("Signed: Tavita F. Faleolo", "Tavita F. Faleolo"),
+    ("Ruairidh Maclachlan listed his reasons in the appeal.", "Ruairidh Maclachlan"),
 ])
 def test_a_name_only_a_person_cue_fits(detector, text, name):
     # (also a given name, an initial and a surname: the shape of a name)
@@ -125,6 +129,7 @@ def test_a_name_only_a_person_cue_fits(detector, text, name):
     "Hello I moved, please update my address.",
     "Status: open\nUser: Admin",
     "IPv6's address space is large.",
+    "Oxford awarded her a degree in 2019.",
 ])
 def test_person_cues_do_not_make_words_or_places_persons(detector, text):
     assert not any(t == "PERSON" for t, _ in found(detector, text)), found(detector, text)
@@ -133,6 +138,14 @@ def test_person_cues_do_not_make_words_or_places_persons(detector, text):
 def test_a_word_an_initial_and_a_word_is_no_name(detector):
     text = "Vitamin D Receptor levels and Hepatitis B Vaccine uptake, see Section A Overview."
     assert not [f for f in detector.analyze(text) if f.recognizer == "name:initial"]
+
+
+def test_the_name_line_above_an_address_block_is_the_addressee(detector):
+    text = "Tamaz Kvirikashvili\nOceanic Freight Ltd\n\n14 Rynek Główny 12\n Apt. 3\n Kraków\n Poland 31042"
+    got = [(f.entity_type, text[f.start:f.end], f.recognizer) for f in detector.analyze(text)]
+    assert ("PERSON", "Tamaz Kvirikashvili", "name:addressee") in got, got  # the model alone misses it
+    got = found(detector, "Returns Department\n\n12 Oak Road Apt. 4\nBoston")
+    assert not any(t == "PERSON" for t, _ in got), got
 
 
 def test_a_list_announced_as_people_takes_surnames_that_are_words(detector):
@@ -370,7 +383,7 @@ def test_independent_presidio_evaluator_set_floors():
                        Detector(phone_regions=PRESIDIO_REGIONS)).summary()
     per = summary["per_type"]
     assert summary["any_pii"]["recall"] >= 0.78 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
-    assert per["PERSON"]["recall"] >= 0.91 and per["PERSON"]["precision"] >= 0.88, per["PERSON"]
+    assert per["PERSON"]["recall"] >= 0.92 and per["PERSON"]["precision"] >= 0.88, per["PERSON"]
     assert per["STREET_ADDRESS"]["recall"] >= 0.90, per["STREET_ADDRESS"]
     # Days of the week are dates since 2026-11-26 ("on Tuesday morning"); the set leaves a few
     # unlabelled ("the last Sunday before Labor Day"), so precision fell from 1.0 to 0.95.
@@ -393,7 +406,7 @@ def test_independent_presidio_research_set_floors(detector):
     per = summary["per_type"]
     assert summary["structured"]["recall"] >= 0.94 and summary["structured"]["precision"] >= 0.94, summary["structured"]
     assert per["PHONE_NUMBER"]["recall"] >= 0.93 and per["PHONE_NUMBER"]["precision"] >= 0.95, per["PHONE_NUMBER"]
-    assert summary["person"]["recall"] >= 0.83 and summary["person"]["precision"] >= 0.83, summary["person"]
+    assert summary["person"]["recall"] >= 0.84 and summary["person"]["precision"] >= 0.83, summary["person"]
     assert summary["location_organization"]["recall"] >= 0.64, summary["location_organization"]
     assert summary["any_pii"]["recall"] >= 0.83 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
 
