@@ -495,8 +495,8 @@ _UNIT_FIRST = re.compile(
 _PARTICLE_WORDS = r"(?:de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
 _CUED_STREET = re.compile(
     r"(?i:\b(?:live[sd]?|living|located|situated|based|address(?:\s+is)?|moved|move|ship|send|deliver|"
-    r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?)\s+(?:at|on|to|in)\b|\baddress(?:es)?\s*:"
-    r"|\b(?:side|end|corner)\s+of)"
+    r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?|off|enter|arrived?)\s+(?:at|on|to|in)\b"
+    r"|\baddress(?:es)?\s*:|\b(?:side|end|corner)\s+of)"
     rf"\s+((?:\d{{1,6}}\s+)?{_UPPER_WORD}\.?(?:\s+{_UPPER_WORD}\.?|\s+(?:de|da|do|dos|das|del|di|du|la|le|van|von|u\.)){{0,4}}"
     r"\s+\d{1,5}[A-Za-z]?\b(?![.,]?\d))"
 )

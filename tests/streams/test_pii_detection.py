@@ -320,6 +320,8 @@ def test_streets_after_an_address_cue(detector, text, address):
     ("the parcel went to psc 1021, box 77\napo ae 09012 last week", "psc 1021, box 77\napo ae 09012"),
     ("ingrid lives at 14 fjordgata 22 since may", "14 fjordgata 22"),
     ("Kontor: Rådhusvegen 12, Voss", "Rådhusvegen 12"),
+    ("The parcel arrived at Laugavegur 18 this morning.", "Laugavegur 18"),
+    ("The taxi drops you off at Vodičkova 36 by the tram stop.", "Vodičkova 36"),
 ])
 def test_post_boxes_and_european_streets(detector, text, address):
     got = found(detector, text)  # the town after it may join the same finding
@@ -360,7 +362,8 @@ def test_an_iban_in_lower_case_and_a_hash_that_is_not_one(detector):
                                   "We moved to pydantic 2 last year.", "send to stderr 2 and stdout 1",
                                   "listen address: localhost 8080", "Postbox 7.0.56 was released.",
                                   "The Blockade 3 film.", "GNU tee 8.32 copies its input.",
-                                  "a Token-Ring 16 network"])
+                                  "a Token-Ring 16 network", "We were dropped off at Terminal 2 and then at Gate 12.",
+                                  "The train arrived at Platform 9 late."])
 def test_no_street_from_a_word_or_a_place_and_a_number(detector, text):
     assert not any(t == "STREET_ADDRESS" for t, _ in found(detector, text)), found(detector, text)
 
