@@ -1431,7 +1431,11 @@ def _spaced_part(text: str, pos: int) -> re.Match[str] | None:
         p = w.end()
     for e in reversed(ends):
         value = text[pos:e]
-        if value.isupper() or _is_place(value):
+        words = value.split()
+        # "OSLO", "Tallinn", or a town GeoNames does not list before its country: "Põlluküla Estonia"
+        if value.isupper() or _is_place(value) or any(
+                " ".join(words[k:]) in _places() and not all(_is_common(w) for w in words[:k])
+                for k in range(1, len(words))):
             return re.compile(re.escape(value)).match(text, pos)
     return None
 _TAIL_WORDS = 5  # a town, region or country has at most this many words
@@ -1518,6 +1522,24 @@ def _absorbable(f: Finding) -> bool:
     return f.entity_type == "PERSON" and f.score < 0.8
 
 
+_SAME_LINE_UNIT = re.compile(r"[ \t]*,?[ \t]+(?:Apt\.?|Suite|Unit|Flat)[ \t]*[\w-]{1,6}\b")
+
+
+def _model_place(findings: list[Finding], j: int, start: int, end: int, value: str) -> bool:
+    """Did the model call this address line (of at most four words) a place or a firm? "Tampa\n
+    United States", "Apt. 253\n Mt Wellington": English words a town's or country's name is
+    made of."""
+    if len(value.split()) > _TAIL_WORDS - 1:
+        return False
+    for g in findings[j:j + 4]:
+        if g.start >= end:
+            break
+        if g.start <= start + 1 and g.end >= end - 1 and (
+                g.entity_type == "LOCATION" or (g.entity_type == "ORGANIZATION" and g.recognizer.startswith("ner"))):
+            return True
+    return False
+
+
 _HOUSE_NUMBER = re.compile(r"[ \t]+\d{1,5}[A-Za-z]?\.?(?=[\s,]|$)")
 
 
@@ -1529,6 +1551,9 @@ def _address_tail(text: str, findings: list[Finding], end: int, j: int,
     number = _HOUSE_NUMBER.match(text, end)  # "Rue de la Sarthe 52": the number after the street
     if number and not text[end - 1].isdigit() and not (j < len(findings) and findings[j].start < number.end()):
         end = number.end()
+    unit = _SAME_LINE_UNIT.match(text, end)  # "Pernilles vei 115 Suite 086 OSLO Norway"
+    if unit and not (j < len(findings) and findings[j].start < unit.end()):
+        end = unit.end()
     spaced = bool(_ENDS_WITH_UNIT.search(text, max(0, end - 16), end))
     for _ in range(6):
         sep = _TAIL_SEP.match(text, end)
@@ -1543,7 +1568,9 @@ def _address_tail(text: str, findings: list[Finding], end: int, j: int,
             if not sep or sep.end() == end or sep.group().count("\n") > 2:
                 break
             part = _TAIL_PART.match(text, sep.end())
-        if not part or not part.group().strip() or not _tail_ok(part.group()):
+        if not part or not part.group().strip():
+            break
+        if not _tail_ok(part.group()) and not _model_place(findings, j, part.start(), part.end(), part.group()):
             break
         p_end = part.end()
         stop = False

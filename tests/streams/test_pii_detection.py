@@ -481,6 +481,16 @@ def test_a_locative_word_does_not_make_a_full_name_a_place(detector):
     assert not any(t == "LOCATION" and "Wiśniewski" in v for t, v in got), got
 
 
+@pytest.mark.parametrize("text, address", [
+    ("Our office is at 41 Harbor Lane\n Suite 20\n Tampa\n United States", "41 Harbor Lane\n Suite 20\n Tampa\n United States"),
+    ("Please return it to Karl Johans gate 22 Suite 4 OSLO Norway if it bounces.", "Karl Johans gate 22 Suite 4 OSLO Norway"),
+    ("Ship to Rüütli 12 Apt. 3 Kärdla Estonia before May.", "Rüütli 12 Apt. 3 Kärdla Estonia"),
+])
+def test_an_address_takes_the_unit_town_and_country_the_model_names(detector, text, address):
+    got = [(f.entity_type, text[f.start:f.end]) for f in detector.analyze(text)]
+    assert ("STREET_ADDRESS", address) in got, got
+
+
 def test_an_address_block_without_a_known_street_form(detector):
     text = "Contact:\n> Mira Jovanović\n> 2207 Šantićeva 14\n> Apt. 9\n> Mostar\n> Bosnia and Herzegovina 88000"
     got = [(f.entity_type, text[f.start:f.end]) for f in detector.analyze(text)]
