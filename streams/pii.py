@@ -584,7 +584,7 @@ _POSTAL_STREET = re.compile(
 def _postal_streets(text: str) -> Iterator[Finding]:
     for m in _POSTAL_STREET.finditer(text):
         street, code, town = m.group(1), m.group(2), m.group(3)
-        words = [w for w in re.findall(_UPPER_WORD, street)]
+        words = re.findall(_UPPER_WORD, street)
         if not words or all(_is_common(w) for w in words):
             continue  # "Windows 10, 2020 Edition", "Chapter 3, 1998 Berlin"
         if _is_common(town) and not _is_place(town):
@@ -1091,8 +1091,8 @@ _NAME_LINE = re.compile(rf"^[^\w\n]{{0,4}}[ \t]*({_UPPER_WORD}(?:[ \t]+(?:[A-Z]\
 
 
 def addressees(text: str, findings: list[Finding]) -> list[Finding]:
-    """A line of two to four name-shaped words right above a street address (or above a firm's
-    line above it) is the addressee: a person, whatever the model guessed for it."""
+    """A line of two or three name-shaped words (initials aside) right above a street address
+    (or above a firm's line above it) is the addressee: a person, whatever the model guessed."""
     streets = [f for f in findings if f.entity_type == "STREET_ADDRESS"]
     if not streets:
         return findings
@@ -1208,10 +1208,10 @@ _PERSON_ONLY_BEFORE = re.compile(
     r"|[!?][ \t]*(?:said|says|asked)"
     r"|\b(?i:my|his|her|our|their)[ \t]+(?:kid|son|daughter|wife|husband|mother|father|brother|sister|"
     r"grandson|granddaughter|nephew|niece|uncle|aunt|cousin|fianc[eé]e?|boyfriend|girlfriend))[ \t]+$")
-# A name someone is addressed by, at the start of a sentence: "Sue, can I please speak to …"
 # A list of people announced as such: "our 3 founders: Guibord, Cannon and Moore".
 _PEOPLE_LIST_CUE = re.compile(r"\b(?i:founders|co-founders|authors|co-authors|siblings|sons|daughters|"
                               r"children|grandchildren|parents|witnesses|signatories|attendees)[ \t]*(?::|were|are)?[ \t]*$")
+# A name someone is addressed by, at the start of a sentence: "Sue, can I please speak to …"
 _VOCATIVE_AFTER = re.compile(r",[ \t]+(?:can|could|would|will)[ \t]+(?:I|you|we)\b")
 _SENTENCE_START = re.compile(r"(?:^|[.!?][\"'”’)]?[ \t]+|\n[ \t]*)$")
 
