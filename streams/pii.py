@@ -256,8 +256,8 @@ _GIVEN_VERB = re.compile(rf"\b({_UPPER_WORD})(?:\s+({_UPPER_WORD}))?\s+(?:is|was
 _NAME_LABEL = re.compile(rf"\b(?P<label>Name|Full name|User|Customer|Patient|Employee|Applicant|Account holder)[ \t]*:[ \t]*"
                          rf"(?P<value>{_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{0,3}})(?![\w-])")
 # A given name, a middle initial and a surname: "Mimount Y Bijster", "Beaufort B. Grandpré".
-# The shape is a name's even when neither word is in a list ("Vitamin D Receptor", "Section A
-# Overview" have English words; "Hepatitis B Vaccine" too).
+# One of the two words must be in the name lists ("Serie A Juventus", "Gebäude C Eingang" are
+# not names), and neither an English word unless it is a name ("Hepatitis B Vaccine").
 _INITIAL_NAME = re.compile(rf"(?<![\w'’-])({_CAP})[ \t]+[A-Z]\.?[ \t]+({_CAP})(?![\w'’-])")
 _GIVEN_ALONE = re.compile(rf"(?<![\w'’-])({_UPPER_WORD})(?:\s+([A-Z])\.?)?(?:\s+({_UPPER_WORD}))?(?![\w-])")
 
@@ -462,7 +462,7 @@ def _street_re() -> re.Pattern[str]:
     alt = "|".join(sorted((re.escape(x) for x in suffixes), key=len, reverse=True))
     return re.compile(
         rf"(?:\b(?:Flat|Studio|Unit|Apt\.?|Suite)\s+\w{{1,5}}\s*\n?\s*|\b\d{{1,6}}[A-Za-z]?\s+)"
-        rf"(?:{_CAP}\s+){{1,3}}(?:{alt})\b\.?(?:,?\s+(?:Apt\.|Suite|Unit)\s+\w{{1,6}})?"
+        rf"(?:{_CAP}\s+){{1,3}}(?:{alt})\b\.?(?:,?\s+(?:Apt\.|Suite|Unit)\s+(?:\d\w{{0,5}}|[A-Z]\b))?"
     )
 
 
@@ -495,7 +495,8 @@ _UNIT_FIRST = re.compile(
 _PARTICLE_WORDS = r"(?:de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
 _CUED_STREET = re.compile(
     r"(?i:\b(?:live[sd]?|living|located|situated|based|address(?:\s+is)?|moved|move|ship|send|deliver|"
-    r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?|off|enter|arrived?)\s+(?:at|on|to|in)\b"
+    r"delivered|sent|stop|is|are|meet\s+me|office\s+is|reside[sd]?)\s+(?:at|on|to|in)\b"
+    r"|\b(?:off\s+at|enter\s+on|arrived?\s+at)\b"
     r"|\baddress(?:es)?\s*:|\b(?:side|end|corner)\s+of)"
     rf"\s+((?:\d{{1,6}}\s+)?{_UPPER_WORD}\.?(?:\s+{_UPPER_WORD}\.?|\s+(?:de|da|do|dos|das|del|di|du|la|le|van|von|u\.)){{0,4}}"
     r"\s+\d{1,5}[A-Za-z]?\b(?![.,]?\d))"
@@ -860,12 +861,16 @@ def _persons(text: str) -> Iterator[Finding]:
             continue
         # "User: Admin" is no one: a label that may hold a role needs a known name; "Name:" does not
         if any(w in first or w in last for w in words) \
-                or (m.group("label") in ("Name", "Full name", "Account holder") and _person_only_words(words)):
+                or (m.group("label") in ("Name", "Full name", "Account holder") and _person_only_words(words)
+                    and not text[text.rfind("\n", 0, m.start()) + 1:m.start()].strip(" \t>*-|;,")):
+            # ("Project Name: Zephyrine", "Database Name: Northwind" are no one: the label must start its line)
             yield Finding(m.start("value"), m.end("value"), "PERSON", 0.8, "name:cue")
     for m in _INITIAL_NAME.finditer(text):
         given, surname = m.group(1), m.group(2)
         if given in _OFFICES or given in _HONORIFICS or given in _places() or surname in _places():
             continue
+        if not (given in first or given in last or surname in last):
+            continue  # "Serie A Juventus", "Gebäude C Eingang": words of another language, not a name
         if (given in first or not _is_common(given) or _english_given(given)) \
                 and (surname in last or not _is_common(surname)) and not (_is_place(given) and given not in first):
             yield Finding(m.start(1), m.end(2), "PERSON", 0.7, "name:initial")
@@ -1096,7 +1101,9 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
     streets = [f for f in findings if f.entity_type == "STREET_ADDRESS"]
     if not streets:
         return findings
-    out = list(findings)
+    orgs = [(f.start, f.end) for f in findings if f.entity_type == "ORGANIZATION"]  # sorted, no overlaps
+    org_starts = [o[0] for o in orgs]
+    names: list[tuple[int, int]] = []
     for street in streets:
         line_start = text.rfind("\n", 0, street.start) + 1
         if text[line_start:street.start].strip(" \t>}|*-"):
@@ -1110,16 +1117,34 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
             m = _NAME_LINE.fullmatch(text, prev_start, prev_end)
             if m is None:
                 break
-            org = any(f.entity_type == "ORGANIZATION" and f.start <= m.start(1) and f.end >= m.end(1) for f in out)
+            k = bisect.bisect_right(org_starts, m.start(1)) - 1
+            org = k >= 0 and orgs[k][1] >= m.end(1)
             if org or _ORG_SUFFIX.search(m.group(1)):
                 pos, hops = prev_start, hops + 1
                 continue  # "Acme Ltd" between the name and the street
             if _person_only_words(m.group(1).split()) and not _is_place(m.group(1)):
-                s_, e_ = m.span(1)
-                out = [f for f in out if not (f.start < e_ and s_ < f.end and f.entity_type in ("LOCATION", "ORGANIZATION", "NRP"))]
-                if not any(f.start < e_ and s_ < f.end for f in out):
-                    out.append(Finding(s_, e_, "PERSON", 0.7, "name:addressee"))
+                names.append(m.span(1))
             break
+    if not names:
+        return findings
+    # One pass over both sorted lists: a model's place, firm or group on a name line gives way;
+    # a name line that overlaps anything else (a surer name, an identifier) is left as it is.
+    names = sorted(set(names))
+    out: list[Finding] = []
+    clashing: set[tuple[int, int]] = set()
+    k = 0
+    for f in findings:
+        while k < len(names) and names[k][1] <= f.start:
+            k += 1
+        hit = next((n for n in names[k:k + 2] if n[0] < f.end and f.start < n[1]), None)
+        if hit is None:
+            out.append(f)
+        elif f.entity_type in ("LOCATION", "ORGANIZATION", "NRP"):
+            continue
+        else:
+            clashing.add(hit)
+            out.append(f)
+    out += [Finding(s_, e_, "PERSON", 0.7, "name:addressee") for s_, e_ in names if (s_, e_) not in clashing]
     return sorted(out, key=lambda f: f.start)
 
 
@@ -1199,10 +1224,17 @@ _PERSON_BEFORE = re.compile(
 # Naile". ("Naile said", "says Morrison" fit a firm as well: those keep needing a known name.)
 _PERSON_ONLY_AFTER = re.compile(
     r"(?:['’]s\s+(?:kids?|son|daughter|wife|husband|mother|father|brother|sister|parents|children|birthday|"
-    r"funeral|memoir|diary|biography|address(?!\s+(?:space|bar|book|range|field|line|family|format|mode)))\b"
-    r"|\s+(?:was born|began writing|smiled|laughed|whispered|shouted at|married|divorced)\b"
-    r"|\s+(?:his|her)\s+(?:address|phone number|e-?mail|details|keys|password)\b"  # "had given Maja his address"
-    r"|,[ \t]+the[ \t]+[A-Za-z][\w -]{2,40},[ \t]+(?:said|says|added|explained)\b)")
+    r"funeral|memoir|diary|biography)\b"
+    r"|\s+(?:began writing|smiled|laughed|whispered|shouted at|married|divorced)\b"
+    r"|\s+(?:his|her)\s+(?:address|phone number|e-?mail|details|keys|password)\b)")  # "had given Maja his address"
+# ... and cues a firm or a product fits now and then ("Equinor's address", "Equinor, the
+# energy company, said"): words the model called a firm keep
+# their type; for other words these are person cues. The role must be a person's: "the
+# Production manager", "the Top executive", not "the energy company".
+_PERSON_MOSTLY_AFTER = re.compile(
+    r"(?:['’]s\s+address(?!\s+(?:space|bar|book|range|field|line|family|format|mode))\b"
+    r"|,[ \t]+the[ \t]+[A-Za-z][\w -]{0,40}(?:er|or|ist|ian|ant|ent|ive|man|woman|nurse|chef|aide|chief|head)"
+    r",[ \t]+(?:said|says|added|explained)\b)")
 _PERSON_ONLY_BEFORE = re.compile(
     r"(?:\b(?:Hi|Hello|Dear|married|divorced|between (?:him|her) and|shouted at|calls? me|leave me|(?i:follow up with))"
     r"|[!?][ \t]*(?:said|says|asked)"
@@ -1218,19 +1250,24 @@ _SENTENCE_START = re.compile(r"(?:^|[.!?][\"'”’)]?[ \t]+|\n[ \t]*)$")
 
 # "Unlike the Antall novel": a writer's name as the novel's adjective.
 _THE_BEFORE = re.compile(r"\b[Tt]he[ \t]+$")
-_WORK_AFTER = re.compile(r"[ \t]+(?:novels?|memoirs?|biography|autobiography|poems?)\b")
+_WORK_AFTER = re.compile(r"[ \t]+(?:novel|memoir|biography|autobiography)\b")  # not "the Discworld novels"
 # "Dmitar Ruedl listed his top 20": a deed with his or her own thing — a person, unless the
 # words name a place ("Oxford awarded her a degree").
 _OWN_DEED_AFTER = re.compile(r"[ \t]+[a-z]{3,}ed[ \t]+(?:his|her)\b")
 
 
-def _person_only_context(text: str, start: int, end: int) -> bool:
+def _person_only_context(text: str, start: int, end: int, *, firm: bool = False) -> bool:
+    """Is ``text[start:end]`` next to a cue only a person fits? ``firm``: the model called
+    these words an organisation, and only the cues no firm ever fits count."""
     if _PERSON_ONLY_BEFORE.search(text, max(0, start - 24), start) or _PERSON_ONLY_AFTER.match(text, end):
         return True
-    if _WORK_AFTER.match(text, end) and _THE_BEFORE.search(text, max(0, start - 8), start):
-        return True
-    if _OWN_DEED_AFTER.match(text, end) and not _is_place(text[start:end]):
-        return True
+    if not firm:
+        if _PERSON_MOSTLY_AFTER.match(text, end):
+            return True
+        if _WORK_AFTER.match(text, end) and _THE_BEFORE.search(text, max(0, start - 8), start):
+            return True
+        if _OWN_DEED_AFTER.match(text, end) and not _is_place(text[start:end]):
+            return True
     return _VOCATIVE_AFTER.match(text, end) is not None \
         and _SENTENCE_START.search(text, max(0, start - 4), start) is not None
 
@@ -1300,7 +1337,8 @@ def in_context(text: str, findings: list[Finding], cued: frozenset[int] = frozen
                 # what only a person does or has: "Naile said", "said Naile", "Marina's address"
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+context")
             elif f.recognizer.startswith("ner:") and not _ORG_SUFFIX.search(value) \
-                    and _person_only_words(words) and _person_only_context(text, f.start, f.end):
+                    and _person_only_words(words) \
+                    and _person_only_context(text, f.start, f.end, firm=f.entity_type == "ORGANIZATION"):
                 f = Finding(f.start, f.end, "PERSON", 0.7, "ner+context")  # "Hi Keiran,", "Hijacinta's kid"
         if f.recognizer.startswith("ner:") and f.entity_type in ("PERSON", "ORGANIZATION", "NRP"):
             value = text[f.start:f.end]
@@ -1407,7 +1445,7 @@ _POSTCODE = (r"(?:[A-Z]{1,3}[- ]?)?\d{3,6}(?:[ -](?:\d{2,4}|[A-Z]{2}))?"
 _PARTICLE = r"(?:and|de|del|do|da|dos|das|di|du|la|le|les|im|am|an|der|den|sur|upon|on|en|y|i|og|och)"
 _TAIL_SEP = re.compile(r"[ \t]*(?:\.(?=[ \t]*[,\n]))?[ \t]*(?:,[ \t]*(?:\n[ \t]*(?:[^\w\s]{1,4}[ \t]*)?)?|(?:\n[ \t]*){1,3}(?:[^\w\s(]{1,4}[ \t]*)?)")
 _TAIL_PART = re.compile(
-    r"(?:(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)[ \t]*[\w-]{1,6}|"
+    r"(?:(?:Apt\.?|Suite|Unit|Flat|Fl\.|Floor|P\.?O\.? Box|Box)[ \t]*(?:\d[\w-]{0,5}|[A-Z]\b)|"  # not "Unit tests"
     rf"(?:(?:{_POSTCODE})[ \t]+)?{_UPPER_WORD}\.?(?:[ \t-]+(?:{_UPPER_WORD}\.?|{_PARTICLE}(?=[ \t-])))*?"
     rf"(?:,?[ \t]+[A-Z]{{2,3}})?(?:,?[ \t]+(?:{_POSTCODE}))?"
     rf"|[A-Z]{{2,3}}(?:,?[ \t]+(?:{_POSTCODE}))?|(?:{_POSTCODE}))"
@@ -1522,7 +1560,7 @@ def _absorbable(f: Finding) -> bool:
     return f.entity_type == "PERSON" and f.score < 0.8
 
 
-_SAME_LINE_UNIT = re.compile(r"[ \t]*,?[ \t]+(?:Apt\.?|Suite|Unit|Flat)[ \t]*[\w-]{1,6}\b")
+_SAME_LINE_UNIT = re.compile(r"[ \t]*,?[ \t]+(?:Apt\.?|Suite|Unit|Flat)[ \t]*(?:\d[\w-]{0,5}|[A-Z])\b")  # not "Unit tests"
 
 
 def _model_place(findings: list[Finding], j: int, start: int, end: int, value: str) -> bool:
