@@ -537,6 +537,11 @@ _BLOCK_LINE = re.compile(r"^[^\w\n]{0,4}[ \t]*(.*?)[ \t]*$", re.MULTILINE)
 _TOWN_REGION_ZIP = re.compile(rf"{_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,3}},?[ \t]+[A-Z]{{2}}[ \t]+\d{{5}}(?:-\d{{4}})?")
 
 
+@lru_cache(maxsize=1)
+def _place_then_postcode() -> re.Pattern[str]:
+    return re.compile(rf"({_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,2}}),?[ \t]+(?:{_POSTCODE})\b")  # defined below
+
+
 def _block_streets(text: str) -> Iterator[Finding]:
     """The first line of an address block whose street has no known form: a line with a
     building number followed, within three lines, by a country (``_places``) line or a unit.
@@ -559,8 +564,7 @@ def _block_streets(text: str) -> Iterator[Finding]:
                 break
             content = line.group(1).strip(" ,")
             bare = re.sub(rf"[ \t,]*(?:{_POSTCODE})$", "", content).strip(" ,")
-            # "Norway 81042 last night." (the pattern is cached by re)
-            lead = re.match(rf"({_UPPER_WORD}(?:[ \t]+{_UPPER_WORD}){{0,2}}),?[ \t]+(?:{_POSTCODE})\b", content)
+            lead = _place_then_postcode().match(content)  # "Norway 81042 last night."
             if _UNIT_WORD.match(content) or bare in _places() or _TOWN_REGION_ZIP.fullmatch(content) \
                     or (lead and lead.group(1) in _places()):
                 ok = True
@@ -1208,14 +1212,16 @@ _LOCATIVE = re.compile(r"(?i:\b(?:in|to|from|near|outside|inside|around|towards?
 # What only a person does or has, right after a name the model called a place or a firm:
 # "X said", "X lives at", "X's daughter", "X was born" … and right before it: "said X",
 # "Hi X,", "married X".
+# Shared by the cue lists below: a person's kin, and what one does only to a person.
+_KIN = r"kids?|son|daughter|wife|husband|mother|father|brother|sister|parents|children"
+_TO_A_PERSON = r"Hi|Hello|Dear|married|divorced|between (?:him|her) and|shouted at|leave me|(?i:follow up with)"
 _PERSON_AFTER = re.compile(
-    r"(?:['’]s\s+(?:address|kids?|son|daughter|wife|husband|mother|father|brother|sister|family|friends?|"
-    r"parents|children|phone|e-?mail|birthday|killers?|funeral|novel|memoir|biography|diary)\b"
+    rf"(?:['’]s\s+(?:address|{_KIN}|family|friends?|"
+    r"phone|e-?mail|birthday|killers?|funeral|novel|memoir|biography|diary)\b"
     r"|\s+(?:said|says|shouted|asked|told|replied|answered|whispered|smiled|laughed|lives|lived|began writing|"
     r"had given|was born|is very reliable|was influenced|married|divorced|died|resigned|retired)\b)")
 _PERSON_BEFORE = re.compile(
-    r"(?:(?P<quoted>[,.!?]['\"”’][ \t]*(?:says|said)[ \t]+)|\b(?:said|says|asked|told|thanked|married|divorced|Hi|"
-    r"Hello|Dear|(?i:follow up with)|between him and|between her and|shouted at|leave me)[ \t]+)$")
+    rf"(?:(?P<quoted>[,.!?]['\"”’][ \t]*(?:says|said)[ \t]+)|\b(?:said|says|asked|told|thanked|{_TO_A_PERSON})[ \t]+)$")
 
 
 # Cues that only a person fits — a firm or a town is not greeted, married, shouted at or
@@ -1223,20 +1229,19 @@ _PERSON_BEFORE = re.compile(
 # Fern", "Sue, can I …", "Nanase Oyokawa, the Production manager, said", "I'm so jealous! said
 # Naile". ("Naile said", "says Morrison" fit a firm as well: those keep needing a known name.)
 _PERSON_ONLY_AFTER = re.compile(
-    r"(?:['’]s\s+(?:kids?|son|daughter|wife|husband|mother|father|brother|sister|parents|children|birthday|"
-    r"funeral|memoir|diary|biography)\b"
+    rf"(?:['’]s\s+(?:{_KIN}|birthday|funeral|memoir|diary|biography)\b"
     r"|\s+(?:began writing|smiled|laughed|whispered|shouted at|married|divorced)\b"
     r"|\s+(?:his|her)\s+(?:address|phone number|e-?mail|details|keys|password)\b)")  # "had given Maja his address"
 # ... and cues a firm or a product fits now and then ("Equinor's address", "Equinor, the
-# energy company, said"): words the model called a firm keep
-# their type; for other words these are person cues. The role must be a person's: "the
+# energy company, said"): words the model called a firm keep their type; for other words
+# these are person cues. The role must be a person's: "the
 # Production manager", "the Top executive", not "the energy company".
 _PERSON_MOSTLY_AFTER = re.compile(
     r"(?:['’]s\s+address(?!\s+(?:space|bar|book|range|field|line|family|format|mode))\b"
     r"|,[ \t]+the[ \t]+[A-Za-z][\w -]{0,40}(?:er|or|ist|ian|ant|ent|ive|man|woman|nurse|chef|aide|chief|head)"
     r",[ \t]+(?:said|says|added|explained)\b)")
 _PERSON_ONLY_BEFORE = re.compile(
-    r"(?:\b(?:Hi|Hello|Dear|married|divorced|between (?:him|her) and|shouted at|calls? me|leave me|(?i:follow up with))"
+    rf"(?:\b(?:{_TO_A_PERSON}|calls? me)"
     r"|[!?][ \t]*(?:said|says|asked)"
     r"|\b(?i:my|his|her|our|their)[ \t]+(?:kid|son|daughter|wife|husband|mother|father|brother|sister|"
     r"grandson|granddaughter|nephew|niece|uncle|aunt|cousin|fianc[eé]e?|boyfriend|girlfriend))[ \t]+$")
