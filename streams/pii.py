@@ -1091,65 +1091,162 @@ class Detector:
             cued = frozenset(f.start for f in found if f.entity_type == "PERSON" and f.recognizer in _CUE_RULES)
             resolved = in_context(text, resolved, cued)
         resolved = complete_addresses(text, resolved)
-        return addressees(text, resolved) if self.ner else resolved
+        return employers(text, addressees(text, resolved)) if self.ner else resolved
 
 
 # The name line of a postal address block: "Genghis Avdeyev\n\n14386 137 Avenue Teboulbi …",
 # "Mira Jovanović\nAcme Ltd\n2207 Šantićeva 14 …" (a firm's line may sit between).
 _NAME_LINE = re.compile(rf"^[^\w\n]{{0,4}}[ \t]*({_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{1,3}})[ \t]*$", re.MULTILINE)
+# Any short line of a block, behind a quote or list marker ("> ", "??? ").
+_BLOCK_TEXT_LINE = re.compile(r"^[^\w\n]{0,4}[ \t]*(\S(?:[^\n]{0,70}\S)?)[ \t]*$", re.MULTILINE)
+_LINE_MARKER = re.compile(r"[^\w\n]{0,4}[ \t]*")
+_NOT_FIRM_LINE = re.compile(r"(?i:apt|apartment|suite|unit|flat|floor|fl|building|bldg|block|room|rm|house|"
+                            r"c/o|care of|attn|attention|p\.?\s?o\.?\s?box|box|dept)\b")
+_FIRM_CONNECTORS = frozenset("and & of the de des du la le di del von van und für y et e".split())
+# A job title on its own line of a signature or address block: "Food preparation worker",
+# "Chief Executive Officer", "Head of Sales", "Echocardiographer".
+_TITLE_WORD = re.compile(
+    r"(?i:.*(?:er|or|ist|ian|ant|ent|ive|nurse|chef|aide|clerk|head|chief|partner|associate|intern|secretary|"
+    r"counsel|attorney|dean|coach|architect|lead|vp|ceo|cfo|cto|coo|cio|md))")
+_TITLE_FIRST = frozenset("Head Chief Senior Junior Lead Principal Vice VP Deputy Assistant Associate Managing "
+                         "Executive General Regional Global Director Manager".split())
+
+
+def _firm_line(value: str) -> bool:
+    """Does a block's line read as a firm's name: capitalised words (or a legal form), no job
+    title ("Paxata", "Scale Unlimited", "Hawkins, Richardson and Santana", "CARTA HOLDINGSINC.")?"""
+    if _ORG_SUFFIX.search(value):
+        return True
+    if _NOT_FIRM_LINE.match(value):
+        return False  # "Apartment 4B", "c/o Maria Lopez", "Attn: Accounts"
+    words = [w.strip(",.") for w in value.split()]
+    words = [w for w in words if w]
+    if not 1 <= len(words) <= 7 or not any(c.isalpha() for c in value) or re.search(r"[@:;!?]|\d{3}", value):
+        return False
+    if not all(w[:1].isupper() or w[:1].isdigit() or w.lower() in _FIRM_CONNECTORS for w in words):
+        return False  # "Food preparation worker", lower-case prose
+    if words[0] in _TITLE_FIRST or (_TITLE_WORD.fullmatch(words[-1]) and not words[-1].isupper()):
+        return False  # "Head of Sales", "Echocardiographer", "Cable Line Installer"
+    return not _is_place(value) and not _is_person_name(words)
 
 
 def addressees(text: str, findings: list[Finding]) -> list[Finding]:
     """A line of two or three name-shaped words (initials aside) right above a street address
-    (or above a firm's line above it) is the addressee: a person, whatever the model guessed."""
+    (or above a firm's or a job title's line above it) is the addressee: a person, whatever the
+    model guessed. The firm's line right above the street, below the addressee, is the firm:
+    "Dreux Joly\nPaxata\nPSC 3294, Box 9168", "Cormac Allan\nEchocardiographer\nPlaceilivecom\n338 …"."""
     streets = [f for f in findings if f.entity_type == "STREET_ADDRESS"]
     if not streets:
         return findings
     orgs = [(f.start, f.end) for f in findings if f.entity_type == "ORGANIZATION"]  # sorted, no overlaps
     org_starts = [o[0] for o in orgs]
+    persons = [(f.start, f.end, f.recognizer.startswith("ner:")) for f in findings if f.entity_type == "PERSON"]
+    person_starts = [p[0] for p in persons]
     names: list[tuple[int, int]] = []
+    firms: list[tuple[int, int]] = []
     for street in streets:
         line_start = text.rfind("\n", 0, street.start) + 1
-        if text[line_start:street.start].strip(" \t>}|*-"):
+        if not _LINE_MARKER.fullmatch(text, line_start, street.start):
             continue  # the street does not start its line
-        pos, hops = line_start, 0
-        while pos > 0 and hops < 2:
+        pos = line_start
+        between: list[tuple[int, int]] = []  # the lines walked over, the street's neighbour first
+        while pos > 0 and len(between) < 3:
             prev_end = pos - 1
             while prev_end > 0 and text[prev_end - 1] == "\n":
                 prev_end -= 1  # blank lines
             prev_start = text.rfind("\n", 0, prev_end) + 1
-            m = _NAME_LINE.fullmatch(text, prev_start, prev_end)
-            if m is None:
+            line = _BLOCK_TEXT_LINE.fullmatch(text, prev_start, prev_end)
+            if line is None:
                 break
-            k = bisect.bisect_right(org_starts, m.start(1)) - 1
-            org = k >= 0 and orgs[k][1] >= m.end(1)
-            if org or _ORG_SUFFIX.search(m.group(1)):
-                pos, hops = prev_start, hops + 1
-                continue  # "Acme Ltd" between the name and the street
-            if _person_only_words(m.group(1).split()) and not _is_place(m.group(1)):
+            m = _NAME_LINE.fullmatch(text, prev_start, prev_end)
+            k = bisect.bisect_right(org_starts, line.start(1)) - 1
+            org = k >= 0 and orgs[k][1] >= line.end(1)
+            j = bisect.bisect_right(person_starts, line.start(1)) - 1
+            # a name rule said person, or the model did and the line does not read as a firm's
+            # (the street's neighbour only when it does not read as a firm's: "Scale Unlimited")
+            typed_person = j >= 0 and persons[j][:2] == line.span(1) and not (
+                persons[j][2] and not between and _firm_line(line.group(1)))
+            if m is not None and not org and not _ORG_SUFFIX.search(m.group(1)) and (
+                    typed_person or (_person_only_words(m.group(1).split()) and not _is_place(m.group(1)))):
                 names.append(m.span(1))
-            break
+                if between and _firm_line(text[between[0][0]:between[0][1]]):
+                    firms.append(between[0])  # the line right above the street
+                break
+            if len(between) == 2 or not (org or _firm_line(line.group(1)) or _job_title_line(line.group(1))):
+                break
+            between.append(line.span(1))
+            pos = prev_start
     if not names:
         return findings
     # One pass over both sorted lists: a model's place, firm or group on a name line gives way;
     # a name line that overlaps anything else (a surer name, an identifier) is left as it is.
-    names = sorted(set(names))
+    # On a firm's line the model's guesses (a person, a place) give way to the firm.
+    found = sorted([(s_, e_, "PERSON") for s_, e_ in set(names)] + [(s_, e_, "ORGANIZATION") for s_, e_ in set(firms)])
     out: list[Finding] = []
     clashing: set[tuple[int, int]] = set()
     k = 0
     for f in findings:
-        while k < len(names) and names[k][1] <= f.start:
+        while k < len(found) and found[k][1] <= f.start:
             k += 1
-        hit = next((n for n in names[k:k + 2] if n[0] < f.end and f.start < n[1]), None)
+        hit = next((n for n in found[k:k + 2] if n[0] < f.end and f.start < n[1]), None)
         if hit is None:
             out.append(f)
-        elif f.entity_type in ("LOCATION", "ORGANIZATION", "NRP"):
-            continue
-        else:
-            clashing.add(hit)
+        elif f.entity_type == hit[2] and (f.start, f.end) == hit[:2]:
+            clashing.add(hit[:2])  # already typed so
             out.append(f)
-    out += [Finding(s_, e_, "PERSON", 0.7, "name:addressee") for s_, e_ in names if (s_, e_) not in clashing]
+        elif f.entity_type in ("LOCATION", "ORGANIZATION", "NRP") or (
+                hit[2] == "ORGANIZATION" and f.entity_type == "PERSON"
+                and (f.recognizer.startswith("ner") or (hit[0] <= f.start and f.end <= hit[1] and (f.start, f.end) != hit[:2]))):
+            continue  # and on a firm's line, a model's person or a name rule's word of it ("… and Santana")
+        else:
+            clashing.add(hit[:2])
+            out.append(f)
+    out += [Finding(s_, e_, typ, 0.7, "name:addressee" if typ == "PERSON" else "block:firm")
+            for s_, e_, typ in found if (s_, e_) not in clashing]
     return sorted(out, key=lambda f: f.start)
+
+
+# Someone's employer after "work for", "works at", "employed by", "a job at": "I work for
+# Flightstats", "I used to work for Transparagov as Dairy scientist".
+_FIRM_WORD = r"(?:[A-Z0-9][\w&/'’-]*\.?)"
+_EMPLOYER = re.compile(
+    rf"\b(?i:work(?:s|ed|ing)?|employed|interned|interning|job)[ \t]+(?i:for|at|by)[ \t]+(?:the[ \t]+)?"
+    rf"(?!(?:Mr|Mrs|Ms|Dr|Prof|Sir)\b)({_FIRM_WORD}(?:[ \t]+(?:&|and|of|de|{_FIRM_WORD})){{0,5}})")
+
+
+def employers(text: str, findings: list[Finding]) -> list[Finding]:
+    """The capitalised words after an employment cue name a firm, unless they read as a
+    person's name, a place or a single common word; the model's other guess gives way."""
+    firms: list[tuple[int, int]] = []
+    for m in _EMPLOYER.finditer(text):
+        value = m.group(1)
+        value = re.sub(r"(?:[ \t]+(?:&|and|of|de))+$", "", value)  # "… for Acme and" → "Acme"
+        if value.endswith(".") and not _ORG_SUFFIX.search(value):
+            value = value[:-1]
+        words = value.split()
+        if not any(c.isalpha() for c in value) or _is_place(value) or _is_person_name(words) \
+                or (len(words) == 1 and _is_common(words[0]) and not _ORG_SUFFIX.search(value)):
+            continue
+        firms.append((m.start(1), m.start(1) + len(value)))
+    if not firms:
+        return findings
+    out: list[Finding] = []
+    for f in findings:
+        hit = next((s_ for s_, e_ in firms if s_ < f.end and f.start < e_), None)
+        if hit is not None and (f.recognizer.startswith(("ner", "gazetteer:")) or f.entity_type == "ORGANIZATION"):
+            continue  # the model's or the gazetteer's guess at the firm's words
+        if hit is not None:
+            firms = [(s_, e_) for s_, e_ in firms if s_ != hit]  # a surer finding keeps the words
+        out.append(f)
+    out += [Finding(s_, e_, "ORGANIZATION", 0.7, "cue:employer") for s_, e_ in firms]
+    return sorted(out, key=lambda f: f.start)
+
+
+def _job_title_line(value: str) -> bool:
+    """A job title on its own line: "Assistant property manager", "Echocardiographer"."""
+    words = value.split()
+    return 1 <= len(words) <= 6 and words[0][:1].isupper() and not re.search(r"[\d@:;!?,]", value) and (
+        words[0] in _TITLE_FIRST or _TITLE_WORD.fullmatch(words[-1]) is not None)
 
 
 # -- names in their document ----------------------------------------------------------------

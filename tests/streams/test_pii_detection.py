@@ -157,6 +157,53 @@ def test_the_name_line_above_an_address_block_is_the_addressee(detector):
     assert not any(t == "PERSON" for t, _ in got), got
 
 
+@pytest.mark.parametrize("text, firm", [
+    ("Dreux Joly\nPaxata\nPSC 3294, Box 9168\nAPO AA 61487", "Paxata"),
+    ("Cormac Allan\nEchocardiographer\nPlaceilivecom\n338 17 St Omers Road, Beauwelz, Belgium", "Placeilivecom"),
+    ("Jane Doe\nHead of Procurement\nAcme Widgets\n12 High Street\nLondon SW1A 1AA", "Acme Widgets"),
+    ("Allan Björk\nScale Unlimited\nUnit 5022 Box 1225\nDPO AE 44085", "Scale Unlimited"),  # the model: a person
+    ("> Ana Souza\n> Hawkins, Richardson and Santana\n> 14 Rua Augusta 20\n> Lisboa", "Hawkins, Richardson and Santana"),
+])
+def test_the_line_between_the_addressee_and_the_street_is_the_firm(detector, text, firm):
+    got = found(detector, text)
+    assert ("ORGANIZATION", firm) in got, got
+    assert not any(t == "PERSON" and (v in firm or firm in v) for t, v in got), got
+
+
+@pytest.mark.parametrize("text, line", [
+    ("John Smith\nApartment 4B\n12 High Street\nLondon", "Apartment 4B"),
+    ("Maria Lopez\nSenior Software Engineer\n12 High Street\nLondon", "Senior Software Engineer"),
+    ("Maria Lopez\nFood preparation worker\n12 High Street\nLondon", "Food preparation worker"),
+    ("Please write to\nKeith Brown\nGermany\n12 Hauptstrasse 4\nBerlin", "Germany"),
+    ("Returns Department\nOceanic Lines\n12 Oak Road Apt. 4\nBoston", "Oceanic Lines"),  # no addressee above
+])
+def test_a_unit_a_job_title_or_a_country_above_the_street_is_no_firm(detector, text, line):
+    got = [f for f in detector.analyze(text) if f.recognizer == "block:firm"]
+    assert not got, [(f.entity_type, text[f.start:f.end]) for f in got]
+
+
+@pytest.mark.parametrize("text, firm", [
+    ("I work for Flightstats", "Flightstats"),
+    ("I used to work for Transparagov as Dairy scientist, but quit a few months ago.", "Transparagov"),
+    ("She was employed by Kyruus Health until 2019.", "Kyruus Health"),
+    ("I work for THALES/EQ", "THALES/EQ"),
+])
+def test_the_capitalised_words_after_an_employment_cue_are_the_employer(detector, text, firm):
+    assert ("ORGANIZATION", firm) in found(detector, text), found(detector, text)
+
+
+@pytest.mark.parametrize("text", [
+    "I work with Python every day.",         # not an employment cue
+    "He worked for Dr. Smith for years.",    # a person
+    "I work for Maria Lopez.",               # a person's name
+    "I worked at Heathrow for a year.",      # a place
+    "We work at Home most Fridays.",         # a common word
+])
+def test_an_employment_cue_before_a_person_a_place_or_a_word_is_no_firm(detector, text):
+    got = [f for f in detector.analyze(text) if f.recognizer == "cue:employer"]
+    assert not got, [(f.entity_type, text[f.start:f.end]) for f in got]
+
+
 def test_a_list_announced_as_people_takes_surnames_that_are_words(detector):
     got = found(detector, "The firm is the brainchild of our 3 founders: Guibord, Cannon and Moore.")
     assert {("PERSON", "Guibord"), ("PERSON", "Cannon"), ("PERSON", "Moore")} <= got, got
@@ -419,7 +466,7 @@ def test_independent_presidio_research_set_floors(detector):
     assert summary["structured"]["recall"] >= 0.94 and summary["structured"]["precision"] >= 0.94, summary["structured"]
     assert per["PHONE_NUMBER"]["recall"] >= 0.93 and per["PHONE_NUMBER"]["precision"] >= 0.95, per["PHONE_NUMBER"]
     assert summary["person"]["recall"] >= 0.83 and summary["person"]["precision"] >= 0.83, summary["person"]
-    assert summary["location_organization"]["recall"] >= 0.64, summary["location_organization"]
+    assert summary["location_organization"]["recall"] >= 0.68, summary["location_organization"]
     assert summary["any_pii"]["recall"] >= 0.83 and summary["any_pii"]["precision"] >= 0.94, summary["any_pii"]
 
 
