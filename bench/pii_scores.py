@@ -6,7 +6,8 @@
 Sets: ``presidio`` (tests/data/pii_independent/presidio_evaluator_1500.jsonl) with the
 tenant's phone regions (the 30 countries of its records) and with the default ones (US, GB);
 ``presidio_research`` (tests/data/pii_independent/presidio_research_synth_v2.jsonl, Microsoft's
-published set, default regions: held out, never tuned on); ``opennlp`` (real, human-labelled text, tests/data/pii_independent/opennlp_real.jsonl); and
+published set, default regions: held out at first; its address misses (2026-11-26) and
+its firm misses (2026-11-27) were read, so for those it is a second sample of set 1's templates); ``opennlp`` (real, human-labelled text, tests/data/pii_independent/opennlp_real.jsonl); and
 ``generated`` (bench/data/pii_eval.jsonl, our own generator: a regression test, not a judge).
 Each run prints the table of ``python -m streams.pii_eval`` and writes the summary as JSON.
 """
