@@ -922,33 +922,57 @@ def _named(text: str, explained: list[tuple[int, int]] | None = None) -> Iterato
             end = start + len(value)
         value = value.rstrip()
         end = start + len(value)
-        for suffix in ("'s", "’s", "'", "’"):
-            if value.endswith(suffix):
-                value, end = value[: -len(suffix)], end - len(suffix)
-        if not value.strip() or _HAS_DIGIT.search(value) and kind != "LOCATION":
+        if _GLUED.search(value):
+            continue  # "Dpkg::Changelog", "(X)Emacs", "line(s)": code and notation, not names
+        if _SPAN_BREAK.search(value):
+            # 'Vanessa:"I'm Cynthia': a span run over a speaker's colon, a quote or a semicolon is two
+            # things; each part is checked on its own, without a leading "I'm".
+            for part in _SPAN_PART.finditer(value):
+                yield from _named_span(start + part.start(1), start + part.end(1), kind, text,
+                                       first, last, places, common)
             continue
-        if _CODE_CHARS.search(value) or value.endswith("-"):
-            continue  # "b/", "HOME/.gitk", "git gc --no-": paths and commands, not names
-        words = value.split()
-        if value in _NOT_NAMED or value.rstrip(".") in _NOT_NAMED:
-            continue
-        if kind in ("ORGANIZATION", "LOCATION") and value.islower():
-            continue  # "zlib", "npm": the model's guess on a lower-case token; names of places and firms are capitalised
-        if kind in ("PERSON", "ORGANIZATION") and value in places:
-            kind = "LOCATION"  # "Brazil", "United States" tagged ORG in an address line
-        if kind == "PERSON":
-            if value.islower():
-                continue  # "zsh completions": lower-case names are left to the "my name is" cues
-            if all(ner.is_common(w, common) and not _english_given(w) for w in words) \
-                    and (value.islower() or len(words) == 1):
-                continue  # "Salary is paid …", "the North's" — a common word, not an English given name
-            if len(words) == 1 and value.isupper():
-                continue  # an acronym (VIN, MRN)
-            if not value.islower() and any(w.islower() and w not in _PARTICLES for w in words):
-                continue  # "metainfo output", "git gc": a lower-case word inside a capitalised name
-            if len(words) == 1 and value not in first and value not in last and _PRODUCTISH.search(value):
-                continue  # "DejaVu", "MacOS", "Travis-CI": inner capitals, not a name
-        yield Finding(start, end, kind, ner.SCORES[kind], "ner:spacy")
+        yield from _named_span(start, end, kind, text, first, last, places, common)
+
+
+_SPAN_BREAK = re.compile(r"[\"“”:;]")
+_GLUED = re.compile(r"::|\w\(|\)\w")
+_SPAN_PART = re.compile(r"(?:I['’](?:m|d|ve|ll)\s+|[\s\"“”:;])*([^\"“”:;]*[^\s\"“”:;])")
+
+
+def _named_span(start: int, end: int, kind: str, text: str, first: frozenset[str], last: frozenset[str],
+                places: frozenset[str], common: object) -> Iterator[Finding]:
+    """One span of the model's, checked: trimmed of a possessive, dropped when it reads as a
+    path, a code, a lower-case token, a common word or a product rather than a name."""
+    from streams import ner
+
+    value = text[start:end]
+    for suffix in ("'s", "’s", "'", "’"):
+        if value.endswith(suffix):
+            value, end = value[: -len(suffix)], end - len(suffix)
+    if not value.strip() or _HAS_DIGIT.search(value) and kind != "LOCATION":
+        return
+    if _CODE_CHARS.search(value) or value.endswith("-"):
+        return  # "b/", "HOME/.gitk", "git gc --no-": paths and commands, not names
+    words = value.split()
+    if value in _NOT_NAMED or value.rstrip(".") in _NOT_NAMED:
+        return
+    if kind in ("ORGANIZATION", "LOCATION") and value.islower():
+        return  # "zlib", "npm": the model's guess on a lower-case token; names of places and firms are capitalised
+    if kind in ("PERSON", "ORGANIZATION") and value in places:
+        kind = "LOCATION"  # "Brazil", "United States" tagged ORG in an address line
+    if kind == "PERSON":
+        if value.islower():
+            return  # "zsh completions": lower-case names are left to the "my name is" cues
+        if all(ner.is_common(w, common) and not _english_given(w) for w in words) \
+                and (value.islower() or len(words) == 1):
+            return  # "Salary is paid …", "the North's" — a common word, not an English given name
+        if len(words) == 1 and value.isupper():
+            return  # an acronym (VIN, MRN)
+        if not value.islower() and any(w.islower() and w not in _PARTICLES for w in words):
+            return  # "metainfo output", "git gc": a lower-case word inside a capitalised name
+        if len(words) == 1 and value not in first and value not in last and _PRODUCTISH.search(value):
+            return  # "DejaVu", "MacOS", "Travis-CI": inner capitals, not a name
+    yield Finding(start, end, kind, ner.SCORES[kind], "ner:spacy")
 
 
 def _import_presidio_recognizers():  # noqa: ANN202 - a module
@@ -1396,7 +1420,10 @@ def _person_context(text: str, start: int, end: int, *, place: bool) -> bool:
     return before is not None or _PERSON_AFTER.match(text, end) is not None
 
 
-_CUED_CAPS = re.compile(rf"(?<![\w'’-])(?!(?:Hi|Hello|Dear)\b)({_UPPER_WORD}(?:[ ](?:[A-Z]\.?|{_UPPER_WORD})){{0,2}})(?![\w-])")
+# (a word here keeps an apostrophe inside, "O'Brien", but not a possessive: "Cynthia's daughter"
+# is "Cynthia" before the cue "'s daughter"; "I'm", "I'd" start no name)
+_CUED_WORD = rf"{_UP}{_LETTERS}*(?:-{_LETTERS}+|['’](?!s\b){_LETTERS}+)?"
+_CUED_CAPS = re.compile(rf"(?<![\w'’-])(?!(?:Hi|Hello|Dear)\b|I['’][a-z])({_CUED_WORD}(?:[ ](?:[A-Z]\.?|{_CUED_WORD})){{0,2}})(?![\w-])")
 # Lines of a transcript: "Mineko: What a wife." — a speaker label at the start of a line.
 _SPEAKER = re.compile(rf"^[ \t]*({_UPPER_WORD}(?:[ ][A-Z]\.?)?(?:[ ]{_UPPER_WORD}){{0,2}})[ \t]*:(?=[ \t]*\S)", re.MULTILINE)
 # Coordinated single capitalised words: "Platt, David, Claudia and Oscar", "Eriksson and Kim".
