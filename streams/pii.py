@@ -928,6 +928,8 @@ def _named(text: str, explained: list[tuple[int, int]] | None = None) -> Iterato
             # 'Vanessa:"I'm Cynthia': a span run over a speaker's colon, a quote or a semicolon is two
             # things; each part is checked on its own, without a leading "I'm".
             for part in _SPAN_PART.finditer(value):
+                if len(part.group(1)) < 3 and not part.group(1).isupper():
+                    continue  # "Re: Sales" — "Re" is no name
                 yield from _named_span(start + part.start(1), start + part.end(1), kind, text,
                                        first, last, places, common)
             continue
@@ -936,7 +938,7 @@ def _named(text: str, explained: list[tuple[int, int]] | None = None) -> Iterato
 
 _SPAN_BREAK = re.compile(r"[\"“”:;]")
 _GLUED = re.compile(r"::|\w\(|\)\w")
-_SPAN_PART = re.compile(r"(?:I['’](?:m|d|ve|ll)\s+|[\s\"“”:;])*([^\"“”:;]*[^\s\"“”:;])")
+_SPAN_PART = re.compile(r"(?:I['’](?:m|d|ve|ll)\b\s*|[\s\"“”:;])*([^\"“”:;]*[^\s\"“”:;])")
 
 
 def _named_span(start: int, end: int, kind: str, text: str, first: frozenset[str], last: frozenset[str],
@@ -1115,43 +1117,73 @@ class Detector:
             cued = frozenset(f.start for f in found if f.entity_type == "PERSON" and f.recognizer in _CUE_RULES)
             resolved = in_context(text, resolved, cued)
         resolved = complete_addresses(text, resolved)
-        return employers(text, addressees(text, resolved)) if self.ner else resolved
+        if self.ner:
+            resolved = employers(text, addressees(text, resolved))
+        # the rules after the model add types of their own: keep to what was asked
+        return [f for f in resolved if f.entity_type in self.entities and f.score >= self.threshold]
 
 
 # The name line of a postal address block: "Genghis Avdeyev\n\n14386 137 Avenue Teboulbi …",
 # "Mira Jovanović\nAcme Ltd\n2207 Šantićeva 14 …" (a firm's line may sit between).
-_NAME_LINE = re.compile(rf"^[^\w\n]{{0,4}}[ \t]*({_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{1,3}})[ \t]*$", re.MULTILINE)
+_NAME_LINE = re.compile(rf"^[^\w\n]{{0,8}}[ \t]*({_UPPER_WORD}(?:[ \t]+(?:[A-Z]\.?|{_UPPER_WORD})){{1,3}})[ \t\r]*$", re.MULTILINE)
 # Any short line of a block, behind a quote or list marker ("> ", "??? ").
-_BLOCK_TEXT_LINE = re.compile(r"^[^\w\n]{0,4}[ \t]*(\S(?:[^\n]{0,70}\S)?)[ \t]*$", re.MULTILINE)
-_LINE_MARKER = re.compile(r"[^\w\n]{0,4}[ \t]*")
-_NOT_FIRM_LINE = re.compile(r"(?i:apt|apartment|suite|unit|flat|floor|fl|building|bldg|block|room|rm|house|"
-                            r"c/o|care of|attn|attention|p\.?\s?o\.?\s?box|box|dept)\b")
+_BLOCK_TEXT_LINE = re.compile(r"^[^\w\n]{0,8}[ \t]*(\S(?:[^\n]{0,70}\S)?)[ \t\r]*$", re.MULTILINE)
+_LINE_MARKER = re.compile(r"[^\w\n]*")  # "> ", ">>>>>> ", "??? ", "* " before a street
+_NOT_FIRM_LINE = re.compile(
+    r"(?i:^(?:apt|apartment|suite|ste|unit|flat|floor|fl|level|building|bldg|block|room|rm|warehouse|c/o|care of|"
+    r"attn|attention|p\.?\s?o\.?\s?box|box|bill to|ship to|deliver to|service|direction|abteilung|"
+    r"d[ée]partement|departamento)\b|\b(?:department|dept|floor|house|"
+    r"cottage|court|rectory|manor|farm|lodge|headquarters|hq)\b)")  # "Level 5", "Oak House", "Human Resources Dept"
 _FIRM_CONNECTORS = frozenset("and & of the de des du la le di del von van und für y et e".split())
 # A job title on its own line of a signature or address block: "Food preparation worker",
-# "Chief Executive Officer", "Head of Sales", "Echocardiographer".
+# "Chief Executive Officer", "Head of Sales", "Data Analyst", "Echocardiographer", "CEO".
 _TITLE_WORD = re.compile(
-    r"(?i:.*(?:er|or|ist|ian|ant|ent|ive|nurse|chef|aide|clerk|head|chief|partner|associate|intern|secretary|"
-    r"counsel|attorney|dean|coach|architect|lead|vp|ceo|cfo|cto|coo|cio|md))")
+    r"(?i:.*(?:er|or|ist|yst|ian|ant|ent|ive|eon|man|woman|person|nurse|chef|aide|clerk|head|chief|partner|"
+    r"associate|intern|trainee|fellow|chair|secretary|counsel|attorney|paralegal|dean|coach|architect|lead|"
+    r"principal|officer|staff)|vp|svp|evp|ceo|cfo|cto|coo|cio|ciso|md|gm|hr|it|pa|[IVX]{1,4})")
 _TITLE_FIRST = frozenset("Head Chief Senior Junior Lead Principal Vice VP Deputy Assistant Associate Managing "
-                         "Executive General Regional Global Director Manager".split())
+                         "Executive General Regional Global Director Manager Founder Co-founder CEO CFO CTO COO "
+                         "Staff Intern Trainee".split())
 
 
 def _firm_line(value: str) -> bool:
-    """Does a block's line read as a firm's name: capitalised words (or a legal form), no job
-    title ("Paxata", "Scale Unlimited", "Hawkins, Richardson and Santana", "CARTA HOLDINGSINC.")?"""
+    """Does a block's line read as a firm's name: capitalised words with at least one that is
+    no English word, or a legal form; no job title, unit, department, house name, place, honorific
+    or given name ("Paxata", "Placeilivecom", "Hawkins, Richardson and Santana", "CARTA
+    HOLDINGSINC."; not "Data Analyst", "Human Resources", "The Old Rectory", "Wei Zhang")?"""
+    first, _, _ = _names()
     if _ORG_SUFFIX.search(value):
         return True
-    if _NOT_FIRM_LINE.match(value):
-        return False  # "Apartment 4B", "c/o Maria Lopez", "Attn: Accounts"
-    words = [w.strip(",.") for w in value.split()]
-    words = [w for w in words if w]
-    if not 1 <= len(words) <= 7 or not any(c.isalpha() for c in value) or re.search(r"[@:;!?]|\d{3}", value):
+    if _NOT_FIRM_LINE.search(value):
         return False
-    if not all(w[:1].isupper() or w[:1].isdigit() or w.lower() in _FIRM_CONNECTORS for w in words):
+    words = [w.strip(",.*\"'“”’()[]_") for w in value.split()]
+    words = [w for w in words if w]
+    if not 1 <= len(words) <= 7 or not words[0][:1].isalpha() or re.search(r"[@:;!?]|\d", value):
+        return False
+    if not all(w[:1].isupper() or w.lower() in _FIRM_CONNECTORS for w in words):
         return False  # "Food preparation worker", lower-case prose
-    if words[0] in _TITLE_FIRST or (_TITLE_WORD.fullmatch(words[-1]) and not words[-1].isupper()):
-        return False  # "Head of Sales", "Echocardiographer", "Cable Line Installer"
+    if words[0] in _TITLE_FIRST or words[0].rstrip(".") in _HONORIFICS or any(_TITLE_WORD.fullmatch(w) for w in words[-2:]):
+        return False  # "Head of Sales", "Echocardiographer", "Data Analyst", "Software Engineer II", "Dr. Khan"
+    named = [w for w in words if w.lower() not in _FIRM_CONNECTORS]
+    if not named or named[0] in first or _department(named):
+        return False  # "John Doe", "John and Jane Smith" (a given name first); "Accounts Payable", "Headquarters"
     return not _is_place(value) and not _is_person_name(words)
+
+
+# Words of a department's or a function's name, not a firm's: "Human Resources", "Accounts
+# Payable", "Customer Service", "Research and Development".
+_DEPARTMENT_WORDS = frozenset("""resources payable receivable accounts accounting finance financial marketing sales
+legal operations procurement purchasing administration admin support engineering research development
+compliance treasury payroll facilities security logistics reception management communications press
+customer customers service services relations recruitment recruiting talent office desk team unit division
+headquarters registry mailroom billing shipping receiving returns claims""".split())
+
+
+def _department(words: list[str]) -> bool:
+    """English words only, and one word alone or one of them a department's: "Headquarters",
+    "Accounts Payable", "Customer Service" (not "Overture Technologies", "Knowledge Agency")."""
+    return all(_is_common(w) for w in words) and (
+        len(words) == 1 or any(w.lower() in _DEPARTMENT_WORDS for w in words))
 
 
 def addressees(text: str, findings: list[Finding]) -> list[Finding]:
@@ -1164,6 +1196,7 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
         return findings
     orgs = [(f.start, f.end) for f in findings if f.entity_type == "ORGANIZATION"]  # sorted, no overlaps
     org_starts = [o[0] for o in orgs]
+    _, last, _ = _names()
     persons = [(f.start, f.end, f.recognizer.startswith("ner:")) for f in findings if f.entity_type == "PERSON"]
     person_starts = [p[0] for p in persons]
     names: list[tuple[int, int]] = []
@@ -1186,15 +1219,18 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
             k = bisect.bisect_right(org_starts, line.start(1)) - 1
             org = k >= 0 and orgs[k][1] >= line.end(1)
             j = bisect.bisect_right(person_starts, line.start(1)) - 1
-            # a name rule said person, or the model did and the line does not read as a firm's
-            # (the street's neighbour only when it does not read as a firm's: "Scale Unlimited")
+            # a name rule said person, or the model did — unless the line is the street's
+            # neighbour, reads as a firm's and has a legal form or an English word in it
+            # ("Roadify Transit"; "Wei Zhang" stays a person)
             typed_person = j >= 0 and persons[j][:2] == line.span(1) and not (
-                persons[j][2] and not between and _firm_line(line.group(1)))
+                persons[j][2] and not between and _firm_line(line.group(1))
+                and not any(w.strip(",") in last for w in line.group(1).split())
+                and (_ORG_SUFFIX.search(line.group(1)) or any(_is_common(w) for w in line.group(1).split())))
             if m is not None and not org and not _ORG_SUFFIX.search(m.group(1)) and (
                     typed_person or (_person_only_words(m.group(1).split()) and not _is_place(m.group(1)))):
                 names.append(m.span(1))
                 if between and _firm_line(text[between[0][0]:between[0][1]]):
-                    firms.append(between[0])  # the line right above the street
+                    firms.append(_unmarked(text, *between[0]))  # the line right above the street
                 break
             if len(between) == 2 or not (org or _firm_line(line.group(1)) or _job_title_line(line.group(1))):
                 break
@@ -1231,39 +1267,70 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
 
 
 # Someone's employer after "work for", "works at", "employed by", "a job at": "I work for
-# Flightstats", "I used to work for Transparagov as Dairy scientist".
-_FIRM_WORD = r"(?:[A-Z0-9][\w&/'’-]*\.?)"
+# Flightstats", "I used to work for Transparagov as Dairy scientist". The cue in lower case
+# (not the heading "Work For Hire Agreement"); each word capitalised, no "I", no possessive,
+# a full stop only after a legal form ("Acme Corp. She …" is "Acme Corp.").
+_FIRM_WORD = (r"(?!I\b)[A-Z][\w&/-]*(?:['’][A-Za-z]{2,}[\w&/-]*)?"
+              r"(?:(?<=Inc)\.|(?<=Ltd)\.|(?<=Corp)\.|(?<=Co)\.|(?<=Bros)\.)?(?!['’\w])")
 _EMPLOYER = re.compile(
-    rf"\b(?i:work(?:s|ed|ing)?|employed|interned|interning|job)[ \t]+(?i:for|at|by)[ \t]+(?:the[ \t]+)?"
-    rf"(?!(?:Mr|Mrs|Ms|Dr|Prof|Sir)\b)({_FIRM_WORD}(?:[ \t]+(?:&|and|of|de|{_FIRM_WORD})){{0,5}})")
+    rf"\b(?:work(?:s|ed|ing)?|employed|interned|interning|job)[ \t]+(?:for|at|by)[ \t]+(?:the[ \t]+)?"
+    rf"(?!(?:Mr|Mrs|Ms|Dr|Prof|Sir)\b)((?:\d+[ \t]+)?{_FIRM_WORD}(?:[ \t]+(?:&|and|of|de)?[ \t]*{_FIRM_WORD}){{0,5}})")
+
+
+_AND = re.compile(r"([ \t]+(?:and|&)[ \t]+)")
 
 
 def employers(text: str, findings: list[Finding]) -> list[Finding]:
     """The capitalised words after an employment cue name a firm, unless they read as a
-    person's name, a place or a single common word; the model's other guess gives way."""
-    firms: list[tuple[int, int]] = []
+    person's name, a place or English words; the model's or the gazetteer's other guess gives
+    way, a surer finding inside keeps its words (the firm ends before them). Linear."""
+    first, last, _ = _names()
+    firms: list[list[int]] = []
     for m in _EMPLOYER.finditer(text):
         value = m.group(1)
-        value = re.sub(r"(?:[ \t]+(?:&|and|of|de))+$", "", value)  # "… for Acme and" → "Acme"
-        if value.endswith(".") and not _ORG_SUFFIX.search(value):
-            value = value[:-1]
-        words = value.split()
-        if not any(c.isalpha() for c in value) or _is_place(value) or _is_person_name(words) \
-                or (len(words) == 1 and _is_common(words[0]) and not _ORG_SUFFIX.search(value)):
-            continue
-        firms.append((m.start(1), m.start(1) + len(value)))
+        parts = _AND.split(value, maxsplit=1)
+        if len(parts) == 3 and _is_person_name(parts[2].split()):
+            value = parts[0]  # "for Zentrix and Maria Lopez hired me": the firm ends before the person
+        words = [w.rstrip(".") for w in value.split() if w not in ("&", "and", "of", "de")]
+        if value[0].isdigit() and not _ORG_SUFFIX.search(value):
+            continue  # "worked for 10 Years"; "for 48 Factoring Inc" is a firm
+        if _is_place(value) or _is_person_name(words) or _department(words) \
+                or (len(words) == 1 and (words[0] in first or words[0] in last)):
+            continue  # "worked at Heathrow", "work for Maria Lopez", "work at Home", "in Sales", "for Nguyen"
+        firms.append([m.start(1), m.start(1) + len(value)])
     if not firms:
         return findings
+    starts = [f_[0] for f_ in firms]
     out: list[Finding] = []
     for f in findings:
-        hit = next((s_ for s_, e_ in firms if s_ < f.end and f.start < e_), None)
-        if hit is not None and (f.recognizer.startswith(("ner", "gazetteer:")) or f.entity_type == "ORGANIZATION"):
-            continue  # the model's or the gazetteer's guess at the firm's words
-        if hit is not None:
-            firms = [(s_, e_) for s_, e_ in firms if s_ != hit]  # a surer finding keeps the words
+        k = bisect.bisect_left(starts, f.end) - 1  # the last firm starting before f ends
+        hits = []
+        while k >= 0 and firms[k][1] > f.start:
+            hits.append(k)
+            k -= 1
+        if hits and (f.recognizer.startswith(("ner", "gazetteer:", "name:list", "name:document"))
+                     or f.entity_type == "ORGANIZATION"):
+            continue  # the model's, the gazetteer's or a list's guess at the firm's words
+        for k in hits:  # a surer finding keeps its words: "for Acme and Maria Lopez" → "Acme"
+            end = f.start if f.start > firms[k][0] else firms[k][0]
+            while end > firms[k][0] and (text[end - 1] in " \t&" or text[firms[k][0]:end].endswith(" and")):
+                end -= 4 if text[firms[k][0]:end].endswith(" and") else 1
+            firms[k][1] = end
         out.append(f)
-    out += [Finding(s_, e_, "ORGANIZATION", 0.7, "cue:employer") for s_, e_ in firms]
+    out += [Finding(s_, e_, "ORGANIZATION", 0.7, "cue:employer") for s_, e_ in firms if e_ > s_]
     return sorted(out, key=lambda f: f.start)
+
+
+def _unmarked(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span without the markup around it: "*Acme Widgets*", '"Acme Widgets"'."""
+    while start < end and text[start] in _MARKUP:
+        start += 1
+    while end > start and text[end - 1] in _MARKUP:
+        end -= 1
+    return start, end
+
+
+_MARKUP = frozenset("*_\"'“”‘’()[]<>`~#|")
 
 
 def _job_title_line(value: str) -> bool:
