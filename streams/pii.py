@@ -922,8 +922,8 @@ def _named(text: str, explained: list[tuple[int, int]] | None = None) -> Iterato
             end = start + len(value)
         value = value.rstrip()
         end = start + len(value)
-        if _GLUED.search(value):
-            continue  # "Dpkg::Changelog", "(X)Emacs", "line(s)": code and notation, not names
+        if _GLUED.search(value) or _CODE_CHARS.search(value) or (_HAS_DIGIT.search(value) and kind != "LOCATION"):
+            continue  # "Dpkg::Changelog", "(X)Emacs", "MAC de:15:51", "Node:8080": code and notation, not names
         if _SPAN_BREAK.search(value):
             # 'Vanessa:"I'm Cynthia': a span run over a speaker's colon, a quote or a semicolon is two
             # things; each part is checked on its own, without a leading "I'm".
@@ -1117,8 +1117,11 @@ class Detector:
             cued = frozenset(f.start for f in found if f.entity_type == "PERSON" and f.recognizer in _CUE_RULES)
             resolved = in_context(text, resolved, cued)
         resolved = complete_addresses(text, resolved)
-        if self.ner:
-            resolved = employers(text, addressees(text, resolved))
+        if self.ner and self.threshold <= 0.7:  # their findings score 0.7: asked for, or none of them runs
+            firms = "ORGANIZATION" in self.entities
+            resolved = addressees(text, resolved, firms=firms)
+            if firms:
+                resolved = employers(text, resolved)
         # the rules after the model add types of their own: keep to what was asked
         return [f for f in resolved if f.entity_type in self.entities and f.score >= self.threshold]
 
@@ -1136,14 +1139,33 @@ _NOT_FIRM_LINE = re.compile(
     r"cottage|court|rectory|manor|farm|lodge|headquarters|hq)\b)")  # "Level 5", "Oak House", "Human Resources Dept"
 _FIRM_CONNECTORS = frozenset("and & of the de des du la le di del von van und für y et e".split())
 # A job title on its own line of a signature or address block: "Food preparation worker",
-# "Chief Executive Officer", "Head of Sales", "Data Analyst", "Echocardiographer", "CEO".
-_TITLE_WORD = re.compile(
-    r"(?i:.*(?:er|or|ist|yst|ian|ant|ent|ive|eon|man|woman|person|nurse|chef|aide|clerk|head|chief|partner|"
-    r"associate|intern|trainee|fellow|chair|secretary|counsel|attorney|paralegal|dean|coach|architect|lead|"
-    r"principal|officer|staff)|vp|svp|evp|ceo|cfo|cto|coo|cio|ciso|md|gm|hr|it|pa|[IVX]{1,4})")
+# "Chief Executive Officer", "Head of Sales", "Data Analyst", "Echocardiographer", "CEO". A
+# title's last word is a role (the word before it when the last is a grade: "Engineer II");
+# one word alone may also end like a role ("Packager"). Firms end in other words: "Blue Water
+# Labs", "Apex Payment Systems", "Meridian Health", "Porter IT Services".
+_TITLE_HEADS = frozenset("""manager director engineer officer analyst assistant consultant specialist coordinator
+administrator accountant developer designer architect scientist technician nurse physician surgeon doctor
+teacher professor lecturer researcher associate partner counsel attorney lawyer solicitor paralegal secretary
+clerk agent representative executive president chair chairman chairwoman chairperson founder co-founder owner
+intern trainee fellow editor writer producer supervisor inspector installer operator driver worker cleaner
+buyer planner strategist advisor adviser auditor controller treasurer head lead chief dean coach instructor
+librarian pharmacist therapist dentist veterinarian programmer tester recruiter receptionist cashier foreman
+superintendent principal student resident apprentice ceo cfo cto coo cio ciso vp svp evp md gm""".split())
+_TITLE_ALONE = re.compile(r"(?i:[a-z-]{4,}(?:er|or|ist|yst|ian|ant|eon|grapher|ologist))")
+_GRADE = re.compile(r"(?:[IVX]{1,4}|Jr|Sr|\d)\.?")
 _TITLE_FIRST = frozenset("Head Chief Senior Junior Lead Principal Vice VP Deputy Assistant Associate Managing "
                          "Executive General Regional Global Director Manager Founder Co-founder CEO CFO CTO COO "
                          "Staff Intern Trainee".split())
+
+
+def _job_title_words(words: list[str]) -> bool:
+    """Capitalised words of a job title: a role first or last ("Head of Sales", "Data Analyst",
+    "Software Engineer II", "CEO", "Echocardiographer")."""
+    if not words:
+        return False
+    last = words[-1] if len(words) == 1 or not _GRADE.fullmatch(words[-1]) else words[-2]
+    return words[0] in _TITLE_FIRST or last.lower() in _TITLE_HEADS or (
+        len(words) == 1 and _TITLE_ALONE.fullmatch(words[0]) is not None)
 
 
 def _firm_line(value: str) -> bool:
@@ -1162,7 +1184,7 @@ def _firm_line(value: str) -> bool:
         return False
     if not all(w[:1].isupper() or w.lower() in _FIRM_CONNECTORS for w in words):
         return False  # "Food preparation worker", lower-case prose
-    if words[0] in _TITLE_FIRST or words[0].rstrip(".") in _HONORIFICS or any(_TITLE_WORD.fullmatch(w) for w in words[-2:]):
+    if words[0].rstrip(".") in _HONORIFICS or words[0].rstrip(".") in _TITLES_BEFORE_NAME or _job_title_words(words):
         return False  # "Head of Sales", "Echocardiographer", "Data Analyst", "Software Engineer II", "Dr. Khan"
     named = [w for w in words if w.lower() not in _FIRM_CONNECTORS]
     if not named or named[0] in first or _department(named):
@@ -1186,7 +1208,7 @@ def _department(words: list[str]) -> bool:
         len(words) == 1 or any(w.lower() in _DEPARTMENT_WORDS for w in words))
 
 
-def addressees(text: str, findings: list[Finding]) -> list[Finding]:
+def addressees(text: str, findings: list[Finding], *, firms: bool = True) -> list[Finding]:
     """A line of two or three name-shaped words (initials aside) right above a street address
     (or above a firm's or a job title's line above it) is the addressee: a person, whatever the
     model guessed. The firm's line right above the street, below the addressee, is the firm:
@@ -1200,7 +1222,7 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
     persons = [(f.start, f.end, f.recognizer.startswith("ner:")) for f in findings if f.entity_type == "PERSON"]
     person_starts = [p[0] for p in persons]
     names: list[tuple[int, int]] = []
-    firms: list[tuple[int, int]] = []
+    firm_lines: list[tuple[int, int]] = []
     for street in streets:
         line_start = text.rfind("\n", 0, street.start) + 1
         if not _LINE_MARKER.fullmatch(text, line_start, street.start):
@@ -1209,8 +1231,8 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
         between: list[tuple[int, int]] = []  # the lines walked over, the street's neighbour first
         while pos > 0 and len(between) < 3:
             prev_end = pos - 1
-            while prev_end > 0 and text[prev_end - 1] == "\n":
-                prev_end -= 1  # blank lines
+            while prev_end > 0 and text[prev_end - 1] in "\r\n":
+                prev_end -= 1  # blank lines, CRLF too
             prev_start = text.rfind("\n", 0, prev_end) + 1
             line = _BLOCK_TEXT_LINE.fullmatch(text, prev_start, prev_end)
             if line is None:
@@ -1229,8 +1251,8 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
             if m is not None and not org and not _ORG_SUFFIX.search(m.group(1)) and (
                     typed_person or (_person_only_words(m.group(1).split()) and not _is_place(m.group(1)))):
                 names.append(m.span(1))
-                if between and _firm_line(text[between[0][0]:between[0][1]]):
-                    firms.append(_unmarked(text, *between[0]))  # the line right above the street
+                if firms and between and _firm_line(text[between[0][0]:between[0][1]]):
+                    firm_lines.append(_unmarked(text, *between[0]))  # the line right above the street
                 break
             if len(between) == 2 or not (org or _firm_line(line.group(1)) or _job_title_line(line.group(1))):
                 break
@@ -1241,7 +1263,7 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
     # One pass over both sorted lists: a model's place, firm or group on a name line gives way;
     # a name line that overlaps anything else (a surer name, an identifier) is left as it is.
     # On a firm's line the model's guesses (a person, a place) give way to the firm.
-    found = sorted([(s_, e_, "PERSON") for s_, e_ in set(names)] + [(s_, e_, "ORGANIZATION") for s_, e_ in set(firms)])
+    found = sorted([(s_, e_, "PERSON") for s_, e_ in set(names)] + [(s_, e_, "ORGANIZATION") for s_, e_ in set(firm_lines)])
     out: list[Finding] = []
     clashing: set[tuple[int, int]] = set()
     k = 0
@@ -1268,76 +1290,93 @@ def addressees(text: str, findings: list[Finding]) -> list[Finding]:
 
 # Someone's employer after "work for", "works at", "employed by", "a job at": "I work for
 # Flightstats", "I used to work for Transparagov as Dairy scientist". The cue in lower case
-# (not the heading "Work For Hire Agreement"); each word capitalised, no "I", no possessive,
-# a full stop only after a legal form ("Acme Corp. She …" is "Acme Corp.").
-_FIRM_WORD = (r"(?!I\b)[A-Z][\w&/-]*(?:['’][A-Za-z]{2,}[\w&/-]*)?"
+# (not the heading "Work For Hire Agreement"); each word capitalised, no "I", no possessive, no
+# title before a name ("for Herr Schmidt", "for Professor Smith"); a full stop only after a
+# legal form, and it ends the firm ("Acme Corp. She …" is "Acme Corp."). Firms joined by "and"
+# are two ("Accenture and IBM"): "and" joins no words here.
+_TITLES_BEFORE_NAME = frozenset("""Mr Mrs Ms Miss Mx Dr Prof Professor Sir Dame Rev Herr Frau Madame Monsieur Mme Mlle
+Sr Sra Signor Signora President Senator Judge Justice Governor Mayor Minister Chancellor Captain Capt General
+Colonel Lieutenant Sergeant Father Sister Brother Lord Lady King Queen Prince Princess Uncle Aunt Saint St""".split())
+_NOT_TITLE = rf"(?!(?:{'|'.join(sorted(_TITLES_BEFORE_NAME))})\b)"
+_FIRM_WORD = (rf"{_NOT_TITLE}(?!I\b)[A-Z][\w&/-]*(?:['’][A-Za-z]{{2,}}[\w&/-]*)?"
               r"(?:(?<=Inc)\.|(?<=Ltd)\.|(?<=Corp)\.|(?<=Co)\.|(?<=Bros)\.)?(?!['’\w])")
 _EMPLOYER = re.compile(
     rf"\b(?:work(?:s|ed|ing)?|employed|interned|interning|job)[ \t]+(?:for|at|by)[ \t]+(?:the[ \t]+)?"
-    rf"(?!(?:Mr|Mrs|Ms|Dr|Prof|Sir)\b)((?:\d+[ \t]+)?{_FIRM_WORD}(?:[ \t]+(?:&|and|of|de)?[ \t]*{_FIRM_WORD}){{0,5}})")
+    rf"((?:\d+[ \t]+)?{_FIRM_WORD}(?:(?<!\.)[ \t]+(?:(?:&|of|de)[ \t]+)?{_FIRM_WORD}){{0,5}})")
+_TRAILING_CONNECTOR = re.compile(r"(?:[ \t,]+(?:&|and|of|de|the))*[ \t,]*$")
+_WEAK_SOURCES = ("ner", "gazetteer:", "name:list", "name:document")
 
 
-_AND = re.compile(r"([ \t]+(?:and|&)[ \t]+)")
+def _employer_ok(value: str) -> bool:
+    words = [w.rstrip(".") for w in value.split() if w not in ("&", "of", "de")]
+    if not words or (value[0].isdigit() and not _ORG_SUFFIX.search(value)):
+        return False  # "worked for 10 Years"; "for 48 Factoring Inc" is a firm
+    first, last, _ = _names()
+    return not (_is_place(value) or _is_person_name(words) or _department(words)
+                or (all(_is_common(w) for w in words) and not _ORG_SUFFIX.search(value))
+                or (len(words) == 1 and (words[0] in first or words[0] in last)))
+    # not "at Heathrow", "for Maria Lopez", "in Sales", "at Christmas", "at Town Hall", "for Nguyen"
 
 
 def employers(text: str, findings: list[Finding]) -> list[Finding]:
     """The capitalised words after an employment cue name a firm, unless they read as a
-    person's name, a place or English words; the model's or the gazetteer's other guess gives
-    way, a surer finding inside keeps its words (the firm ends before them). Linear."""
-    first, last, _ = _names()
-    firms: list[list[int]] = []
-    for m in _EMPLOYER.finditer(text):
-        value = m.group(1)
-        parts = _AND.split(value, maxsplit=1)
-        if len(parts) == 3 and _is_person_name(parts[2].split()):
-            value = parts[0]  # "for Zentrix and Maria Lopez hired me": the firm ends before the person
-        words = [w.rstrip(".") for w in value.split() if w not in ("&", "and", "of", "de")]
-        if value[0].isdigit() and not _ORG_SUFFIX.search(value):
-            continue  # "worked for 10 Years"; "for 48 Factoring Inc" is a firm
-        if _is_place(value) or _is_person_name(words) or _department(words) \
-                or (len(words) == 1 and (words[0] in first or words[0] in last)):
-            continue  # "worked at Heathrow", "work for Maria Lopez", "work at Home", "in Sales", "for Nguyen"
-        firms.append([m.start(1), m.start(1) + len(value)])
+    person's name, a place or English words. A surer finding at the firm's end ends the firm
+    before it ("the Law Office of David Kim" is "Law Office"); one inside or at its start
+    leaves the words to it and the model. Then the model's, the gazetteer's or a list's other
+    guesses at the firm's words give way. Linear."""
+    cands = [m.span(1) for m in _EMPLOYER.finditer(text) if _employer_ok(m.group(1))]
+    if not cands:
+        return findings
+    sure = [f for f in findings if not (f.recognizer.startswith(_WEAK_SOURCES) or f.entity_type == "ORGANIZATION")]
+    sure_starts = [f.start for f in sure]  # sorted, no overlaps
+    firms: list[tuple[int, int]] = []
+    for s_, e_ in cands:
+        k = bisect.bisect_left(sure_starts, e_) - 1  # the last sure finding starting before the firm ends
+        inside = []
+        while k >= 0 and sure[k].end > s_:
+            inside.append(sure[k])
+            k -= 1
+        if inside:
+            first_in = min(f.start for f in inside)
+            if first_in <= s_ or max(f.end for f in inside) < e_:
+                continue  # at the start, or inside the name ("the Bill & Melinda Gates Foundation")
+            e_ = s_ + len(_TRAILING_CONNECTOR.sub("", text[s_:first_in]))
+            if e_ <= s_ or not _employer_ok(text[s_:e_]):
+                continue
+        firms.append((s_, e_))
     if not firms:
         return findings
     starts = [f_[0] for f_ in firms]
     out: list[Finding] = []
     for f in findings:
-        k = bisect.bisect_left(starts, f.end) - 1  # the last firm starting before f ends
-        hits = []
-        while k >= 0 and firms[k][1] > f.start:
-            hits.append(k)
-            k -= 1
-        if hits and (f.recognizer.startswith(("ner", "gazetteer:", "name:list", "name:document"))
-                     or f.entity_type == "ORGANIZATION"):
+        k = bisect.bisect_left(starts, f.end) - 1
+        if k >= 0 and firms[k][1] > f.start and (f.recognizer.startswith(_WEAK_SOURCES) or f.entity_type == "ORGANIZATION"):
             continue  # the model's, the gazetteer's or a list's guess at the firm's words
-        for k in hits:  # a surer finding keeps its words: "for Acme and Maria Lopez" → "Acme"
-            end = f.start if f.start > firms[k][0] else firms[k][0]
-            while end > firms[k][0] and (text[end - 1] in " \t&" or text[firms[k][0]:end].endswith(" and")):
-                end -= 4 if text[firms[k][0]:end].endswith(" and") else 1
-            firms[k][1] = end
         out.append(f)
-    out += [Finding(s_, e_, "ORGANIZATION", 0.7, "cue:employer") for s_, e_ in firms if e_ > s_]
+    out += [Finding(s_, e_, "ORGANIZATION", 0.7, "cue:employer") for s_, e_ in firms]
     return sorted(out, key=lambda f: f.start)
 
 
 def _unmarked(text: str, start: int, end: int) -> tuple[int, int]:
     """The span without the markup around it: "*Acme Widgets*", '"Acme Widgets"'."""
-    while start < end and text[start] in _MARKUP:
+    while start < end and (text[start] in _MARKUP
+                           or (text[start] in _PAIRS and _PAIRS[text[start]] not in text[start:end])):
         start += 1
-    while end > start and text[end - 1] in _MARKUP:
+    while end > start and (text[end - 1] in _MARKUP
+                           or (text[end - 1] in _PAIRS and _PAIRS[text[end - 1]] not in text[start:end])):
         end -= 1
     return start, end
 
 
-_MARKUP = frozenset("*_\"'“”‘’()[]<>`~#|")
+_MARKUP = frozenset("*_\"'“”‘’<>`~#|")
+_PAIRS = {"(": ")", ")": "(", "[": "]", "]": "["}  # a bracket goes only without its partner: "Acme (UK)" keeps it
 
 
 def _job_title_line(value: str) -> bool:
     """A job title on its own line: "Assistant property manager", "Echocardiographer"."""
     words = value.split()
     return 1 <= len(words) <= 6 and words[0][:1].isupper() and not re.search(r"[\d@:;!?,]", value) and (
-        words[0] in _TITLE_FIRST or _TITLE_WORD.fullmatch(words[-1]) is not None)
+        _job_title_words(words))
 
 
 # -- names in their document ----------------------------------------------------------------

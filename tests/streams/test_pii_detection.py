@@ -166,6 +166,9 @@ def test_the_name_line_above_an_address_block_is_the_addressee(detector):
     ("Jane Doe\n*Paxata*\n12 High Street\nLondon SW1A 1AA", "Paxata"),  # without the markup
     ("> Ana Souza\n> Hawkins, Richardson and Santana\n> 14 Rua Augusta 20\n> Lisboa", "Hawkins, Richardson and Santana"),
     ("Jane Doe\nAmerican Red Ball Movers\n12 High Street\nLondon SW1A 1AA", "American Red Ball Movers"),  # English words
+    ("Jane Doe\nApex Payment Systems\n12 High Street\nLondon SW1A 1AA", "Apex Payment Systems"),
+    ("Dreux Joly\nZentrix Widgets (UK)\n338 Oak Avenue\nDallas, TX 75201", "Zentrix Widgets (UK)"),  # its brackets
+    ("Dreux Joly\r\n\r\nPaxata\r\n\r\n338 Oak Avenue\r\nDallas, TX 75201", "Paxata"),  # CRLF blank lines
 ])
 def test_the_line_between_the_addressee_and_the_street_is_the_firm(detector, text, firm):
     got = [(f.entity_type, text[f.start:f.end], f.recognizer) for f in detector.analyze(text)]
@@ -202,7 +205,9 @@ def test_a_second_addressee_the_model_found_stays_a_person(detector):
     ("She was employed by Kyruus Health until 2019.", "Kyruus Health"),
     ("I work for THALES/EQ", "THALES/EQ"),
     ("I work for Globex. I love it.", "Globex"),                      # the sentence ends the firm
-    ("I worked for Zentrix and Maria Lopez hired me.", "Zentrix"),    # a surer name ends it
+    ("I worked for Zentrix and Maria Lopez hired me.", "Zentrix"),    # "and" ends it
+    ("I worked for Acme Corp. She said it was fine.", "Acme Corp."),  # a legal form's full stop ends it
+    ("I worked for Accenture and IBM.", "Accenture"),                 # two firms, not one
 ])
 def test_the_capitalised_words_after_an_employment_cue_are_the_employer(detector, text, firm):
     got = [(f.entity_type, text[f.start:f.end], f.recognizer) for f in detector.analyze(text)]
@@ -221,6 +226,11 @@ def test_the_capitalised_words_after_an_employment_cue_are_the_employer(detector
     "I worked for 10 Years.",
     "Work For Hire Agreement",               # a heading, not a cue
     "I'm working at Stripe's Dublin office.",  # no possessive in a firm's words
+    "She worked for Herr Schmidt in Hamburg.",  # a title before a name
+    "I worked for Professor Smith.",
+    "I was working at Christmas and Easter.",  # English words
+    "He worked for the Estate of John Smith.",  # what is left before the name is no firm
+    "I worked for the Bill & Melinda Gates Foundation.",  # a name inside: the model's call
 ])
 def test_an_employment_cue_before_a_person_a_place_or_words_is_no_firm(detector, text):
     got = [f for f in detector.analyze(text) if f.recognizer == "cue:employer"]
@@ -234,6 +244,34 @@ def test_the_rules_after_the_model_keep_to_the_types_and_threshold_asked_for():
     text = "Dreux Joly\nPaxata\nPSC 3294, Box 9168\nAPO AA 61487"
     assert {f.entity_type for f in places.analyze(text)} <= {"LOCATION", "STREET_ADDRESS"}
     assert not [f for f in Detector(threshold=0.8).analyze("I work for Flightstats.") if f.score < 0.8]
+    # and a name the model found is not lost to a firm rule that was not asked for
+    assert ("PERSON", "Herr Schmidt") in found(only_persons, "She worked for Herr Schmidt in Hamburg.")
+
+
+@pytest.mark.parametrize("text, name", [
+    ('Heather: "Who are you?"\nHeather:"I\'m Daniel\'s daughter".', "Daniel"),
+    ('Vanessa:"I\'m Cynthia\'s daughter".', "Cynthia"),
+])
+def test_a_model_span_run_over_a_speakers_colon_and_quote_is_split(detector, text, name):
+    got = found(detector, text)
+    assert ("PERSON", name) in got, got
+    assert not any(":" in v or '"' in v for _, v in got), got
+
+
+@pytest.mark.parametrize("text", [
+    "custom changelog parsers as Dpkg::Changelog derived modules",
+    '"git send-email" now uses Net::SMTP::SSL, which is obsolete',
+    "xcscope - An (X)Emacs interface to cscope.",
+    "Server Alpha Node:8080 is down.",
+])
+def test_code_notation_is_no_name(detector, text):
+    got = found(detector, text)
+    assert not any(t in ("PERSON", "ORGANIZATION", "LOCATION", "NRP") for t, _ in got), got
+
+
+def test_a_mac_address_is_not_lost_to_a_model_span_split_at_its_colons(detector):
+    text = "Laptop MAC de:15:51:e4:96:77, asset tag AT-824458."
+    assert ("DEVICE_ID", "de:15:51:e4:96:77") in found(detector, text), found(detector, text)
 
 
 def test_a_list_announced_as_people_takes_surnames_that_are_words(detector):
