@@ -1117,7 +1117,9 @@ class Detector:
             cued = frozenset(f.start for f in found if f.entity_type == "PERSON" and f.recognizer in _CUE_RULES)
             resolved = in_context(text, resolved, cued)
         resolved = complete_addresses(text, resolved)
-        if self.ner and self.threshold <= 0.7:  # their findings score 0.7: asked for, or none of them runs
+        # The block and employer rules find at score 0.7 and replace the model's guesses: they
+        # run only when their findings would be kept, so no name is replaced by a dropped firm.
+        if self.ner and self.threshold <= 0.7:
             firms = "ORGANIZATION" in self.entities
             resolved = addressees(text, resolved, firms=firms)
             if firms:
@@ -1169,10 +1171,11 @@ def _job_title_words(words: list[str]) -> bool:
 
 
 def _firm_line(value: str) -> bool:
-    """Does a block's line read as a firm's name: capitalised words with at least one that is
-    no English word, or a legal form; no job title, unit, department, house name, place, honorific
-    or given name ("Paxata", "Placeilivecom", "Hawkins, Richardson and Santana", "CARTA
-    HOLDINGSINC."; not "Data Analyst", "Human Resources", "The Old Rectory", "Wei Zhang")?"""
+    """Does a block's line read as a firm's name: capitalised words or a legal form; no job
+    title, unit, department (or a department's English words), house name, place, honorific,
+    title or given name first ("Paxata", "Apex Payment Systems", "Hawkins, Richardson and
+    Santana", "CARTA HOLDINGSINC."; not "Data Analyst", "Human Resources", "The Old Rectory",
+    "John Doe")?"""
     first, _, _ = _names()
     if _ORG_SUFFIX.search(value):
         return True
