@@ -65,8 +65,15 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+#: Where ``free_port_block`` puts the stage workers' metrics ports, and ``free_port`` never
+#: looks: the extra workers ``ragstream scale`` starts bind their ports (base + offset + 10·i)
+#: long after the block was found free, so a single port handed out meanwhile to another
+#: server (a Milvus server's internal gRPC ports, a test's own service) must not land there.
+BLOCK_PORTS = (20000, 24000)
+
+
 def free_port() -> int:
-    """A bindable port *below* the kernel's ephemeral range.
+    """A bindable port *below* the kernel's ephemeral range (and above the workers' blocks).
 
     A port from bind(0) is ephemeral, and a client that keeps reconnecting to a dead broker
     on such a port can be handed that very port as its source and connect to itself (TCP
@@ -75,7 +82,7 @@ def free_port() -> int:
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, min(low, 32000))
+        port = rng.randrange(BLOCK_PORTS[1], min(low, 32000))
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -86,9 +93,11 @@ def free_port() -> int:
 
 
 def free_port_block(n: int) -> int:
-    """The first of ``n`` consecutive free ports below the ephemeral range (workers' metrics)."""
+    """The first of ``n`` consecutive free ports in ``BLOCK_PORTS`` (workers' metrics, their
+    extra workers' included), where ``free_port`` hands out nothing."""
+    rng = random.Random()
     for _ in range(100):
-        base = free_port()
+        base = rng.randrange(BLOCK_PORTS[0], BLOCK_PORTS[1] - n)
         socks: list[socket.socket] = []
         try:
             for p in range(base, base + n):

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 from ragstream.settings import Settings, load_settings
-from streams.registry import PIPELINE, STAGES
+from streams.registry import PIPELINE, REPLICA_PORT_STRIDE, STAGES
 from infra.service import (Service, ServiceStatus, StackError, fetch_health, free_port, free_port_block, port_open,
                            settings_env)
 from infra.jvm import LOG4J, find_java, jars
@@ -441,7 +441,11 @@ def isolated_settings(home: Path, **overrides: object) -> Settings:
     kafka_port = free_port()
     return load_settings(home=home, kafka_port=kafka_port, kafka_bootstrap=f"127.0.0.1:{kafka_port}",
                          kafka_controller_port=free_port(), milvus_port=free_port(),
-                         metrics_port_base=free_port_block(max(s.port_offset for s in STAGES) + 1), api_port=free_port(), **overrides)
+                         metrics_port_base=free_port_block(_METRICS_BLOCK), api_port=free_port(), **overrides)
+
+
+#: A stack's metrics ports: every stage's offset, for up to 8 workers a stage (``ragstream scale``).
+_METRICS_BLOCK = REPLICA_PORT_STRIDE * 8
 
 
 @contextlib.contextmanager
