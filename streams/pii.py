@@ -951,10 +951,8 @@ def _named_span(start: int, end: int, kind: str, text: str, first: frozenset[str
     for suffix in ("'s", "’s", "'", "’"):
         if value.endswith(suffix):
             value, end = value[: -len(suffix)], end - len(suffix)
-    if not value.strip() or _HAS_DIGIT.search(value) and kind != "LOCATION":
-        return
-    if _CODE_CHARS.search(value) or value.endswith("-"):
-        return  # "b/", "HOME/.gitk", "git gc --no-": paths and commands, not names
+    if not value.strip() or value.endswith("-"):
+        return  # "git gc --no-" (digits and code chars: _named drops the whole span)
     words = value.split()
     if value in _NOT_NAMED or value.rstrip(".") in _NOT_NAMED:
         return
@@ -1187,7 +1185,7 @@ def _firm_line(value: str) -> bool:
         return False
     if not all(w[:1].isupper() or w.lower() in _FIRM_CONNECTORS for w in words):
         return False  # "Food preparation worker", lower-case prose
-    if words[0].rstrip(".") in _HONORIFICS or words[0].rstrip(".") in _TITLES_BEFORE_NAME or _job_title_words(words):
+    if words[0].rstrip(".") in _TITLES_BEFORE_NAME or _job_title_words(words):
         return False  # "Head of Sales", "Echocardiographer", "Data Analyst", "Software Engineer II", "Dr. Khan"
     named = [w for w in words if w.lower() not in _FIRM_CONNECTORS]
     if not named or named[0] in first or _department(named):
@@ -1297,9 +1295,8 @@ def addressees(text: str, findings: list[Finding], *, firms: bool = True) -> lis
 # title before a name ("for Herr Schmidt", "for Professor Smith"); a full stop only after a
 # legal form, and it ends the firm ("Acme Corp. She …" is "Acme Corp."). Firms joined by "and"
 # are two ("Accenture and IBM"): "and" joins no words here.
-_TITLES_BEFORE_NAME = frozenset("""Mr Mrs Ms Miss Mx Dr Prof Professor Sir Dame Rev Herr Frau Madame Monsieur Mme Mlle
-Sr Sra Signor Signora President Senator Judge Justice Governor Mayor Minister Chancellor Captain Capt General
-Colonel Lieutenant Sergeant Father Sister Brother Lord Lady King Queen Prince Princess Uncle Aunt Saint St""".split())
+_TITLES_BEFORE_NAME = _HONORIFICS | frozenset("""Professor Herr Frau Madame Monsieur Mme Mlle Sr Sra Signor Signora
+President Senator Judge Justice Governor Mayor Minister Chancellor Captain Capt General Colonel Lieutenant Sergeant Father Sister Brother Lord Lady King Queen Prince Princess Uncle Aunt Saint St""".split())
 _NOT_TITLE = rf"(?!(?:{'|'.join(sorted(_TITLES_BEFORE_NAME))})\b)"
 _FIRM_WORD = (rf"{_NOT_TITLE}(?!I\b)[A-Z][\w&/-]*(?:['’][A-Za-z]{{2,}}[\w&/-]*)?"
               r"(?:(?<=Inc)\.|(?<=Ltd)\.|(?<=Corp)\.|(?<=Co)\.|(?<=Bros)\.)?(?!['’\w])")
